@@ -1,0 +1,3 @@
+"""chromasnap: Chroma on Kubernetes as snapshot replicas."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,169 @@
+"""Configuration every chromasnap process reads: pydantic models filled from env and flags.
+
+The operator renders these same variables into the pods (see ``specs.py``), so
+the names here are a contract between the control plane and the data plane.
+All variables start with ``CHROMASNAP_``; S3 credentials use the standard AWS
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` …)
+so that profiles and workload identity work unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CHROMASNAP_"
+
+COLLECTION_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+
+
+class Space(str, Enum):
+    """Distance functions, exactly as Chroma names them."""
+
+    COSINE = "cosine"
+    L2 = "l2"
+    IP = "ip"
+
+
+class ReadLevel(str, Enum):
+    """``snapshot``: answer from the loaded snapshot only; ``fresh``: merge the delta tail too."""
+
+    SNAPSHOT = "snapshot"
+    FRESH = "fresh"
+
+
+class LockKind(str, Enum):
+    """Which mutex the compactor takes; safety never depends on it (the pointer write is the fence)."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+    NONE = "none"
+
+
+class CollectionSettings(BaseModel):
+    """What a collection is: fixed at creation (name, dimension, space are immutable)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    dimension: Annotated[int, Field(ge=1, le=65536)]
+    space: Space = Space.COSINE
+    hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
+    hnsw_construction_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+    hnsw_search_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _chroma_name(cls, v: str) -> str:
+        if not COLLECTION_NAME_RE.match(v) or ".." in v:
+            raise ValueError(
+                f"collection name {v!r} is not a valid Chroma name: use 3-512 characters "
+                "from [a-zA-Z0-9._-], starting and ending with a letter or digit, no '..'"
+            )
+        return v
+
+
+class CommonSettings(BaseSettings):
+    """Settings every subcommand shares: where the bucket is and which collection."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    bucket_url: str = Field(
+        description="s3://bucket/prefix or file:///path: the collection's root in the object store"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="explicit S3 endpoint (MinIO); unset means AWS's default"
+    )
+    collection: str = Field(description="Chroma collection name")
+    dimension: Annotated[int, Field(ge=1, le=65536)]
+    space: Space = Space.COSINE
+    hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
+    hnsw_construction_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+    hnsw_search_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+
+    @field_validator("bucket_url")
+    @classmethod
+    def _bucket_scheme(cls, v: str) -> str:
+        if not (v.startswith("s3://") or v.startswith("file://")):
+            raise ValueError(
+                f"bucket URL {v!r} must start with s3:// (e.g. s3://my-bucket/collections/docs) "
+                "or file:// (e.g. file:///var/lib/chromasnap)"
+            )
+        return v
+
+    def collection_settings(self) -> CollectionSettings:
+        """The immutable collection description these settings name."""
+        return CollectionSettings(
+            name=self.collection,
+            dimension=self.dimension,
+            space=self.space,
+            hnsw_m=self.hnsw_m,
+            hnsw_construction_ef=self.hnsw_construction_ef,
+            hnsw_search_ef=self.hnsw_search_ef,
+        )
+
+
+def default_identity() -> str:
+    """Pod name on Kubernetes (``POD_NAME`` from the downward API), else the host name."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class WriterSettings(CommonSettings):
+    """``chromasnap writer``: group-commit window and HTTP listener."""
+
+    writer_id: str = Field(default_factory=default_identity)
+    flush_max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    flush_max_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 << 20
+    flush_max_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 50
+    max_request_records: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 << 20
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+
+
+class CompactorSettings(CommonSettings):
+    """``chromasnap compactor``: lock, cache, retention and where to report the result."""
+
+    identity: str = Field(default_factory=default_identity)
+    lock: LockKind = LockKind.LOCAL
+    lease_name: str | None = None
+    lease_namespace: str | None = None
+    lease_duration_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    cache_dir: str = "/var/cache/chromasnap"
+    retain_snapshots: Annotated[int, Field(ge=1, le=1000)] = 3
+    delta_grace_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 600
+    max_deltas_per_run: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    result_file: str | None = Field(
+        default=None, description="write the run's JSON result here (e.g. /dev/termination-log)"
+    )
+    pushgateway_url: str | None = None
+
+
+class ReaderSettings(CommonSettings):
+    """``chromasnap reader``: cache, polling and read level."""
+
+    cache_dir: str = "/var/cache/chromasnap"
+    cache_max_bytes: Annotated[int, Field(ge=0)] = 0
+    poll_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    read_level: ReadLevel = ReadLevel.FRESH
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+
+
+def explain(err: ValidationError) -> str:
+    """Turn a pydantic error into one line per problem, naming the env var to fix."""
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        env = ENV_PREFIX + field.upper()
+        lines.append(f"{field} ({env}): {e['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,54 @@
+"""Write operations: the unit that writers record, deltas carry and compactors fold.
+
+An ``Op`` is one record-level change, as a Chroma client would send it. Its
+``OpKey`` (write timestamp, writer id, sequence) gives the total order that
+every component uses to resolve conflicts (last writer wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+MetadataValue = str | int | float | bool | None
+Metadata = dict[str, MetadataValue]
+Embedding = npt.NDArray[np.float32]
+
+
+class OpKind(IntEnum):
+    """Chroma's four write verbs (values are stored in deltas: never renumber)."""
+
+    ADD = 0
+    UPSERT = 1
+    UPDATE = 2
+    DELETE = 3
+
+
+class OpKey(NamedTuple):
+    """Total order of writes: write time, then writer id, then the writer's sequence."""
+
+    ts_us: int
+    writer: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Op:
+    """One record-level write.
+
+    ``embedding``/``document``/``metadata`` are ``None`` when the client did not
+    send them (meaningful for update and upsert: the field is left as it was).
+    In ``metadata`` a ``None`` value removes that key (Chroma's update rule).
+    """
+
+    kind: OpKind
+    id: str
+    key: OpKey
+    embedding: Embedding | None = None
+    document: str | None = None
+    metadata: Metadata | None = None
+    uri: str | None = None
