@@ -1,0 +1,69 @@
+# chromasnap — the two commands a new user needs: `make demo` and `make test`.
+# Everything else is installed on demand: a virtualenv with pinned Python deps
+# (.venv) and Go-built infrastructure binaries in $(CACHE)/bin (outside the repo).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(or $(CHROMASNAP_CACHE),$(HOME)/.cache/chromasnap)
+export CHROMASNAP_CACHE := $(CACHE)
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools lint unit test demo dev bench cluster-up cluster-down \
+        kind-up kind-e2e kind-down clean
+
+help:
+	@echo "make demo   - run the whole loop locally (no cluster, no cloud account)"
+	@echo "make test   - lint, type-check and run all tests against real MinIO and kube-apiserver"
+	@echo "make bench  - benchmarks vs. peers; writes docs/benchmarks.{md,json}"
+	@echo "make dev    - writer + compactor + reader on a local bucket, for chromadb.HttpClient"
+	@echo "make cluster-up / cluster-down - a real local control plane (kube-apiserver, etcd, kwok)"
+	@echo "make kind-up / kind-e2e / kind-down - a kind cluster (needs Docker; not run here)"
+
+$(STAMP): pyproject.toml requirements.lock
+	@echo "==> creating virtualenv $(VENV) with pinned dependencies"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --progress-bar on -c requirements.lock -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+tools:
+	@bash hack/build-tools.sh test
+
+lint: $(STAMP)
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check operator tests hack benchmarks
+	@echo "==> mypy --strict operator/"
+	@$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test: $(STAMP) tools lint
+	@echo "==> pytest (unit + integration on real MinIO, chromadb and kube-apiserver)"
+	@$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	@$(VENV)/bin/chromasnap demo
+
+dev: $(STAMP)
+	@$(VENV)/bin/chromasnap dev
+
+bench: $(STAMP) tools
+	@$(PY) -m benchmarks.run
+
+cluster-up: $(STAMP) tools
+	@$(PY) hack/cluster.py up --dir .cache/cluster
+
+cluster-down: $(STAMP)
+	@$(PY) hack/cluster.py down --dir .cache/cluster
+
+kind-up kind-e2e kind-down: $(STAMP)
+	@bash hack/kind.sh $(patsubst kind-%,%,$@)
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,7 @@
+"""``python -m chromasnap``."""
+
+import sys
+
+from chromasnap.cli import main
+
+sys.exit(main())
