@@ -28,7 +28,11 @@ class Delta:
 
 
 def random_history(
-    rng: random.Random, dimension: int = 4, writers: int = 3, n_ops: int = 120, ids: int = 12,
+    rng: random.Random,
+    dimension: int = 4,
+    writers: int = 3,
+    n_ops: int = 120,
+    ids: int = 12,
 ) -> list[Delta]:
     """Ops from several writers with interleaved timestamps, cut into deltas."""
     out: list[Delta] = []
@@ -63,11 +67,16 @@ def random_history(
 
 def _cut(out: list[Delta], w: int, pending: dict[int, list[Op]], clock: int) -> None:
     if pending[w]:
-        out.append(Delta(f"{clock:017d}-w{w}.arrow", f"w{w}", pending[w]))
+        # Like a real writer, each delta of one writer gets a strictly later flush time.
+        last = max((int(d.name[:17]) for d in out if d.writer == f"w{w}"), default=0)
+        ts = max(clock, last + 1)
+        out.append(Delta(f"{ts:017d}-w{w}.arrow", f"w{w}", pending[w]))
         pending[w] = []
 
 
-def arrival_batches(rng: random.Random, history: list[Delta], max_batch: int = 4) -> list[list[Delta]]:
+def arrival_batches(
+    rng: random.Random, history: list[Delta], max_batch: int = 4
+) -> list[list[Delta]]:
     """Deltas in a shuffled arrival order (some late), grouped into compaction batches."""
     order = sorted(history, key=lambda d: d.name)
     # Swap neighbours at random: a delta lands after newer ones were compacted.
@@ -122,8 +131,8 @@ def records_equal(a: dict[str, Record], b: dict[str, Record]) -> bool:
     """Equal ids, documents, metadata and (float32-exact) embeddings."""
     if a.keys() != b.keys():
         return False
-    for k in a:
-        x, y = a[k], b[k]
+    for k, x in a.items():
+        y = b[k]
         if x.document != y.document or (x.metadata or None) != (y.metadata or None):
             return False
         if x.uri != y.uri or not np.array_equal(x.embedding, y.embedding):

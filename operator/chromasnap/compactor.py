@@ -34,7 +34,14 @@ from chromasnap.store import NotFound, ObjectInfo, ObjectStore, StoreError
 log = logging.getLogger("chromasnap.compactor")
 
 STEPS = (
-    "lock", "read_pointer", "list_deltas", "fetch_base", "apply", "upload", "swap", "cleanup",
+    "lock",
+    "read_pointer",
+    "list_deltas",
+    "fetch_base",
+    "apply",
+    "upload",
+    "swap",
+    "cleanup",
 )
 # Crash tests set this to a step name (optionally "<step>:mid") to SIGKILL the process there.
 FAILPOINT_ENV = "CHROMASNAP_TEST_KILL_AT"
@@ -146,7 +153,9 @@ class Compactor:
                 self.lock.release()
             res.duration_seconds = round(time.perf_counter() - t0, 4)
             level = logging.WARNING if res.result == "failed" else logging.INFO
-            log.log(level, "compaction %s: %s", res.result, res.reason, extra=fields(**res.to_dict()))
+            log.log(
+                level, "compaction %s: %s", res.result, res.reason, extra=fields(**res.to_dict())
+            )
         return res
 
     def _run_locked(self, res: CompactionResult) -> None:
@@ -158,7 +167,7 @@ class Compactor:
             res.base_version = base.version if base else None
         with self._step(res, "list_deltas"):
             listed = {
-                o.key[len(deltas.DELTA_PREFIX):]: o
+                o.key[len(deltas.DELTA_PREFIX) :]: o
                 for o in self.store.list(deltas.DELTA_PREFIX)
                 if deltas.is_delta_key(o.key)
             }
@@ -171,7 +180,9 @@ class Compactor:
             res.result, res.reason = "skipped", "NothingToDo"
             res.message = f"no pending deltas; snapshot {base.version} is current"
             res.version, res.record_count, res.snapshot_bytes = (
-                base.version, base.record_count, base.byte_size,
+                base.version,
+                base.record_count,
+                base.byte_size,
             )
             with self._step(res, "cleanup"):
                 self._cleanup(res, base, listed)
@@ -222,7 +233,11 @@ class Compactor:
 
         with self._step(res, "upload"):
             new = snapshots.publish(
-                self.store, work, mf.snapshot_prefix(version), make_manifest, self.on_bytes,
+                self.store,
+                work,
+                mf.snapshot_prefix(version),
+                make_manifest,
+                self.on_bytes,
                 after_first_file=lambda: _failpoint("upload", "mid"),
             )
         self.lock.check()
@@ -235,10 +250,8 @@ class Compactor:
                 raise
         res.result, res.reason = "succeeded", "Compacted"
         res.version, res.record_count, res.snapshot_bytes = version, record_count, new.byte_size
-        res.message = (
-            f"folded {len(folded)} deltas ({len(fold.ops)} writes) into {version}"
-            + (f"; {len(pending) - len(todo)} deltas still pending" if len(pending) > len(todo)
-               else "")
+        res.message = f"folded {len(folded)} deltas ({len(fold.ops)} writes) into {version}" + (
+            f"; {len(pending) - len(todo)} deltas still pending" if len(pending) > len(todo) else ""
         )
         # The new snapshot is verified and local: keep it as the next run's base.
         self._adopt_into_cache(work, version)
@@ -293,13 +306,15 @@ class Compactor:
         self.store.delete_many(keys)
         return len(keys)
 
-    def _cleanup(self, res: CompactionResult, current: mf.Manifest,
-                 listed: dict[str, ObjectInfo]) -> None:
+    def _cleanup(
+        self, res: CompactionResult, current: mf.Manifest, listed: dict[str, ObjectInfo]
+    ) -> None:
         """Remove applied deltas past the grace period and snapshots past retention."""
         _failpoint("cleanup", "start")
         cutoff = time.time() - self.opt.delta_grace_seconds
         old_applied = [
-            deltas.DELTA_PREFIX + n for n in current.deltas
+            deltas.DELTA_PREFIX + n
+            for n in current.deltas
             if n in listed and listed[n].last_modified < cutoff
         ]
         if old_applied:
@@ -317,8 +332,9 @@ class Compactor:
         while parent is not None and len(chain) < self.opt.retain_snapshots:
             chain.append(parent)
             try:
-                parent = snapshots.load_manifest(self.store, mf.snapshot_prefix(parent)
-                                                 + mf.MANIFEST_FILE).parent
+                parent = snapshots.load_manifest(
+                    self.store, mf.snapshot_prefix(parent) + mf.MANIFEST_FILE
+                ).parent
             except mf.CorruptSnapshot:
                 break
         return chain
@@ -327,7 +343,7 @@ class Compactor:
         """Keep the current snapshot and its newest ancestors; drop the rest once old enough."""
         newest: dict[str, float] = {}
         for o in self.store.list(mf.SNAPSHOT_PREFIX):
-            v = o.key[len(mf.SNAPSHOT_PREFIX):].split("/", 1)[0]
+            v = o.key[len(mf.SNAPSHOT_PREFIX) :].split("/", 1)[0]
             newest[v] = max(newest.get(v, 0.0), o.last_modified)
         keep = set(self._lineage(current))
         deleted = 0

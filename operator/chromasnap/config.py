@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,7 +23,7 @@ ENV_PREFIX = "CHROMASNAP_"
 COLLECTION_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 
 
-class Space(str, Enum):
+class Space(StrEnum):
     """Distance functions, exactly as Chroma names them."""
 
     COSINE = "cosine"
@@ -31,15 +31,15 @@ class Space(str, Enum):
     IP = "ip"
 
 
-class ReadLevel(str, Enum):
+class ReadLevel(StrEnum):
     """``snapshot``: answer from the loaded snapshot only; ``fresh``: merge the delta tail too."""
 
     SNAPSHOT = "snapshot"
     FRESH = "fresh"
 
 
-class LockKind(str, Enum):
-    """Which mutex the compactor takes; safety never depends on it (the pointer write is the fence)."""
+class LockKind(StrEnum):
+    """Which mutex the compactor takes; safety never depends on it (the pointer is the fence)."""
 
     LOCAL = "local"
     KUBERNETES = "kubernetes"
@@ -128,6 +128,12 @@ class WriterSettings(CommonSettings):
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 << 20
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    notify_dns: str | None = Field(
+        default=None,
+        description="DNS name whose A records are the ready readers (the operator's headless "
+        "reader Service); writers tell them about new deltas so fresh reads need not wait "
+        "for a poll",
+    )
 
 
 class CompactorSettings(CommonSettings):
@@ -146,6 +152,11 @@ class CompactorSettings(CommonSettings):
         default=None, description="write the run's JSON result here (e.g. /dev/termination-log)"
     )
     pushgateway_url: str | None = None
+    status_resource: str | None = Field(
+        default=None,
+        description="<namespace>/<name> of the ChromaCollection whose status the run's result "
+        "is patched into (needs the pod's service account token)",
+    )
 
 
 class ReaderSettings(CommonSettings):
@@ -155,6 +166,11 @@ class ReaderSettings(CommonSettings):
     cache_max_bytes: Annotated[int, Field(ge=0)] = 0
     poll_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     read_level: ReadLevel = ReadLevel.FRESH
+    writer_url: str | None = Field(
+        default=None,
+        description="base URL of the writers' Service; writes sent to a reader are forwarded "
+        "there (unset: refused with a clear error)",
+    )
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
 

@@ -123,7 +123,7 @@ def encode(ops: Sequence[Op], dimension: int, writer: str) -> bytes:
     sink.write(MAGIC)
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    body = sink.getvalue().to_pybytes()
+    body: bytes = sink.getvalue().to_pybytes()
     return body + hashlib.sha256(body).digest()
 
 

@@ -66,7 +66,7 @@ def _merge_metadata(old: Metadata | None, new: Metadata | None) -> Metadata | No
 def _strip_nones(m: Metadata | None) -> Metadata | None:
     if m is None:
         return None
-    out = {k: v for k, v in m.items() if v is not None}
+    out: Metadata = {k: v for k, v in m.items() if v is not None}
     return out or None
 
 

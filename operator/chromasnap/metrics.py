@@ -40,5 +40,7 @@ READER_REJECTED_SNAPSHOTS = Counter(
     "chromasnap_reader_rejected_snapshots_total", "Snapshots that failed verification"
 )
 READER_TAIL_DELTAS = Gauge("chromasnap_reader_tail_deltas", "Deltas merged on top of the snapshot")
-READER_TAIL_RECORDS = Gauge("chromasnap_reader_tail_records", "Writes merged on top of the snapshot")
+READER_TAIL_RECORDS = Gauge(
+    "chromasnap_reader_tail_records", "Writes merged on top of the snapshot"
+)
 READER_ERRORS = Counter("chromasnap_reader_errors_total", "Reader background errors", ["kind"])

@@ -11,10 +11,17 @@ swap is the compactor's fence), so both backends must make them atomic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import builtins
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+ByteCallback = Callable[[int], None]
+"""Transfer progress: called with each increment of bytes moved, from worker threads.
+
+An increment can be negative when a part is retried and its bytes are rewound.
+"""
 
 
 class StoreError(Exception):
@@ -84,15 +91,23 @@ class ObjectStore(Protocol):
         """All objects under ``prefix`` in key order (paginated under the hood)."""
         ...
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete keys in batches; missing keys are not an error."""
         ...
 
-    def upload_file(self, key: str, path: Path) -> str:
+    def upload_file(self, key: str, path: Path, *, on_bytes: ByteCallback | None = None) -> str:
         """Upload a local file (multipart and parallel when large); return its SHA-256 hex."""
         ...
 
-    def download_file(self, key: str, path: Path, size: int, sha256: str) -> None:
+    def download_file(
+        self,
+        key: str,
+        path: Path,
+        size: int,
+        sha256: str,
+        *,
+        on_bytes: ByteCallback | None = None,
+    ) -> None:
         """Download to ``path`` (parallel ranges when large), verifying size and SHA-256.
 
         Raises ChecksumMismatch (and leaves no file at ``path``) when they differ.

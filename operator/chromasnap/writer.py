@@ -11,6 +11,7 @@ nothing unacknowledged is ever reported durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -149,10 +150,8 @@ class GroupCommitWriter:
             wait = self._due()
             if wait > 0:
                 self._kick.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
                 continue
             batch, self._batch = self._batch, _Batch()
             await self._inflight.acquire()

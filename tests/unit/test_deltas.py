@@ -12,7 +12,14 @@ from chromasnap.ops import Op, OpKey, OpKind
 def sample_ops() -> list[Op]:
     e = np.arange(8, dtype=np.float32) / 7
     return [
-        Op(OpKind.ADD, "a", OpKey(10, "w-1", 1), e, "doc a", {"s": "x", "i": 3, "f": 1.5, "b": True}),
+        Op(
+            OpKind.ADD,
+            "a",
+            OpKey(10, "w-1", 1),
+            e,
+            "doc a",
+            {"s": "x", "i": 3, "f": 1.5, "b": True},
+        ),
         Op(OpKind.UPDATE, "b", OpKey(10, "w-1", 2), None, None, {"gone": None}),
         Op(OpKind.UPSERT, "c", OpKey(11, "w-1", 3), -e, None, None, "s3://x/y"),
         Op(OpKind.DELETE, "d", OpKey(12, "w-1", 4)),
@@ -25,7 +32,13 @@ def test_round_trip_preserves_every_field_and_type() -> None:
     assert len(back) == len(ops)
     for a, b in zip(ops, back, strict=True):
         assert (a.kind, a.id, a.key, a.document, a.metadata, a.uri) == (
-            b.kind, b.id, b.key, b.document, b.metadata, b.uri)
+            b.kind,
+            b.id,
+            b.key,
+            b.document,
+            b.metadata,
+            b.uri,
+        )
         if a.embedding is None:
             assert b.embedding is None
         else:

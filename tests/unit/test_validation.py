@@ -31,7 +31,10 @@ def test_valid_request_gets_increasing_keys() -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"embeddings": [[1, 2], [3, 4]]}, "dimension 2 does not match the collection's dimension 3"),
+        (
+            {"embeddings": [[1, 2], [3, 4]]},
+            "dimension 2 does not match the collection's dimension 3",
+        ),
         ({"embeddings": [[1, 2, math.nan], [1, 2, 3]]}, r"embeddings\[0\] contains NaN"),
         ({"embeddings": [[1, 2, math.inf], [1, 2, 3]]}, "NaN or infinity"),
         ({"embeddings": [[1, 2, 3]]}, "got 1 embeddings for 2 ids"),

@@ -1,0 +1,104 @@
+"""Helpers for data-plane integration tests: write deltas, run compactors, read snapshots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from chromasnap import chroma, deltas, pointer, snapshots
+from chromasnap import manifest as mf
+from chromasnap.compactor import Compactor, CompactorOptions
+from chromasnap.config import CollectionSettings, Space
+from chromasnap.lock import Lock, NoLock
+from chromasnap.merge import Record
+from chromasnap.ops import Op
+from chromasnap.store import ObjectStore
+from modelgen import Delta
+
+SETTINGS = CollectionSettings(name="docs", dimension=4, space=Space.L2)
+
+
+def put_delta(store: ObjectStore, d: Delta, dimension: int = 4) -> str:
+    """Store a delta exactly as a writer would (one conditional PUT)."""
+    store.put_if_absent(deltas.DELTA_PREFIX + d.name, deltas.encode(d.ops, dimension, d.writer))
+    return d.name
+
+
+def compactor(
+    store: ObjectStore,
+    cache: Path,
+    lock: Lock | None = None,
+    settings: CollectionSettings = SETTINGS,
+    grace: float = 3600.0,
+    retain: int = 3,
+    identity: str = "test-compactor",
+) -> Compactor:
+    """An in-process compactor on ``store``."""
+    return Compactor(
+        store,
+        settings,
+        lock or NoLock(),
+        CompactorOptions(
+            identity=identity, cache_dir=cache, delta_grace_seconds=grace, retain_snapshots=retain
+        ),
+    )
+
+
+def current_records(store: ObjectStore, tmp: Path) -> tuple[mf.Manifest, dict[str, Record]]:
+    """Download and verify the current snapshot, and read every record from it."""
+    cur = pointer.read(store).pointer
+    assert cur is not None, "no pointer"
+    man = snapshots.load_manifest(store, cur.manifest)
+    dest = snapshots.fetch(store, man, tmp / f"check-{man.version}")
+    with chroma.open_collection(
+        dest / mf.DB_DIR, man.collection.settings.name, flush_on_exit=False
+    ) as (_, col):
+        raw = chroma.read_all(col)
+    return man, {
+        rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
+        for rid, r in raw.items()
+    }
+
+
+def compactor_env(
+    store_url: str, endpoint: str | None, cache: Path, **extra: str
+) -> dict[str, str]:
+    """Environment for a ``chromasnap compactor`` subprocess (what a pod would get)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHROMASNAP_BUCKET_URL": store_url,
+            "CHROMASNAP_COLLECTION": SETTINGS.name,
+            "CHROMASNAP_DIMENSION": str(SETTINGS.dimension),
+            "CHROMASNAP_SPACE": SETTINGS.space.value,
+            "CHROMASNAP_CACHE_DIR": str(cache),
+            "CHROMASNAP_LOCK": "local",
+            "CHROMASNAP_DELTA_GRACE_SECONDS": "0",
+            "CHROMASNAP_IDENTITY": "subprocess-compactor",
+        }
+    )
+    if endpoint:
+        env["CHROMASNAP_S3_ENDPOINT_URL"] = endpoint
+    env.update(extra)
+    return env
+
+
+def run_compactor_process(
+    env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m chromasnap compactor`` once and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "chromasnap", "compactor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def all_ops(history: list[Delta]) -> list[Op]:
+    """Every op of a history."""
+    return [op for d in history for op in d.ops]
