@@ -203,7 +203,7 @@ class Compactor:
             horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
             versions = prune_tombstones(versions, horizon)
             with chroma.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
-                chroma.apply_ops(col, fold.ops)
+                chroma.apply_ops(col, fold.ops, dimension=self.settings.dimension)
                 record_count = int(col.count())
             chroma.finalize(work / mf.DB_DIR)
             snapshots.write_versions(work / mf.VERSIONS_FILE, versions)

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,17 +34,13 @@ class LoadedSnapshot:
 
     manifest: mf.Manifest
     path: Path
-    handle: chroma.OpenCollection
+    handle: ExitStack
+    collection: Any
     versions: dict[str, Version]
     applied: frozenset[str]
     refs: int = 0
     retired: bool = False
     loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def collection(self) -> Any:
-        """The chromadb collection object."""
-        return self.handle.collection
 
 
 class SnapshotReader:
@@ -116,13 +112,20 @@ class SnapshotReader:
     def _load(self, man: mf.Manifest) -> LoadedSnapshot:
         path = self.cache_dir / man.version
         snapshots.fetch(self.store, man, path, self.on_bytes)
+        handle = ExitStack()
         try:
             versions = snapshots.read_versions(path / mf.VERSIONS_FILE)
-            handle = chroma.OpenCollection(path / mf.DB_DIR, man.collection.settings.name)
+            # Readers never write, so there is nothing to flush on close.
+            opened = handle.enter_context(
+                chroma.open_collection(path / mf.DB_DIR, man.collection.settings.name,
+                                       flush_on_exit=False)
+            )
         except Exception as e:
+            handle.close()
             shutil.rmtree(path, ignore_errors=True)
             raise mf.CorruptSnapshot(f"snapshot {man.version} does not open: {e}") from e
-        return LoadedSnapshot(man, path, handle, versions, frozenset(man.deltas))
+        return LoadedSnapshot(man, path, handle, opened.collection, versions,
+                              frozenset(man.deltas))
 
     def _swap(self, new: LoadedSnapshot) -> None:
         with self._lock:
