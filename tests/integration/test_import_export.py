@@ -18,13 +18,17 @@ from chromasnap.store import ObjectStore
 def make_source(path: Path, n: int = 300) -> None:
     client = chromadb.PersistentClient(path=str(path))
     col = client.create_collection(
-        "legacy", configuration={"hnsw": {"space": "cosine", "ef_construction": 64}},
+        "legacy",
+        configuration={"hnsw": {"space": "cosine", "ef_construction": 64}},
         metadata={"team": "search"},
     )
     rng = np.random.default_rng(1)
-    col.add(ids=[f"r{i}" for i in range(n)], embeddings=rng.standard_normal((n, 8)).tolist(),
-            documents=[f"document {i}" for i in range(n)],
-            metadatas=[{"i": i, "even": i % 2 == 0} for i in range(n)])
+    col.add(
+        ids=[f"r{i}" for i in range(n)],
+        embeddings=rng.standard_normal((n, 8)).tolist(),
+        documents=[f"document {i}" for i in range(n)],
+        metadatas=[{"i": i, "even": i % 2 == 0} for i in range(n)],
+    )
     client.create_collection("other").add(ids=["x"], embeddings=[[0.0] * 3])
     client.close()  # type: ignore[attr-defined]
 
@@ -39,7 +43,8 @@ def read_plain(path: Path, name: str) -> tuple[dict[str, chroma.Record], dict[st
 
 def same(a: dict[str, chroma.Record], b: dict[str, chroma.Record]) -> bool:
     return a.keys() == b.keys() and all(
-        np.array_equal(a[k].embedding, b[k].embedding) and a[k][1:] == b[k][1:] for k in a)
+        np.array_equal(a[k].embedding, b[k].embedding) and a[k][1:] == b[k][1:] for k in a
+    )
 
 
 def test_import_then_export_round_trip(store: ObjectStore, tmp_path: Path) -> None:
@@ -67,7 +72,7 @@ def test_import_refuses_bad_input(store: ObjectStore, tmp_path: Path) -> None:
     make_source(src, n=5)
     with pytest.raises(ImportError_, match="not a chromadb directory"):
         import_directory(tmp_path / "nothing", "legacy", store)
-    with pytest.raises(ImportError_, match="it has: .*legacy"):
+    with pytest.raises(ImportError_, match=r"it has: .*legacy"):
         import_directory(src, "missing", store)
     import_directory(src, "legacy", store)
     with pytest.raises(ImportError_, match="already holds a collection"):
@@ -84,8 +89,13 @@ def test_cli_import_export_status(tmp_path: Path) -> None:
     url = (tmp_path / "bucket").as_uri()
 
     def cli(*args: str) -> str:
-        p = subprocess.run([sys.executable, "-m", "chromasnap", *args], capture_output=True,
-                           text=True, check=False, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "chromasnap", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         return p.stdout
 
@@ -96,6 +106,11 @@ def test_cli_import_export_status(tmp_path: Path) -> None:
     assert "exported version" in cli("export", url, str(tmp_path / "out"))
     got, _ = read_plain(tmp_path / "out", "legacy")
     assert len(got) == 20
-    bad = subprocess.run([sys.executable, "-m", "chromasnap", "export", url, str(src)],
-                         capture_output=True, text=True, check=False, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "chromasnap", "export", url, str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "not empty" in bad.stderr

@@ -32,8 +32,13 @@ def vec(i: int) -> list[float]:
 
 async def write_many(w: GroupCommitWriter, n: int, prefix: str = "id") -> list[str]:
     async def one(i: int) -> str:
-        return await w.submit(OpKind.UPSERT, [f"{prefix}{i}"], embeddings=[vec(i)],
-                              documents=[f"doc {i}"], metadatas=[{"i": i}])
+        return await w.submit(
+            OpKind.UPSERT,
+            [f"{prefix}{i}"],
+            embeddings=[vec(i)],
+            documents=[f"doc {i}"],
+            metadatas=[{"i": i}],
+        )
 
     await w.start()
     try:
@@ -45,12 +50,14 @@ async def write_many(w: GroupCommitWriter, n: int, prefix: str = "id") -> list[s
 def test_group_commit_acknowledges_after_durable_delta(store: ObjectStore) -> None:
     w = GroupCommitWriter(store, LIMITS, "writer-a", FlushWindow(max_records=16, max_delay_s=0.05))
     tokens = asyncio.run(write_many(w, 100))
-    names = {o.key[len(deltas.DELTA_PREFIX):] for o in store.list(deltas.DELTA_PREFIX)}
+    names = {o.key[len(deltas.DELTA_PREFIX) :] for o in store.list(deltas.DELTA_PREFIX)}
     # Every acknowledged token names a delta that exists and holds that write.
     assert set(tokens) == names
     assert len(names) < 100  # grouped: many requests per delta
-    by_delta = {n: {op.id for op in deltas.decode(store.get(deltas.DELTA_PREFIX + n).data, 4)}
-                for n in names}
+    by_delta = {
+        n: {op.id for op in deltas.decode(store.get(deltas.DELTA_PREFIX + n).data, 4)}
+        for n in names
+    }
     for i, tok in enumerate(tokens):
         assert f"id{i}" in by_delta[tok]
     assert sum(len(v) for v in by_delta.values()) == 100
@@ -97,8 +104,12 @@ def publish_generation(store: ObjectStore, cache: Path, gen: int) -> None:
         w = GroupCommitWriter(store, LIMITS, f"writer-{gen}")
         await w.start()
         try:
-            await w.submit(OpKind.UPSERT, ["fixed", f"gen{gen}"],
-                           embeddings=[vec(0), vec(gen)], documents=[f"gen {gen}", f"gen {gen}"])
+            await w.submit(
+                OpKind.UPSERT,
+                ["fixed", f"gen{gen}"],
+                embeddings=[vec(0), vec(gen)],
+                documents=[f"gen {gen}", f"gen {gen}"],
+            )
         finally:
             await w.stop()
 
@@ -129,8 +140,9 @@ def test_reader_loads_and_swaps_new_versions(store: ObjectStore, tmp_path: Path)
     reader.close()
 
 
-def test_reader_rejects_corrupt_snapshot_and_keeps_serving(store: ObjectStore,
-                                                           tmp_path: Path) -> None:
+def test_reader_rejects_corrupt_snapshot_and_keeps_serving(
+    store: ObjectStore, tmp_path: Path
+) -> None:
     reader = SnapshotReader(store, tmp_path / "reader")
     publish_generation(store, tmp_path / "c", 1)
     assert reader.refresh()
