@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     endpoint(st)
     d = add("demo", cmd_demo, "run the whole loop on a local bucket and print what happened")
-    d.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    d.add_argument("--dir", default=None, help="work directory, emptied first (default: .demo/run)")
     dv = add("dev", cmd_dev, "writer + compactor + reader on a local bucket, in the foreground")
     dv.add_argument("--dir", default=".demo/dev", help="local bucket and caches")
     dv.add_argument("--port", type=int, default=8000, help="port for chromadb.HttpClient")

@@ -1,0 +1,241 @@
+"""Data-plane benchmarks: compaction throughput, reader cold start, compaction scaling.
+
+Each figure is measured side by side with its DESIGN.md peer in the same run,
+on real MinIO (loopback) and real chromadb.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import chromadb
+import numpy as np
+
+from benchmarks.report import Result
+from chromasnap import chroma, deltas, pointer, snapshots
+from chromasnap import manifest as mf
+from chromasnap.compactor import Compactor, CompactorOptions
+from chromasnap.config import CollectionSettings, Space
+from chromasnap.lock import NoLock
+from chromasnap.ops import Op, OpKey, OpKind
+from chromasnap.reader import SnapshotReader
+from chromasnap.s3store import S3Store
+
+DIM = 384
+SETTINGS = CollectionSettings(name="bench", dimension=DIM, space=Space.COSINE)
+DELTA_RECORDS = 10_000
+
+
+def log(msg: str) -> None:
+    """Progress line (benchmarks run for minutes)."""
+    print(f"[bench] {msg}", flush=True)
+
+
+def make_records(
+    start: int, n: int, seed: int
+) -> tuple[list[str], np.ndarray[Any, Any], list[str], list[dict[str, Any]]]:
+    """Deterministic random records: ids, float32 vectors, documents, metadata."""
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, DIM)).astype(np.float32)
+    ids = [f"r{start + i}" for i in range(n)]
+    return (
+        ids,
+        emb,
+        [f"document number {start + i}" for i in range(n)],
+        [{"i": start + i, "group": (start + i) % 10} for i in range(n)],
+    )
+
+
+def upload_deltas(store: S3Store, start: int, n: int, seed: int, writer: str = "bench") -> int:
+    """Store ``n`` upserts as 10k-record deltas, like writers would; return bytes."""
+    ids, emb, docs, metas = make_records(start, n, seed)
+    total = 0
+    ts = time.time_ns() // 1000
+    for off in range(0, n, DELTA_RECORDS):
+        ops = [
+            Op(OpKind.UPSERT, ids[i], OpKey(ts, writer, i), emb[i], docs[i], metas[i])
+            for i in range(off, min(n, off + DELTA_RECORDS))
+        ]
+        data = deltas.encode(ops, DIM, writer)
+        store.put(deltas.DeltaName(ts + off, writer).key, data)
+        total += len(data)
+    return total
+
+
+def new_compactor(store: S3Store, cache: Path) -> Compactor:
+    """A compactor with a fresh cache directory (a CronJob pod starts empty)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    return Compactor(
+        store,
+        SETTINGS,
+        NoLock(),
+        CompactorOptions(identity="bench", cache_dir=cache, delta_grace_seconds=0),
+    )
+
+
+def peer_add(n: int, seed: int, work: Path) -> float:
+    """In-process chromadb add of the same records; seconds."""
+    ids, emb, docs, metas = make_records(0, n, seed)
+    path = work / "peer-add"
+    shutil.rmtree(path, ignore_errors=True)
+    chroma.create_collection(path, SETTINGS)
+    client = chromadb.PersistentClient(path=str(path))
+    col = client.get_collection(SETTINGS.name)
+    step = client.get_max_batch_size()
+    t0 = time.perf_counter()
+    for off in range(0, n, step):
+        col.add(
+            ids=ids[off : off + step],
+            embeddings=emb[off : off + step].tolist(),
+            documents=docs[off : off + step],
+            metadatas=metas[off : off + step],
+        )  # type: ignore[arg-type]
+    secs = time.perf_counter() - t0
+    client.close()  # type: ignore[attr-defined]
+    shutil.rmtree(path, ignore_errors=True)
+    return secs
+
+
+def compaction_throughput(store: S3Store, n: int, work: Path) -> tuple[list[Result], float]:
+    """Fold n records (in 10k deltas) end to end vs chromadb add of the same records."""
+    log(f"compaction_throughput: peer = in-process chromadb add of {n} x {DIM}")
+    peer_s = peer_add(n, 1, work)
+    log(f"  peer: {peer_s:.1f} s")
+    c = new_compactor(store, work / "compactor")
+    assert c.run().result == "succeeded"  # version 1: the empty collection
+    upload_deltas(store, 0, n, 1)
+    c = new_compactor(store, work / "compactor")
+    t0 = time.perf_counter()
+    res = c.run()
+    ours_s = time.perf_counter() - t0
+    assert res.result == "succeeded", res.message
+    log(f"  chromasnap: {ours_s:.1f} s, steps {res.steps}")
+    return [
+        Result(
+            "compaction_throughput",
+            n / ours_s,
+            n / peer_s,
+            "records/s",
+            "≥ 0.85×",
+            n,
+            notes="end to end: list, download and decode deltas, apply, flush, "
+            "upload snapshot and manifest, swap pointer",
+            extra={"steps_seconds": res.steps, "snapshot_bytes": res.snapshot_bytes},
+        )
+    ], ours_s
+
+
+def reader_cold_start(store: S3Store, endpoint: str, work: Path) -> list[Result]:
+    """Pointer seen -> verified snapshot open and answering vs raw download + open."""
+    cur = pointer.read(store).pointer
+    assert cur is not None
+    man = snapshots.load_manifest(store, cur.manifest)
+    query = [np.ones(DIM, dtype=np.float32).tolist()]
+    ours, peer = [], []
+    for rep in range(3):
+        reader = SnapshotReader(store, work / f"reader{rep}")
+        t0 = time.perf_counter()
+        assert reader.refresh()
+        with reader.use() as snap:
+            snap.collection.query(query_embeddings=query, n_results=10)
+        ours.append(time.perf_counter() - t0)
+        reader.close()
+
+        dest = work / f"peer{rep}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        bucket = store.bucket
+        root = store.url.split("/", 3)[3] if store.url.count("/") >= 3 else ""
+        t0 = time.perf_counter()
+
+        def get(f: mf.FileEntry, dest: Path = dest) -> None:
+            target = dest / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(
+                bucket, f"{root.strip('/')}/{man.prefix}{f.path}".lstrip("/"), str(target)
+            )
+
+        with ThreadPoolExecutor(snapshots.PARALLEL_FILES) as pool:
+            list(pool.map(get, man.files))
+        client = chromadb.PersistentClient(path=str(dest / mf.DB_DIR))
+        client.get_collection(SETTINGS.name).query(query_embeddings=query, n_results=10)
+        peer.append(time.perf_counter() - t0)
+        client.close()  # type: ignore[attr-defined]
+        shutil.rmtree(dest, ignore_errors=True)
+    log(f"reader_cold_start: ours {ours}, peer {peer}")
+    return [
+        Result(
+            "reader_cold_start",
+            float(np.median(ours)),
+            float(np.median(peer)),
+            "s",
+            "≤ 1.2×",
+            man.byte_size,
+            higher_is_better=False,
+            notes=f"median of 3; snapshot of {man.record_count} records, "
+            f"{man.byte_size / 1e6:.0f} MB; both end with one query answered",
+            extra={"ours_s": ours, "peer_s": peer},
+        )
+    ]
+
+
+def fold_once(store: S3Store, work: Path, start: int) -> dict[str, Any]:
+    """Fold one 10k delta with a cold cache; time and bytes moved."""
+    cur = pointer.read(store).pointer
+    assert cur is not None
+    base = snapshots.load_manifest(store, cur.manifest)
+    delta_bytes = upload_deltas(store, start, DELTA_RECORDS, start + 7)
+    c = new_compactor(store, work / "compactor")
+    t0 = time.perf_counter()
+    res = c.run()
+    secs = time.perf_counter() - t0
+    assert res.result == "succeeded", res.message
+    return {
+        "base_records": base.record_count,
+        "seconds": round(secs, 2),
+        "downloaded_bytes": base.byte_size + delta_bytes,
+        "uploaded_bytes": res.snapshot_bytes,
+        "steps_seconds": res.steps,
+    }
+
+
+def compaction_scaling(
+    store_small: S3Store, store_big: S3Store, bases: list[int], work: Path
+) -> dict[str, Any]:
+    """How one 10k-record compaction grows with the base snapshot's size."""
+    rows = []
+    c = new_compactor(store_small, work / "compactor")
+    assert c.run().result == "succeeded"
+    rows.append(fold_once(store_small, work, 10_000_000))
+    log(f"scaling: {rows[-1]}")
+    for base in sorted(b for b in bases if b > 0):
+        cur = pointer.read(store_big).pointer
+        have = snapshots.load_manifest(store_big, cur.manifest).record_count if cur else 0
+        if have < base:
+            log(f"scaling: growing base from {have} to {base} records")
+            upload_deltas(store_big, have, base - have, base)
+            assert new_compactor(store_big, work / "compactor").run().result == "succeeded"
+        rows.append(fold_once(store_big, work, 20_000_000 + base))
+        log(f"scaling: {rows[-1]}")
+    return {"delta_records": DELTA_RECORDS, "rows": rows}
+
+
+def run(
+    minio_endpoint: str, new_bucket_url: Any, n: int, bases: list[int]
+) -> tuple[list[Result], dict[str, Any]]:
+    """All data-plane benchmarks; returns results and the scaling table."""
+    work = Path(tempfile.mkdtemp(prefix="chromasnap-bench-"))
+    try:
+        big = S3Store(new_bucket_url(), endpoint_url=minio_endpoint)
+        results, _ = compaction_throughput(big, n, work)
+        results += reader_cold_start(big, minio_endpoint, work)
+        small = S3Store(new_bucket_url(), endpoint_url=minio_endpoint)
+        scaling = compaction_scaling(small, big, bases, work)
+        return results, scaling
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
