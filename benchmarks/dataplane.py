@@ -138,6 +138,9 @@ def reader_cold_start(store: S3Store, endpoint: str, work: Path) -> list[Result]
     man = snapshots.load_manifest(store, cur.manifest)
     query = [np.ones(DIM, dtype=np.float32).tolist()]
     ours, peer = [], []
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    root = store.url.split("/", 3)[3].strip("/") if store.url.count("/") >= 3 else ""
+    keys = {f.path: f"{root}/{man.prefix}{f.path}".lstrip("/") for f in man.files}
     for rep in range(3):
         reader = SnapshotReader(store, work / f"reader{rep}")
         t0 = time.perf_counter()
@@ -148,17 +151,12 @@ def reader_cold_start(store: S3Store, endpoint: str, work: Path) -> list[Result]
         reader.close()
 
         dest = work / f"peer{rep}"
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        bucket = store.bucket
-        root = store.url.split("/", 3)[3] if store.url.count("/") >= 3 else ""
         t0 = time.perf_counter()
 
         def get(f: mf.FileEntry, dest: Path = dest) -> None:
             target = dest / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(
-                bucket, f"{root.strip('/')}/{man.prefix}{f.path}".lstrip("/"), str(target)
-            )
+            s3.download_file(store.bucket, keys[f.path], str(target))
 
         with ThreadPoolExecutor(snapshots.PARALLEL_FILES) as pool:
             list(pool.map(get, man.files))
