@@ -72,7 +72,7 @@ class Unauthenticated(ChromasnapError):
 
 
 class Forbidden(ChromasnapError):
-    """Wrong credentials: 403 ``AuthError`` (``ChromaAuthError``), as Chroma's token auth answers."""
+    """Wrong credentials: 403 ``AuthError`` (``ChromaAuthError``), as Chroma's token auth says."""
 
     status = 403
     chroma_name = "AuthError"
