@@ -15,6 +15,8 @@ import pytest
 from chromasnap.store import ObjectStore, open_store
 from minio_server import MinioServer, minio_binary, s3_env
 
+pytest_plugins = ["cluster_fixture"]
+
 
 @pytest.fixture(scope="session")
 def minio() -> Iterator[MinioServer]:

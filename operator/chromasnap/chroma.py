@@ -783,3 +783,50 @@ def finalize(path: Path, *, vacuum_free_ratio: float = 0.25) -> FinalizeResult:
     files = snapshot_files(path)
     total = sum((path / f).stat().st_size for f in files)
     return FinalizeResult(files=tuple(files), total_bytes=total, vacuumed=vacuumed)
+
+
+# ---------------------------------------------------------------- serving reads
+
+
+def _bindings(collection: Collection) -> Any:
+    # The Rust bindings' own query/get/count: what chromadb's server calls, without the
+    # Python Collection's per-call validation and conversion (the HTTP layer validated).
+    return collection._client.bindings  # type: ignore[attr-defined]
+
+
+def _json_or_none(value: Any) -> str | None:
+    import json
+
+    return json.dumps(value) if value else None
+
+
+def query_raw(collection: Collection, embeddings: Any, n_results: int, *,
+              where: Any = None, where_document: Any = None, ids: Sequence[str] | None = None,
+              include: Sequence[str] = ("distances",)) -> dict[str, Any]:
+    """A query through the bindings; columns are lists of lists, one per query row."""
+    r = _bindings(collection).query(
+        str(collection.id), list(ids) if ids is not None else None, list(embeddings), n_results,
+        _json_or_none(where), _json_or_none(where_document), list(include),
+        collection.tenant, collection.database,
+    )
+    return {"ids": r.ids, "embeddings": r.embeddings, "documents": r.documents,
+            "uris": r.uris, "metadatas": r.metadatas, "distances": r.distances}
+
+
+def get_raw(collection: Collection, *, ids: Sequence[str] | None = None, where: Any = None,
+            where_document: Any = None, limit: int | None = None, offset: int = 0,
+            include: Sequence[str] = ()) -> dict[str, Any]:
+    """A get through the bindings; columns are flat lists in Chroma's storage order."""
+    r = _bindings(collection).get(
+        str(collection.id), list(ids) if ids is not None else None, _json_or_none(where),
+        limit, offset, _json_or_none(where_document), list(include),
+        collection.tenant, collection.database,
+    )
+    return {"ids": r.ids, "embeddings": r.embeddings, "documents": r.documents,
+            "uris": r.uris, "metadatas": r.metadatas}
+
+
+def count_raw(collection: Collection) -> int:
+    """Record count through the bindings."""
+    return int(_bindings(collection).count(str(collection.id), collection.tenant,
+                                           collection.database))
