@@ -89,6 +89,11 @@ class CommonSettings(BaseSettings):
     hnsw_search_ef: Annotated[int, Field(ge=1, le=4096)] = 100
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
+    auth_token_file: str | None = Field(
+        default=None,
+        description="file with accepted bearer tokens, one per line (a mounted Secret); "
+        "else CHROMASNAP_AUTH_TOKEN; neither: no authentication",
+    )
 
     @field_validator("bucket_url")
     @classmethod
@@ -128,6 +133,9 @@ class WriterSettings(CommonSettings):
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 << 20
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    notify_urls: str | None = Field(
+        default=None, description="comma-separated reader base URLs to push new deltas to"
+    )
     notify_dns: str | None = Field(
         default=None,
         description="DNS name whose A records are the ready readers (the operator's headless "
@@ -166,6 +174,7 @@ class ReaderSettings(CommonSettings):
     cache_max_bytes: Annotated[int, Field(ge=0)] = 0
     poll_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     read_level: ReadLevel = ReadLevel.FRESH
+    read_after_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     writer_url: str | None = Field(
         default=None,
         description="base URL of the writers' Service; writes sent to a reader are forwarded "
