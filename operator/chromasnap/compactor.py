@@ -205,6 +205,7 @@ class Compactor:
             with chroma.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
                 chroma.apply_ops(col, fold.ops, dimension=self.settings.dimension)
                 record_count = int(col.count())
+                model = chroma.collection_info(col)
             chroma.finalize(work / mf.DB_DIR)
             snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
             res.deltas_folded = len(folded)
@@ -222,7 +223,9 @@ class Compactor:
                 seq=mf.version_seq(version),
                 parent=base.version if base else None,
                 chromadb_version=chromadb.__version__,
-                collection=mf.CollectionInfo(id=collection_id, settings=self.settings),
+                collection=mf.CollectionInfo(
+                    id=collection_id, settings=self.settings, model=model
+                ),
                 record_count=record_count,
                 byte_size=sum(f.size for f in files),
                 files=files,

@@ -34,7 +34,7 @@ _SHA_LEN = 32
 _KEY_RE = re.compile(r"^(?P<ts>\d{17})-(?P<writer>[A-Za-z0-9._-]+)\.arrow$")
 
 
-class CorruptDelta(Exception):
+class CorruptDelta(ValueError):
     """A delta object is damaged or not a chromasnap delta; it is never applied."""
 
 

@@ -92,6 +92,9 @@ _AUTH_EXEMPT = frozenset(("heartbeat", "version", "pre_flight_checks", "healthch
 # --- requests and backends --------------------------------------------------------------
 
 
+DELTA_NOTIFY_PREFIX = "/internal/v1/deltas/"
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
     """One add/upsert/update/delete request, decoded but not yet validated against the data.
@@ -544,6 +547,7 @@ class ChromaAPI:
         metrics_registry: CollectorRegistry = REGISTRY,
         on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
         on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_delta: Callable[[str, bytes], Awaitable[bool]] | None = None,
     ) -> None:
         if collection_model is None:
             if read is None:
@@ -569,6 +573,7 @@ class ChromaAPI:
         self.metrics_registry = metrics_registry
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
+        self.on_delta = on_delta
         self._forward_client: Any = None
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -664,6 +669,9 @@ class ChromaAPI:
                 return self._only(method, "GET", "readyz", self._readyz, ())
             if path == "/metrics":
                 return self._only(method, "GET", "metrics", self._metrics, ())
+            if path.startswith(DELTA_NOTIFY_PREFIX) and self.on_delta is not None:
+                return self._only(method, "POST", "notify_delta", self._notify_delta,
+                                  (path[len(DELTA_NOTIFY_PREFIX):],))
             raise NotFound(f"no route for {method} {path}")
         parts = path[len(API_PREFIX):].strip("/").split("/")
         n = len(parts)
@@ -981,6 +989,16 @@ class ChromaAPI:
         except Exception:
             log.exception("readiness check failed")
             return False
+
+    async def _notify_delta(self, scope: Scope, receive: Receive, name: str) -> _Response:
+        """A writer pushes a new delta (reader only): verified, then added to the tail."""
+        assert self.on_delta is not None
+        body = await self._read_body(scope, receive)
+        try:
+            accepted = await self.on_delta(name, body)
+        except ValueError as e:  # CorruptDelta and bad names are ValueError/Exception kin
+            raise InvalidArgument(f"delta {name!r} rejected: {e}") from e
+        return _json(200, {"accepted": accepted})
 
     async def _healthz(self, scope: Scope, receive: Receive) -> _Response:
         return _Response(200, b"ok\n", content_type=b"text/plain; charset=utf-8")

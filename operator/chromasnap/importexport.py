@@ -85,6 +85,7 @@ def import_directory(
                 )
             settings = settings_of(col, len(embs[0]))
             collection_id = str(col.id)
+            model = chroma.collection_info(col)
         chroma.finalize(db)
         snapshots.write_versions(work / mf.VERSIONS_FILE, {})
         version = mf.new_version(1)
@@ -95,7 +96,7 @@ def import_directory(
                 seq=1,
                 parent=None,
                 chromadb_version=chromadb.__version__,
-                collection=mf.CollectionInfo(id=collection_id, settings=settings),
+                collection=mf.CollectionInfo(id=collection_id, settings=settings, model=model),
                 record_count=count,
                 byte_size=sum(f.size for f in files),
                 files=files,

@@ -40,9 +40,9 @@ def _now() -> datetime:
 def load_client() -> client.CoordinationV1Api:
     """In-cluster config in a pod, else the local kubeconfig."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.CoordinationV1Api()
 
 

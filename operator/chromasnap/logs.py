@@ -52,7 +52,7 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # chromadb and botocore are chatty at INFO; their warnings still show.
-    for noisy in ("chromadb", "botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("chromadb", "botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

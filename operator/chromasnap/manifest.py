@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -48,6 +49,9 @@ class CollectionInfo(BaseModel):
 
     id: str
     settings: CollectionSettings
+    model: dict[str, Any] | None = Field(
+        default=None, description="the collection as Chroma's HTTP API returns it"
+    )
 
 
 class Manifest(BaseModel):

@@ -51,8 +51,10 @@ class SnapshotReader:
         store: ObjectStore,
         cache_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
+        on_swap: Callable[[LoadedSnapshot], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_swap = on_swap
         self.cache_dir = cache_dir / "snapshots"
         self.on_bytes = on_bytes
         self._etag: str | None = None
@@ -133,6 +135,8 @@ class SnapshotReader:
             if old is not None:
                 old.retired = True
         self.swaps += 1
+        if self.on_swap is not None:
+            self.on_swap(new)
         metrics.READER_SWAPS.inc()
         metrics.READER_SNAPSHOT_VERSION_SEQ.set(new.manifest.seq)
         metrics.READER_SNAPSHOT_CREATED.set(new.manifest.created_at.timestamp())

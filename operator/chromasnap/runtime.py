@@ -6,11 +6,12 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from chromasnap.compactor import CompactionResult, Compactor, CompactorOptions
-from chromasnap.config import CompactorSettings, LockKind
+from chromasnap.config import CompactorSettings, LockKind, ReaderSettings, WriterSettings
 from chromasnap.lock import LocalLock, Lock, NoLock
 from chromasnap.logs import fields
 from chromasnap.store import open_store
@@ -97,3 +98,104 @@ def run_compactor(s: CompactorSettings, loop_interval: float | None = None) -> i
             return 1 if res.result == "failed" else 0
         if stop.wait(loop_interval):
             return 0
+
+
+def _serve(app: Any, host: str, port: int) -> int:
+    import uvicorn
+
+    from chromasnap.httpapi import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
+    return 0
+
+
+def build_writer_app(s: WriterSettings) -> Any:
+    """The writer's ASGI app: validation, group commit, notifications to readers."""
+    from chromasnap.httpapi import ChromaAPI, load_auth_tokens
+    from chromasnap.validation import Limits
+    from chromasnap.writer import FlushWindow, GroupCommitWriter, process_writer_id
+    from chromasnap.writeserver import CollectionModel, Notifier, WriterBackend
+
+    store = open_store(s.bucket_url, s.s3_endpoint_url)
+    tokens = load_auth_tokens(s.auth_token_file)
+    urls = [u for u in (s.notify_urls or "").split(",") if u.strip()]
+    notifier = Notifier(urls, s.notify_dns, tokens[0] if tokens else None)
+    writer = GroupCommitWriter(
+        store,
+        Limits(s.dimension, s.max_request_records, s.max_request_bytes),
+        process_writer_id(s.writer_id),
+        FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
+        on_durable=notifier if (urls or s.notify_dns) else None,
+    )
+    log.info("writer starting", extra=fields(writer=writer.writer_id, port=s.port,
+                                             auth=bool(tokens), notify=bool(urls or s.notify_dns)))
+    return ChromaAPI(
+        write=WriterBackend(writer), collection_model=CollectionModel(store), auth_tokens=tokens,
+        role="writer", max_body_bytes=s.max_request_bytes + (1 << 20),
+        on_startup=[writer.start], on_shutdown=[writer.stop, notifier.aclose],
+    )
+
+
+def run_writer(s: WriterSettings) -> int:
+    """Serve the writer until terminated."""
+    return _serve(build_writer_app(s), s.host, s.port)
+
+
+def build_reader_app(s: ReaderSettings) -> Any:
+    """The reader's ASGI app, plus the background loop that polls pointer and tail."""
+    import asyncio
+
+    from chromasnap.config import ReadLevel
+    from chromasnap.httpapi import ChromaAPI, load_auth_tokens
+    from chromasnap.reader import LoadedSnapshot, SnapshotReader
+    from chromasnap.readserver import ReaderBackend
+    from chromasnap.tail import DeltaTail
+
+    store = open_store(s.bucket_url, s.s3_endpoint_url)
+    tokens = load_auth_tokens(s.auth_token_file)
+    tail = DeltaTail(store, s.dimension) if s.read_level == ReadLevel.FRESH else None
+
+    def rebase(snap: LoadedSnapshot) -> None:
+        if tail is not None:
+            tail.rebase(snap.applied)
+
+    reader = SnapshotReader(store, Path(s.cache_dir), on_swap=rebase)
+    backend = ReaderBackend(reader, tail, s.read_after_timeout_seconds)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            reader.refresh()
+            if tail is not None and reader.ready():
+                try:
+                    tail.poll()
+                except Exception as e:
+                    log.warning("tail poll failed", extra=fields(error=str(e)))
+            stop.wait(s.poll_interval_seconds)
+
+    thread = threading.Thread(target=loop, name="reader-poll", daemon=True)
+
+    async def start() -> None:
+        thread.start()
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+        reader.close()
+
+    async def on_delta(name: str, data: bytes) -> bool:
+        if tail is None:
+            return False
+        return await asyncio.to_thread(tail.add, name, data)
+
+    log.info("reader starting", extra=fields(port=s.port, read_level=s.read_level.value,
+                                             auth=bool(tokens), writer_url=s.writer_url))
+    return ChromaAPI(
+        read=backend, forward_writes_to=s.writer_url, auth_tokens=tokens, ready=reader.ready,
+        role="reader", on_startup=[start], on_shutdown=[shutdown], on_delta=on_delta,
+    )
+
+
+def run_reader(s: ReaderSettings) -> int:
+    """Serve the reader until terminated."""
+    return _serve(build_reader_app(s), s.host, s.port)

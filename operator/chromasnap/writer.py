@@ -66,7 +66,7 @@ class GroupCommitWriter:
         writer_id: str,
         window: FlushWindow = FlushWindow(),
         max_inflight: int = 4,
-        on_durable: Callable[[str], Awaitable[None]] | None = None,
+        on_durable: Callable[[str, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -188,7 +188,7 @@ class GroupCommitWriter:
                 w.set_result(name.name)
         if self.on_durable is not None:
             try:
-                await self.on_durable(name.name)
+                await self.on_durable(name.name, data)
             except Exception as e:  # notification is an optimisation; polling covers it
                 log.warning("notify after flush failed", extra=fields(error=str(e)))
 

@@ -1,0 +1,112 @@
+"""Run real ``chromasnap writer`` / ``reader`` processes for tests, the way pods run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minio_server import free_port
+
+
+@dataclass
+class Proc:
+    """One server process and where it listens."""
+
+    role: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    """Writers and readers of one collection root, started as subprocesses."""
+
+    env: dict[str, str]
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, role: str, port: int | None = None, **extra: str) -> Proc:
+        """Start ``chromasnap <role>`` (on a free port unless given) and wait for /healthz."""
+        port = port or free_port()
+        env = dict(self.env)
+        env.update(
+            {
+                "CHROMASNAP_PORT": str(port),
+                "CHROMASNAP_HOST": "127.0.0.1",
+                "CHROMASNAP_CACHE_DIR": str(self.workdir / f"{role}-{port}"),
+                "CHROMASNAP_LOG_FORMAT": "text",
+            }
+        )
+        env.update(extra)
+        log = self.workdir / f"{role}-{port}.log"
+        fh = log.open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chromasnap", role], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+        p = Proc(role, port, proc, log)
+        self.procs.append(p)
+        self.wait(p, "/healthz")
+        return p
+
+    def wait(self, p: Proc, path: str, timeout: float = 60.0) -> None:
+        """Poll ``path`` until it answers 200 (or fail with the process's log)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.proc.poll() is not None:
+                raise RuntimeError(f"{p.role} exited: {p.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(p.url + path, timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{p.role} not answering {path}: {p.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        """Terminate every process (SIGTERM, then SIGKILL)."""
+        for p in self.procs:
+            p.proc.terminate()
+        for p in self.procs:
+            try:
+                p.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()
+        self.procs.clear()
+
+
+def stack_env(
+    bucket_url: str,
+    endpoint: str | None,
+    collection: str,
+    dimension: int,
+    space: str = "l2",
+    **extra: str,
+) -> dict[str, str]:
+    """The environment the operator would give every pod of one collection."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHROMASNAP_BUCKET_URL": bucket_url,
+            "CHROMASNAP_COLLECTION": collection,
+            "CHROMASNAP_DIMENSION": str(dimension),
+            "CHROMASNAP_SPACE": space,
+            "CHROMASNAP_POLL_INTERVAL_SECONDS": "0.5",
+        }
+    )
+    if endpoint:
+        env["CHROMASNAP_S3_ENDPOINT_URL"] = endpoint
+    env.update(extra)
+    return env
