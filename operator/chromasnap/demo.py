@@ -1,60 +1,61 @@
-"""``chromasnap demo``: the whole loop on a local-directory bucket, narrated.
+"""``chromasnap demo``: the whole system on one machine, driven by ``chromadb.HttpClient``.
 
-Several writer processes ingest a text corpus in rounds (group commit into
-deltas), a compactor folds each round into a new snapshot version, a reader
-swaps every version in, and text queries show the neighbours it returns.
-No cluster and no cloud account: the bucket is a ``file://`` directory.
+Two writer processes and two reader processes run exactly as pods would,
+over a local-directory bucket; ingest clients write a text corpus through
+plain ``chromadb.HttpClient`` code in rounds, the compactor folds each round
+into a new snapshot version, readers swap every version in (and serve the
+not-yet-compacted writes as fresh reads meanwhile), and text queries show
+the neighbours. No cluster and no cloud account.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing as mp
+import re
 import shutil
 import time
+import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import chromadb
 
 from chromasnap import logs
 from chromasnap.compactor import Compactor, CompactorOptions
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.demo_corpus import QUERIES, corpus
 from chromasnap.embedding import HashingEmbedding
+from chromasnap.localstack import LocalStack, Proc, collection_env, free_port
 from chromasnap.lock import LocalLock
-from chromasnap.ops import OpKind
-from chromasnap.reader import SnapshotReader
 from chromasnap.store import open_store
-from chromasnap.validation import Limits
-from chromasnap.writer import FlushWindow, GroupCommitWriter, process_writer_id
 
 DIMENSION = 384
-WRITERS = 3
 ROUNDS = 3
+CLIENTS = 3
+BATCH = 10
 SETTINGS = CollectionSettings(name="demo-docs", dimension=DIMENSION, space=Space.COSINE)
 
 
-def _writer_process(url: str, name: str, rows: list[tuple[str, str, str]],
-                    out: mp.Queue[tuple[str, int, int, float]]) -> None:
-    """One writer process: embed its rows and send them as small concurrent requests."""
-    embed = HashingEmbedding(DIMENSION)
+def _reader_seq(p: Proc) -> int:
+    """The snapshot sequence a reader serves, from its Prometheus metrics."""
+    with urllib.request.urlopen(p.url + "/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    m = re.search(r"^chromasnap_reader_snapshot_seq (\S+)$", text, re.M)
+    return int(float(m.group(1))) if m else 0
 
-    async def go() -> tuple[int, float]:
-        w = GroupCommitWriter(open_store(url), Limits(DIMENSION), process_writer_id(name),
-                              FlushWindow(max_records=64, max_delay_s=0.02))
-        await w.start()
-        t0 = time.perf_counter()
-        try:
-            tokens = await asyncio.gather(*(
-                w.submit(OpKind.UPSERT, [rid], embeddings=embed([text]).tolist(),
-                         documents=[text], metadatas=[{"topic": topic}])
-                for rid, topic, text in rows
-            ))
-        finally:
-            await w.stop()
-        return len(set(tokens)), time.perf_counter() - t0
 
-    n_deltas, secs = asyncio.run(go())
-    out.put((name, len(rows), n_deltas, secs))
+def _wait(cond: Any, timeout: float, what: str) -> float:
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+def _client(p: Proc) -> Any:
+    return chromadb.HttpClient(host="127.0.0.1", port=p.port)
 
 
 def run_demo(work: Path | None = None) -> int:
@@ -69,73 +70,98 @@ def run_demo(work: Path | None = None) -> int:
     store = open_store(url)
     embed = HashingEmbedding(DIMENSION)
     t_start = time.perf_counter()
-    print("chromasnap demo: writers -> deltas -> compactor -> snapshots -> reader")
+    print("chromasnap demo: HttpClient -> writers -> deltas -> compactor -> snapshots -> readers")
     print(f"  bucket     {url}  (a local directory standing in for S3)")
     print(f"  embedding  {embed.name}, {DIMENSION} dimensions")
-    print(f"  collection {SETTINGS.name!r}, space {SETTINGS.space.value}")
-    rows = corpus(n_per_topic=60)
     compactor = Compactor(store, SETTINGS, LocalLock(bucket / ".locks" / "compactor.lock", "demo"),
                           CompactorOptions(identity="demo-compactor", cache_dir=root / "compactor",
                                            delta_grace_seconds=0, retain_snapshots=2))
-    reader = SnapshotReader(store, root / "reader")
     first = compactor.run()
-    reader.refresh()
-    print(f"\nversion {first.version}: empty collection created by the first compaction")
-    per_round = len(rows) // ROUNDS
-    ctx = mp.get_context("spawn")
+    print(f"  version {first.version}: collection {SETTINGS.name!r} created by the first "
+          "compaction")
+
+    stack = LocalStack(collection_env(url, None, SETTINGS.name, DIMENSION, "cosine"),
+                       root / "procs")
+    reader_ports = [free_port(), free_port()]
+    notify = ",".join(f"http://127.0.0.1:{p}" for p in reader_ports)
     try:
-        for rnd in range(ROUNDS):
-            chunk = rows[rnd * per_round:(rnd + 1) * per_round]
-            queue: mp.Queue[tuple[str, int, int, float]] = ctx.Queue()
-            procs = [
-                ctx.Process(target=_writer_process,
-                            args=(url, f"writer-{i}", chunk[i::WRITERS], queue))
-                for i in range(WRITERS)
-            ]
-            t0 = time.perf_counter()
-            for p in procs:
-                p.start()
-            results = [queue.get(timeout=120) for _ in procs]
-            for p in procs:
-                p.join(timeout=30)
-            ingest = time.perf_counter() - t0
-            recs = sum(r[1] for r in results)
-            n_deltas = sum(r[2] for r in results)
-            print(f"\nround {rnd + 1}: {WRITERS} writer processes acknowledged {recs} writes "
-                  f"as {n_deltas} durable deltas in {ingest:.2f} s")
-            res = compactor.run()
-            if res.result != "succeeded":
-                print(f"  compaction {res.result}: {res.reason} {res.message}")
-                return 1
-            print(f"  compactor: {res.version}  folded {res.deltas_folded} deltas "
-                  f"({res.records_folded} writes) -> {res.record_count} records, "
-                  f"{(res.snapshot_bytes or 0) / 1e6:.1f} MB, {res.duration_seconds:.2f} s "
-                  f"(apply {res.steps.get('apply', 0):.2f} s, upload "
-                  f"{res.steps.get('upload', 0):.2f} s)")
-            t0 = time.perf_counter()
-            swapped = reader.refresh()
-            with reader.use() as snap:
-                print(f"  reader:    {'swapped to' if swapped else 'still on'} "
-                      f"{snap.manifest.version} ({snap.collection.count()} records) "
-                      f"in {time.perf_counter() - t0:.2f} s")
-        print("\nqueries against the reader's snapshot (top 3 by cosine distance):")
-        hits_on_topic = 0
-        with reader.use() as snap:
-            for topic, text in QUERIES:
-                res_q = snap.collection.query(query_embeddings=embed([text]).tolist(),
-                                              n_results=3,
-                                              include=["documents", "metadatas", "distances"])
-                print(f"  {text!r}")
-                topics: Counter[str] = Counter()
-                for doc, meta, dist in zip(res_q["documents"][0], res_q["metadatas"][0],
-                                           res_q["distances"][0], strict=True):
-                    topics[meta["topic"]] += 1
-                    print(f"     {dist:.3f}  [{meta['topic']}] {doc}")
-                hits_on_topic += topics[topic]
-        total = time.perf_counter() - t_start
-        print(f"\n{hits_on_topic}/{3 * len(QUERIES)} neighbours are on the query's topic; "
-              f"{reader.swaps} snapshot swaps; finished in {total:.1f} s")
-        print("next: `chromasnap status " + url + "` shows the retained versions")
-        return 0 if hits_on_topic >= 2 * len(QUERIES) else 1
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            writers = list(pool.map(lambda _: stack.start(
+                "writer", CHROMASNAP_NOTIFY_URLS=notify), range(2)))
+            readers = list(pool.map(lambda port: stack.start(
+                "reader", port, CHROMASNAP_WRITER_URL=writers[0].url), reader_ports))
+        for r in readers:
+            stack.wait(r, "/readyz")
+        print(f"  started 2 writer and 2 reader processes in {time.perf_counter() - t0:.1f} s: "
+              f"writers {', '.join(w.url for w in writers)}; readers "
+              f"{', '.join(r.url for r in readers)}")
+        return _rounds(compactor, store, embed, writers, readers, t_start)
     finally:
-        reader.close()
+        stack.stop()
+
+
+def _rounds(compactor: Compactor, store: Any, embed: HashingEmbedding, writers: list[Proc],
+            readers: list[Proc], t_start: float) -> int:
+    rows = corpus(n_per_topic=60)
+    per_round = len(rows) // ROUNDS
+    reader_cols = [_client(r).get_collection(SETTINGS.name) for r in readers]
+    total = 0
+    for rnd in range(ROUNDS):
+        chunk = rows[rnd * per_round:(rnd + 1) * per_round]
+        batches = [chunk[i:i + BATCH] for i in range(0, len(chunk), BATCH)]
+
+        def send(i_batch: tuple[int, list[tuple[str, str, str]]]) -> None:
+            i, batch = i_batch
+            # Plain chromadb client code; half the clients write through a reader (forwarded).
+            target = writers[i % 2] if i % 3 else readers[i % 2]
+            col = _client(target).get_collection(SETTINGS.name)
+            col.upsert(ids=[r[0] for r in batch], embeddings=embed([r[2] for r in batch]),
+                       documents=[r[2] for r in batch], metadatas=[{"topic": r[1]} for r in batch])
+
+        before = {o.key for o in store.list("deltas/")}
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(send, enumerate(batches)))
+        ingest = time.perf_counter() - t0
+        total += len(chunk)
+        n_deltas = len({o.key for o in store.list("deltas/")} - before)
+        print(f"\nround {rnd + 1}: {CLIENTS} HttpClient threads upserted {len(chunk)} records in "
+              f"{len(batches)} requests -> {n_deltas} durable deltas, {ingest:.2f} s")
+        fresh = _wait(lambda n=total: all(c.count() == n for c in reader_cols), 30,
+                      "fresh reads")
+        print(f"  fresh reads: both readers count {total} records {fresh * 1000:.0f} ms later, "
+              "before any compaction")
+        res = compactor.run()
+        if res.result != "succeeded":
+            print(f"  compaction {res.result}: {res.reason} {res.message}")
+            return 1
+        print(f"  compactor: {res.version} folded {res.deltas_folded} deltas "
+              f"({res.records_folded} writes) -> {res.record_count} records, "
+              f"{(res.snapshot_bytes or 0) / 1e6:.1f} MB, {res.duration_seconds:.2f} s")
+        seq = int(str(res.version).split("-", 1)[0])
+        swap = _wait(lambda seq=seq: all(_reader_seq(r) >= seq for r in readers), 30, "swap")
+        print(f"  readers:   both swapped to {res.version} within {swap:.2f} s")
+
+    print("\nqueries through chromadb.HttpClient on a reader (top 3 by cosine distance):")
+    on_topic = 0
+    col = reader_cols[0]
+    for topic, text in QUERIES:
+        res_q = col.query(query_embeddings=embed([text]), n_results=3,
+                          include=["documents", "metadatas", "distances"])
+        print(f"  {text!r}")
+        topics: Counter[str] = Counter()
+        for doc, meta, dist in zip(res_q["documents"][0], res_q["metadatas"][0],
+                                   res_q["distances"][0], strict=True):
+            topics[str(meta["topic"])] += 1
+            print(f"     {dist:.3f}  [{meta['topic']}] {doc}")
+        on_topic += topics[topic]
+    # Read-your-writes: a write through the reader is visible to the next read at once.
+    col.upsert(ids=["ryw-check"], embeddings=embed(["read your writes"]),
+               documents=["read your writes"])
+    ryw = col.get(ids=["ryw-check"])["ids"] == ["ryw-check"]
+    print(f"\nread-your-writes through a reader: {'ok' if ryw else 'FAILED'}")
+    print(f"{on_topic}/{3 * len(QUERIES)} neighbours are on the query's topic; "
+          f"finished in {time.perf_counter() - t_start:.1f} s")
+    print(f"next: `.venv/bin/chromasnap status {store.url}` shows the retained versions")
+    return 0 if ryw and on_topic >= 2 * len(QUERIES) else 1

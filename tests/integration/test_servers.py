@@ -18,9 +18,10 @@ import pytest
 from chromadb.errors import ChromaError, InvalidArgumentError, NotFoundError
 
 from chromasnap.config import CollectionSettings, Space
+from chromasnap.localstack import free_port
 from chromasnap.store import open_store
 from dataplane import compactor
-from minio_server import MinioServer, free_port
+from minio_server import MinioServer
 from servers import Proc, Stack, stack_env
 
 pytestmark = pytest.mark.minio
@@ -312,10 +313,11 @@ def compare(reader: Any, ref: Any, nrng: np.random.Generator) -> None:
     wait_until(lambda: reader.count() == ref.count(), what="reader count == reference count")
     inc = ["documents", "metadatas", "embeddings"]
     a, b = reader.get(include=inc), ref.get(include=inc)
-    rows = lambda r: {
-        i: (d, m)
-        for i, d, m in zip(r["ids"], r["documents"], r["metadatas"], strict=True)  # noqa: E731
-    }
+    def rows(r: Any) -> dict[str, Any]:
+        return {
+            i: (d, m)
+            for i, d, m in zip(r["ids"], r["documents"], r["metadatas"], strict=True)
+        }
     assert rows(a) == rows(b)
     # Cosine collections may round the last bit of a stored vector differently.
     ea = dict(zip(a["ids"], a["embeddings"], strict=True))
