@@ -45,7 +45,7 @@ unit: $(STAMP)
 
 test: $(STAMP) tools lint
 	@echo "==> pytest (unit + integration on real MinIO, chromadb and kube-apiserver)"
-	@$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	@CHROMASNAP_REQUIRE_CLUSTER=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@$(VENV)/bin/chromasnap demo

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +233,36 @@ def test_sigkill_at_every_step_loses_nothing(
     assert result["deltas_folded"] == (0 if moved else 2)
     assert result["superseded_ops"] == 0
     assert sorted(man.deltas) == sorted(set(man.deltas))
+
+
+def test_racing_compactor_processes_change_the_pointer_once_per_base(
+    store_url: str, store_endpoint: str | None, tmp_path: Path
+) -> None:
+    store = open_store(store_url, store_endpoint)
+    put_delta(store, upserts("w1", 1000, ["a"], "one"))
+    assert compactor(store, tmp_path / "seed").run().result == "succeeded"
+    put_delta(store, upserts("w1", 2000, ["a", "b"], "two"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "chromasnap", "compactor"],
+            env=compactor_env(store_url, store_endpoint, tmp_path / f"c{i}",
+                              CHROMASNAP_LOCK="none",
+                              CHROMASNAP_RESULT_FILE=str(tmp_path / f"r{i}.json")),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    results = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(3)]
+    by_base: dict[str | None, int] = {}
+    for r in results:
+        assert r["reason"] in ("Compacted", "Fenced", "NothingToDo"), r
+        if r["reason"] == "Compacted":
+            by_base[r["base_version"]] = by_base.get(r["base_version"], 0) + 1
+    assert list(by_base.values()) == [1]  # exactly one winner, on the one base
+    # Fenced runs removed their snapshots: every remaining version has its own depth.
+    versions = {o.key.split("/")[1] for o in store.list(mf.SNAPSHOT_PREFIX)}
+    seqs = [mf.version_seq(v) for v in versions]
+    assert sorted(seqs) == sorted(set(seqs)) == [1, 2]
+    _, recs = current_records(store, tmp_path)
+    assert {k: r.document for k, r in recs.items()} == {"a": "two a", "b": "two b"}

@@ -199,3 +199,33 @@ def test_queries_never_fail_across_many_swaps(store: ObjectStore, tmp_path: Path
         assert remaining == [snap.manifest.version]
         assert snap.manifest.seq == mf.version_seq(snap.manifest.version)
     reader.close()
+
+
+@pytest.mark.minio
+def test_s3_faults_compactor_aborts_cleanly_and_readers_keep_serving(minio: MinioServer,
+                                                                     tmp_path: Path) -> None:
+    url = minio.new_bucket_url()
+    with FaultProxy(minio.endpoint) as proxy:
+        store = S3Store(url, endpoint_url=proxy.endpoint, max_attempts=2, read_timeout=5)
+        publish_generation(store, tmp_path / "c", 1)
+        reader = SnapshotReader(store, tmp_path / "reader")
+        assert reader.refresh()
+        before = pointer.read(store)
+        asyncio.run(write_many(GroupCommitWriter(store, LIMITS, "w"), 5, prefix="late"))
+        # Every S3 request fails (5xx, throttling, resets) while the compactor works.
+        for fault in (Fault.error(500, "InternalError"), Fault.error(503, "SlowDown"),
+                      Fault.reset()):
+            proxy.fail_fraction(1.0, fault)
+            res = compactor(store, tmp_path / "c").run()
+            assert (res.result, res.reason) == ("failed", "StorageError"), res.message
+            assert not reader.refresh()  # poll fails, reader keeps its snapshot
+            with reader.use() as snap:
+                assert snap.collection.count() == 2
+            proxy.clear()
+            assert pointer.read(store) == before
+        res = compactor(store, tmp_path / "c").run()
+        assert res.result == "succeeded" and res.record_count == 7
+        assert reader.refresh()
+        with reader.use() as snap:
+            assert snap.collection.count() == 7
+        reader.close()
