@@ -225,6 +225,24 @@ def create_collection(path: Path, settings: CollectionSettings) -> str:
         _close(client, path)
 
 
+def keep_only(path: Path, name: str) -> list[str]:
+    """Delete every collection in ``path`` except ``name``; return the names that were there.
+
+    Nothing is deleted when ``name`` is not among them.
+    """
+    client = _open_client(path)
+    try:
+        names = [c.name for c in client.list_collections()]
+        if name not in names:
+            return names
+        for other in names:
+            if other != name:
+                client.delete_collection(other)
+        return names
+    finally:
+        _close(client, path)
+
+
 @contextmanager
 def open_collection(path: Path, name: str, *, flush_on_exit: bool = True) -> Iterator[Opened]:
     """Open the collection ``name`` in ``path``; on exit save everything and close.

@@ -73,7 +73,11 @@ def import_directory(
         work = Path(tmp) / "snap"
         db = work / mf.DB_DIR
         shutil.copytree(src, db)
-        _drop_other_collections(db, name)
+        names = chroma.keep_only(db, name)
+        if name not in names:
+            raise ImportError_(
+                f"collection {name!r} is not in {src}; it has: {', '.join(names) or 'none'}"
+            )
         with chroma.open_collection(db, name) as (_, col):
             count = int(col.count())
             sample = col.get(limit=1, include=["embeddings"])
@@ -117,21 +121,6 @@ def import_directory(
 def _bar(show: bool) -> bool | None:
     # None lets the bar decide by itself (only on a terminal); False forbids it.
     return None if show else False
-
-
-def _drop_other_collections(db: Path, keep: str) -> None:
-    client = chromadb.PersistentClient(path=str(db.resolve()), settings=chroma._settings())
-    try:
-        names = [c.name for c in client.list_collections()]
-        if keep not in names:
-            raise ImportError_(
-                f"collection {keep!r} is not in {db.name}; it has: {', '.join(names) or 'none'}"
-            )
-        for n in names:
-            if n != keep:
-                client.delete_collection(n)
-    finally:
-        chroma._close(client, db)
 
 
 def export_snapshot(
