@@ -64,6 +64,7 @@ from chromadb.api.types import (
 from chromadb.config import Settings
 
 from chromasnap.config import CollectionSettings
+from chromasnap.merge import merge_metadata
 from chromasnap.ops import Embedding, Op, OpKind
 
 log = logging.getLogger(__name__)
@@ -408,21 +409,6 @@ def _apply_batch(collection: Collection, batch: Batch, dimension: int | None) ->
         server._update(embeddings=vectors, **common)
 
 
-def _merge_metadata(
-    old: dict[str, Any] | None, new: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Chroma's update rule: keys merge, a None value removes the key, nothing left is None."""
-    if new is None:
-        return old
-    merged = dict(old or {})
-    for k, v in new.items():
-        if v is None:
-            merged.pop(k, None)
-        else:
-            merged[k] = v
-    return merged or None
-
-
 def _replace_vectors(
     collection: Collection,
     *,
@@ -465,7 +451,7 @@ def _replace_vectors(
             continue  # update of a missing id: Chroma ignores it
         old_doc, old_md, old_uri = found[rid]
         doc = documents[i] if documents is not None else old_doc
-        md = _merge_metadata(old_md, metadatas[i] if metadatas is not None else None)
+        md = merge_metadata(old_md, metadatas[i] if metadatas is not None else None)
         uri = uris[i] if uris is not None else old_uri
         shape = (True, doc is not None, md is not None, uri is not None)
         rewrites.setdefault(shape, []).append((rid, vectors[i], doc, md, uri))

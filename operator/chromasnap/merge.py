@@ -51,7 +51,8 @@ def sort_ops(ops: Iterable[Op]) -> list[Op]:
     return sorted(ops, key=lambda o: o.key)
 
 
-def _merge_metadata(old: Metadata | None, new: Metadata | None) -> Metadata | None:
+def merge_metadata(old: Metadata | None, new: Metadata | None) -> Metadata | None:
+    """Chroma's update rule: keys merge, a None value removes the key, nothing left is None."""
     if new is None:
         return old
     merged = dict(old or {})
@@ -86,7 +87,7 @@ def apply_op(current: Record | None, op: Op) -> Record | None:
         current,
         embedding=current.embedding if op.embedding is None else op.embedding,
         document=current.document if op.document is None else op.document,
-        metadata=_merge_metadata(current.metadata, op.metadata),
+        metadata=merge_metadata(current.metadata, op.metadata),
         uri=current.uri if op.uri is None else op.uri,
     )
 
