@@ -56,9 +56,13 @@ def write_scaling(scaling: dict[str, object]) -> None:
 def main() -> int:
     """Parse arguments, start MinIO, run the chosen benchmarks, save results."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--only", default="dataplane", help="comma list: dataplane")
+    p.add_argument("--only", default="dataplane,servers",
+                   help="comma list of: dataplane, servers, operator")
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument("--bases", default="0,100000,300000", help="base sizes for the scaling curve")
+    p.add_argument(
+        "--serving-records", type=int, default=10_000, help="snapshot size for `servers`"
+    )
     args = p.parse_args()
     command = "make bench  # python -m benchmarks.run " + " ".join(sys.argv[1:])
     os.environ.update(s3_env())
@@ -74,6 +78,17 @@ def main() -> int:
             )
             report.save(results, command)
             write_scaling(scaling)
+        if "servers" in only:
+            from benchmarks import servers
+
+            served = servers.run(minio.endpoint, minio.new_bucket_url, args.serving_records)
+            report.save(served, command)
+            servers.write_profile(served)
+    if "operator" in only:
+        # its own control plane (built by hack/build-tools.sh); no MinIO: no pod runs
+        from benchmarks import operator as operator_bench
+
+        report.save(operator_bench.run(), command)
     print(f"results written to {report.JSON_PATH} and {report.MD_PATH}")
     return 0
 
