@@ -457,11 +457,20 @@ def _replace_vectors(
         rewrites.setdefault(shape, []).append((rid, vectors[i], doc, md, uri))
 
     if fresh:
-        server._upsert(
+        fresh_metas = (
+            [{k: v for k, v in (metadatas[i] or {}).items() if v is not None} for i in fresh]
+            if metadatas is not None else None
+        )
+        # For ids that do not exist, upsert is add (after dropping None-valued keys, which
+        # upsert ignores and add refuses), and add is markedly cheaper in chromadb. An
+        # emptied metadata dict cannot be sent to add, so that rare batch stays an upsert.
+        as_add = fresh_metas is None or all(fresh_metas)
+        (server._add if as_add else server._upsert)(
             collection_id=collection.id,
             ids=[ids[i] for i in fresh],
             embeddings=cast(Any, [vectors[i] for i in fresh]),
-            metadatas=[metadatas[i] for i in fresh] if metadatas is not None else None,
+            metadatas=cast(Any, fresh_metas if as_add else [metadatas[i] for i in fresh]
+                           if metadatas is not None else None),
             documents=[documents[i] for i in fresh] if documents is not None else None,
             uris=[uris[i] for i in fresh] if uris is not None else None,
             tenant=tenant,

@@ -13,7 +13,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ class LoadedSnapshot:
     path: Path
     handle: ExitStack
     collection: Any
-    versions: dict[str, Version]
+    versions: Mapping[str, Version]
     applied: frozenset[str]
     refs: int = 0
     retired: bool = False
@@ -116,7 +116,7 @@ class SnapshotReader:
         snapshots.fetch(self.store, man, path, self.on_bytes)
         handle = ExitStack()
         try:
-            versions = snapshots.read_versions(path / mf.VERSIONS_FILE)
+            versions = snapshots.open_versions(path / mf.VERSIONS_FILE)
             # Readers never write, so there is nothing to flush on close.
             opened = handle.enter_context(
                 chroma.open_collection(path / mf.DB_DIR, man.collection.settings.name,
