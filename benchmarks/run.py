@@ -56,10 +56,15 @@ def write_scaling(scaling: dict[str, object]) -> None:
 def main() -> int:
     """Parse arguments, start MinIO, run the chosen benchmarks, save results."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--only", default="dataplane,servers",
-                   help="comma list of: dataplane, servers, operator")
+    p.add_argument(
+        "--only", default="dataplane,servers", help="comma list of: dataplane, servers, operator"
+    )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
-    p.add_argument("--bases", default="0,100000,300000", help="base sizes for the scaling curve")
+    p.add_argument(
+        "--bases",
+        default="0,100000,300000",
+        help="base sizes for the scaling curve (empty: skip it)",
+    )
     p.add_argument(
         "--serving-records", type=int, default=10_000, help="snapshot size for `servers`"
     )
@@ -77,7 +82,8 @@ def main() -> int:
                 minio.endpoint, minio.new_bucket_url, args.records, bases
             )
             report.save(results, command)
-            write_scaling(scaling)
+            if scaling is not None:
+                write_scaling(scaling)
         if "servers" in only:
             from benchmarks import servers
 
