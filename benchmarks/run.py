@@ -57,7 +57,9 @@ def main() -> int:
     """Parse arguments, start MinIO, run the chosen benchmarks, save results."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
-        "--only", default="dataplane,servers", help="comma list of: dataplane, servers, operator"
+        "--only",
+        default="dataplane,servers,operator",
+        help="comma list of: dataplane, servers, operator",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(

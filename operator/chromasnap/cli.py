@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -27,6 +28,9 @@ from chromasnap.config import (
     WriterSettings,
     explain,
 )
+
+if TYPE_CHECKING:
+    from chromasnap.store import ObjectStore as StoreLike
 
 S = TypeVar("S", bound=BaseSettings)
 log = logging.getLogger("chromasnap")
@@ -138,7 +142,54 @@ def cmd_operator(args: argparse.Namespace) -> int:
     """Run the kopf operator."""
     from chromasnap.operator_main import run_operator
 
-    return run_operator(args.namespace, args.liveness)
+    return run_operator(args.namespace or (), args.liveness,
+                        all_namespaces=args.all_namespaces, standalone=args.standalone)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete every object under a collection root; report it in the collection's status."""
+    from chromasnap.store import open_store
+
+    url = args.url or os.environ.get("CHROMASNAP_BUCKET_URL")
+    if not url:
+        print("chromasnap purge: give the collection root (s3://bucket/prefix or file:///dir) "
+              "or set CHROMASNAP_BUCKET_URL", file=sys.stderr)
+        return 2
+    if not args.yes:
+        print(f"chromasnap purge: this deletes everything under {url}/; pass --yes to do it",
+              file=sys.stderr)
+        return 2
+    logs.setup(os.environ.get("CHROMASNAP_LOG_LEVEL", "INFO"),
+               os.environ.get("CHROMASNAP_LOG_FORMAT", "text"))
+    deleted = purge_root(open_store(url, args.s3_endpoint_url))
+    log.info("purged collection root", extra=logs.fields(url=url, deleted=deleted))
+    if args.status_resource:
+        from chromasnap.statusreport import report_purged
+
+        report_purged(args.status_resource, url, deleted)
+    print(json.dumps({"url": url, "deleted": deleted}))
+    return 0
+
+
+def purge_root(store: StoreLike) -> int:
+    """Delete every key of a collection root; returns how many were deleted.
+
+    The pointer goes first, so that a reader polling meanwhile sees "no snapshot"
+    rather than a pointer to half-deleted files. Listing and deleting repeat until
+    a listing comes back empty (objects that land during the purge go too).
+    """
+    from chromasnap import pointer
+
+    deleted = 0
+    for _ in range(10):
+        keys = [o.key for o in store.list("")]
+        if not keys:
+            return deleted
+        first = [k for k in keys if k == pointer.POINTER_KEY]
+        store.delete_many(first)
+        store.delete_many([k for k in keys if k != pointer.POINTER_KEY])
+        deleted += len(keys)
+    raise RuntimeError(f"{store.url} still has objects after 10 rounds of deletion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,8 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_help = "S3 endpoint URL (MinIO); env CHROMASNAP_S3_ENDPOINT_URL"
 
     def endpoint(sp: argparse.ArgumentParser) -> None:
-        import os
-
         sp.add_argument("--s3-endpoint-url", default=os.environ.get("CHROMASNAP_S3_ENDPOINT_URL"),
                         help=endpoint_help)
 
@@ -193,10 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--dimension", type=int, default=384)
     dv.add_argument("--collection", default="docs")
     o = add("operator", cmd_operator, "run the Kubernetes operator (kopf)")
-    o.add_argument("--namespace", action="append", default=None,
-                   help="watch only this namespace (repeatable; default: all namespaces)")
-    o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                   help="kopf liveness endpoint")
+    scope = o.add_mutually_exclusive_group()
+    scope.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="watch ChromaCollections in every namespace (the default)")
+    scope.add_argument("--namespace", "-n", action="append", default=None, metavar="NAMESPACE",
+                       help="watch only this namespace (repeatable)")
+    o.add_argument("--liveness", default=None, metavar="URL",
+                   help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    o.add_argument("--standalone", action="store_true",
+                   help="no kopf peering: exactly one operator replica runs (the chart's "
+                        "Deployment has replicas: 1 and the Recreate strategy)")
+    pu = add("purge", cmd_purge, "delete every object under a collection root "
+             "(what deletionPolicy: Delete runs)")
+    pu.add_argument("url", nargs="?", default=None,
+                    help="collection root: s3://bucket/prefix or file:///dir "
+                         "(default: env CHROMASNAP_BUCKET_URL)")
+    pu.add_argument("--yes", action="store_true", help="really delete")
+    pu.add_argument("--status-resource", default=os.environ.get("CHROMASNAP_STATUS_RESOURCE"),
+                    metavar="NAMESPACE/NAME",
+                    help="report completion as a Purged condition on this ChromaCollection; "
+                         "env CHROMASNAP_STATUS_RESOURCE")
+    endpoint(pu)
     return p
 
 

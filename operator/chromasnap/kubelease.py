@@ -66,16 +66,12 @@ class LeaseLock:
 
     # -- acquiring -------------------------------------------------------------------
 
-    def _body(self, transitions: int, acquire_time: datetime | None, rv: str | None) -> Any:
+    def _spec(self, transitions: int, acquire_time: datetime | None) -> Any:
         now = _now()
-        return client.V1Lease(
-            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace,
-                                         resource_version=rv),
-            spec=client.V1LeaseSpec(holder_identity=self.identity,
-                                    lease_duration_seconds=self.duration_s,
-                                    acquire_time=acquire_time or now, renew_time=now,
-                                    lease_transitions=transitions),
-        )
+        return client.V1LeaseSpec(holder_identity=self.identity,
+                                  lease_duration_seconds=self.duration_s,
+                                  acquire_time=acquire_time or now, renew_time=now,
+                                  lease_transitions=transitions)
 
     def _get(self) -> Any | None:
         try:
@@ -93,7 +89,10 @@ class LeaseLock:
             lease = self._get()
             if lease is None:
                 try:
-                    self.api.create_namespaced_lease(self.namespace, self._body(0, None, None))
+                    body = client.V1Lease(
+                        metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                        spec=self._spec(0, None))
+                    self.api.create_namespaced_lease(self.namespace, body)
                 except ApiException as e:
                     if e.status == 409:  # another candidate created it first
                         continue
@@ -120,10 +119,11 @@ class LeaseLock:
                 log.warning("taking over an expired lease", extra=fields(previous=holder))
             transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
             acquired = spec.acquire_time if holder == self.identity else None
+            # Keep the object's metadata (labels, owner reference): the operator owns those;
+            # resourceVersion in it makes the write conditional.
+            lease.spec = self._spec(transitions, acquired)
             try:
-                self.api.replace_namespaced_lease(
-                    self.name, self.namespace,
-                    self._body(transitions, acquired, lease.metadata.resource_version))
+                self.api.replace_namespaced_lease(self.name, self.namespace, lease)
             except ApiException as e:
                 if e.status == 409:  # someone else wrote first: look again
                     observed, deadline = None, None
@@ -150,10 +150,14 @@ class LeaseLock:
         return True
 
     def _renew_loop(self) -> None:
+        # Renew every third of the duration, but wake twice as often so a holder that
+        # cannot renew notices its deadline well before a candidate may take over.
         period = self.duration_s / 3
         renew_deadline = self.duration_s * 2 / 3
         last_ok = time.monotonic()
-        while not self._stop.wait(period):
+        while not self._stop.wait(period / 2):
+            if time.monotonic() - last_ok < period:
+                continue
             try:
                 if not self._renew_once():
                     log.error("lease lost: deleted or taken by another holder")
