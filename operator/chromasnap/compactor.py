@@ -64,6 +64,7 @@ class CompactionResult:
     corrupt_deltas: list[str] = field(default_factory=list)
     record_count: int | None = None
     snapshot_bytes: int | None = None
+    snapshot_created_at: str | None = None
     lock_contended: bool = False
     deltas_deleted: int = 0
     snapshots_deleted: int = 0
@@ -184,6 +185,7 @@ class Compactor:
                 base.record_count,
                 base.byte_size,
             )
+            res.snapshot_created_at = base.created_at.isoformat()
             with self._step(res, "cleanup"):
                 self._cleanup(res, base, listed)
             return
@@ -253,6 +255,7 @@ class Compactor:
                 raise
         res.result, res.reason = "succeeded", "Compacted"
         res.version, res.record_count, res.snapshot_bytes = version, record_count, new.byte_size
+        res.snapshot_created_at = new.created_at.isoformat()
         res.message = f"folded {len(folded)} deltas ({len(fold.ops)} writes) into {version}" + (
             f"; {len(pending) - len(todo)} deltas still pending" if len(pending) > len(todo) else ""
         )
