@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+
+from chromasnap.localstack import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,14 +40,6 @@ def cache_dir() -> Path:
 def minio_binary() -> Path:
     """Path of the MinIO binary (it may not exist yet)."""
     return cache_dir() / "bin" / "minio"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the caller retries if it loses the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def s3_env() -> dict[str, str]:

@@ -15,6 +15,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubeops import api_as_token
+
 # fixtures control_plane, kube_api, cluster_namespace (registered once even if a
 # conftest registers the same plugin)
 pytestmark = pytest.mark.cluster
@@ -40,16 +42,6 @@ def impersonating(kube_api: Any, user: str, group: str) -> Any:
     api.set_default_header("Impersonate-User", user)
     api.set_default_header("Impersonate-Group", group)
     return api
-
-
-def with_token(kube_api: Any, token: str) -> Any:
-    """An ApiClient that authenticates only with a bearer token."""
-    cfg = client.Configuration()
-    cfg.host = kube_api.configuration.host
-    cfg.ssl_ca_cert = kube_api.configuration.ssl_ca_cert
-    cfg.api_key = {"authorization": token}
-    cfg.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(cfg)
 
 
 def test_apiserver_answers_with_pinned_version(control_plane: Any, kube_api: Any) -> None:
@@ -132,7 +124,7 @@ def test_serviceaccount_tokens_are_issued_and_accepted(
     )
     token: str = tr.status.token
     assert token.count(".") == 2  # a JWT
-    api = with_token(kube_api, token)
+    api = api_as_token(kube_api, token)
     try:
         review: Any = client.AuthenticationV1Api(api).create_self_subject_review(
             client.V1SelfSubjectReview()
