@@ -23,7 +23,7 @@ from typing import Any
 
 from chromasnap import specs
 from chromasnap.crd import (
-    CONDITION_COMPACTOR_READY,
+    CONDITION_COMPACTOR_HEALTHY,
     CONDITION_READERS_READY,
     CONDITION_READY,
     CONDITION_SNAPSHOT_AVAILABLE,
@@ -548,7 +548,7 @@ def _newest(jobs: Iterable[JobState]) -> JobState | None:
 
 
 def _compactor_verdict(obs: Observed, last: Mapping[str, Any] | None, created: bool) -> Verdict:
-    ctype = CONDITION_COMPACTOR_READY
+    ctype = CONDITION_COMPACTOR_HEALTHY
     if obs.cronjob is None:
         if not created:
             return Verdict(ctype, FALSE, "NotCreated",
@@ -610,7 +610,7 @@ def _snapshot_verdict(name: str, status: Mapping[str, Any]) -> Verdict:
 _NOT_READY_REASON = {
     CONDITION_WRITERS_READY: "WritersNotReady",
     CONDITION_READERS_READY: "ReadersNotReady",
-    CONDITION_COMPACTOR_READY: "CompactorNotReady",
+    CONDITION_COMPACTOR_HEALTHY: "CompactorUnhealthy",
     CONDITION_SNAPSHOT_AVAILABLE: "SnapshotNotAvailable",
 }
 

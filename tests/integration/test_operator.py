@@ -182,7 +182,7 @@ def test_children_exist_with_the_specs_the_builders_make(e2e: E2E, kube_api: Any
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["SnapshotAvailable"]["status"] == "False"
     assert conds["SnapshotAvailable"]["reason"] == "NoSnapshot"
-    assert conds["CompactorReady"]["reason"] == "AwaitingFirstRun"
+    assert conds["CompactorHealthy"]["reason"] == "AwaitingFirstRun"
     assert conds["Ready"]["status"] == "False"
 
 
@@ -200,7 +200,7 @@ def test_pods_publish_serve_writes_and_a_compaction_on_demand(e2e: E2E, kube_api
     assert status["snapshot"]["version"] == result["version"]
     assert status["snapshot"]["records"] == 0
     e2e.colls.wait_condition(e2e.ns, NAME, "SnapshotAvailable", "True", "SnapshotPublished")
-    e2e.colls.wait_condition(e2e.ns, NAME, "CompactorReady", "True", "Compacted")
+    e2e.colls.wait_condition(e2e.ns, NAME, "CompactorHealthy", "True", "Compacted")
     # kwok reports the Deployments' pods ready, so the collection is Ready now
     e2e.colls.wait_condition(e2e.ns, NAME, "Ready", "True", "AllComponentsReady")
 

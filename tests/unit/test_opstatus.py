@@ -285,10 +285,10 @@ def test_everything_healthy_is_ready() -> None:
     st = status_of(HEALTHY, COMPACTED)
     c = conds(st)
     assert [x["type"] for x in st["conditions"]] == [
-        "Ready", "WritersReady", "ReadersReady", "CompactorReady", "SnapshotAvailable"]
+        "Ready", "WritersReady", "ReadersReady", "CompactorHealthy", "SnapshotAvailable"]
     assert {k: v["status"] for k, v in c.items()} == dict.fromkeys(c, "True")
     assert c["Ready"]["reason"] == "AllComponentsReady"
-    assert c["CompactorReady"]["reason"] == "Compacted"
+    assert c["CompactorHealthy"]["reason"] == "Compacted"
     assert "snapshot 0000000002-ab, 40 records, 1234 bytes" in c["SnapshotAvailable"]["message"]
     assert all(x["observedGeneration"] == 3 for x in st["conditions"])
     assert st["observedGeneration"] == 3
@@ -307,7 +307,7 @@ def test_a_new_collection_waits_for_its_first_snapshot() -> None:
     assert "kubectl annotate ccol/docs chromasnap.dev/compact-now=" in \
         c["SnapshotAvailable"]["message"]
     assert c["ReadersReady"]["reason"] == "WaitingForSnapshot"
-    assert (c["CompactorReady"]["status"], c["CompactorReady"]["reason"]) == (
+    assert (c["CompactorHealthy"]["status"], c["CompactorHealthy"]["reason"]) == (
         "Unknown", "AwaitingFirstRun")
     assert c["Ready"]["status"] == "False" and c["Ready"]["reason"] == "ComponentsNotReady"
 
@@ -318,7 +318,7 @@ def test_a_spec_problem_is_the_ready_reason_and_nothing_is_claimed() -> None:
     assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "InvalidSchedule")
     assert c["Ready"]["message"] == problem.message
     assert c["WritersReady"]["reason"] == "NotCreated"
-    assert c["CompactorReady"]["reason"] == "NotCreated"
+    assert c["CompactorHealthy"]["reason"] == "NotCreated"
 
 
 def test_failed_runs_and_failed_jobs_make_the_compactor_unhealthy() -> None:
@@ -326,22 +326,23 @@ def test_failed_runs_and_failed_jobs_make_the_compactor_unhealthy() -> None:
     failed["lastCompaction"] = {"time": "2026-01-02T03:00:00Z", "result": "Failed",
                                 "reason": "StorageError", "message": "AccessDenied"}
     c = conds(status_of(HEALTHY, failed))
-    assert (c["CompactorReady"]["status"], c["CompactorReady"]["reason"]) == (
+    assert (c["CompactorHealthy"]["status"], c["CompactorHealthy"]["reason"]) == (
         "False", "StorageError")
-    assert "AccessDenied" in c["CompactorReady"]["message"]
-    assert c["Ready"]["reason"] == "CompactorNotReady"
+    assert "AccessDenied" in c["CompactorHealthy"]["message"]
+    assert c["Ready"]["reason"] == "CompactorUnhealthy"
     # a Job that failed after the last report (killed, deadline, no permission to report)
     job = JobState("docs-compactor-123", "compactor", "2026-01-02T03:10:00Z", 0, False, True,
                    "2026-01-02T03:11:00Z", "DeadlineExceeded", "Job was active longer")
     obs = Observed(HEALTHY.writer, HEALTHY.reader, HEALTHY.cronjob, (job,))
     c = conds(status_of(obs, COMPACTED))
-    assert (c["CompactorReady"]["status"], c["CompactorReady"]["reason"]) == ("False", "JobFailed")
-    assert "docs-compactor-123 failed (DeadlineExceeded)" in c["CompactorReady"]["message"]
+    healthy = c["CompactorHealthy"]
+    assert (healthy["status"], healthy["reason"]) == ("False", "JobFailed")
+    assert "docs-compactor-123 failed (DeadlineExceeded)" in c["CompactorHealthy"]["message"]
     # an older failure, reported-over by a later successful run, does not count
     old = JobState("docs-compactor-1", "compactor", "2026-01-02T02:00:00Z", 0, False, True,
                    "2026-01-02T02:01:00Z", "BackoffLimitExceeded", "")
     obs = Observed(HEALTHY.writer, HEALTHY.reader, HEALTHY.cronjob, (old,))
-    assert conds(status_of(obs, COMPACTED))["CompactorReady"]["status"] == "True"
+    assert conds(status_of(obs, COMPACTED))["CompactorHealthy"]["status"] == "True"
 
 
 def test_skipped_runs_are_healthy_and_suspension_is_said() -> None:
@@ -351,8 +352,9 @@ def test_skipped_runs_are_healthy_and_suspension_is_said() -> None:
     obs = Observed(HEALTHY.writer, HEALTHY.reader,
                    CronJobState("docs-compactor", "*/5 * * * *", True))
     c = conds(status_of(obs, skipped))
-    assert (c["CompactorReady"]["status"], c["CompactorReady"]["reason"]) == ("True", "LockHeld")
-    assert "suspended" in c["CompactorReady"]["message"]
+    healthy = c["CompactorHealthy"]
+    assert (healthy["status"], healthy["reason"]) == ("True", "LockHeld")
+    assert "suspended" in c["CompactorHealthy"]["message"]
 
 
 def test_workload_conditions_follow_the_deployments() -> None:
