@@ -638,9 +638,8 @@ def _service_port() -> dict[str, Any]:
     }
 
 
-def writer_service(cc: ChromaCollection) -> Manifest:
-    """``<name>-writer``: where clients send writes (Chroma HTTP API)."""
-    meta = _metadata(cc, names(cc).writer, COMPONENT_WRITER)
+def _client_service(cc: ChromaCollection, name: str, component: str) -> Manifest:
+    meta = _metadata(cc, name, component)
     meta["labels"][LABEL_METRICS] = "true"
     return {
         "apiVersion": "v1",
@@ -648,26 +647,20 @@ def writer_service(cc: ChromaCollection) -> Manifest:
         "metadata": meta,
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(cc.name, COMPONENT_WRITER),
+            "selector": selector_labels(cc.name, component),
             "ports": [_service_port()],
         },
     }
+
+
+def writer_service(cc: ChromaCollection) -> Manifest:
+    """``<name>-writer``: where clients send writes (Chroma HTTP API)."""
+    return _client_service(cc, names(cc).writer, COMPONENT_WRITER)
 
 
 def reader_service(cc: ChromaCollection) -> Manifest:
     """``<name>-reader``: where clients send queries; only ready readers get traffic."""
-    meta = _metadata(cc, names(cc).reader, COMPONENT_READER)
-    meta["labels"][LABEL_METRICS] = "true"
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta,
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(cc.name, COMPONENT_READER),
-            "ports": [_service_port()],
-        },
-    }
+    return _client_service(cc, names(cc).reader, COMPONENT_READER)
 
 
 def readers_headless_service(cc: ChromaCollection) -> Manifest:
