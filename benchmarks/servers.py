@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from benchmarks.dataplane import DIM, SETTINGS, log, make_records, new_compactor
 from benchmarks.report import Result
 from chromasnap import manifest as mf
 from chromasnap import pointer
+from chromasnap.localstack import free_port
 from chromasnap.s3store import S3Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,14 +94,6 @@ PROFILE_FRAMES: list[tuple[str, str, str]] = [
 
 
 # --- processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ChromaRun:
@@ -199,24 +191,19 @@ def query_latency(cols: dict[str, Any], queries: np.ndarray[Any, Any]) -> dict[s
     return lat
 
 
-def query_throughput(port: int, queries: np.ndarray[Any, Any]) -> tuple[int, float]:
-    """(queries, seconds) for TP_CLIENTS threads, each with its own client, all at once."""
-    cols = [collection(port) for _ in range(TP_CLIENTS)]
-    for c in cols:
-        c.query(query_embeddings=[queries[0]], n_results=10)
-    start = threading.Barrier(TP_CLIENTS + 1)
+def run_together(n: int, work: Callable[[int], None]) -> float:
+    """Seconds for ``n`` threads running ``work(i)`` released at once; re-raises a failure."""
+    start = threading.Barrier(n + 1)
     errors: list[BaseException] = []
 
-    def work(i: int) -> None:
-        mine = queries[i * TP_PER_CLIENT : (i + 1) * TP_PER_CLIENT]
+    def body(i: int) -> None:
         start.wait()
         try:
-            for q in mine:
-                cols[i].query(query_embeddings=[q], n_results=10)
+            work(i)
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(TP_CLIENTS)]
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     start.wait()
@@ -226,7 +213,19 @@ def query_throughput(port: int, queries: np.ndarray[Any, Any]) -> tuple[int, flo
     secs = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return TP_CLIENTS * TP_PER_CLIENT, secs
+    return secs
+
+
+def query_throughput(port: int, queries: np.ndarray[Any, Any]) -> tuple[int, float]:
+    """(queries, seconds) for TP_CLIENTS threads, each with its own client, all at once."""
+    cols = [collection(port) for _ in range(TP_CLIENTS)]
+    for c in cols:
+        c.query(query_embeddings=[queries[0]], n_results=10)
+    def work(i: int) -> None:
+        for q in queries[i * TP_PER_CLIENT : (i + 1) * TP_PER_CLIENT]:
+            cols[i].query(query_embeddings=[q], n_results=10)
+
+    return TP_CLIENTS * TP_PER_CLIENT, run_together(TP_CLIENTS, work)
 
 
 def same_answers(ours: Any, peer: Any, queries: np.ndarray[Any, Any]) -> bool:
@@ -431,28 +430,11 @@ def ingest(
 ) -> float:
     """Seconds for ``clients`` threads (each its own HttpClient) to upsert ``batches``."""
     cols = [col_for_client() for _ in range(clients)]
-    start = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
     def work(i: int) -> None:
-        start.wait()
-        try:
-            for ids, emb, docs, metas in batches[i::clients]:
-                cols[i].upsert(ids=ids, embeddings=emb, documents=docs, metadatas=metas)
-        except BaseException as e:
-            errors.append(e)
+        for ids, emb, docs, metas in batches[i::clients]:
+            cols[i].upsert(ids=ids, embeddings=emb, documents=docs, metadatas=metas)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    secs = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return secs
+    return run_together(clients, work)
 
 
 def make_batches(start: int, seed: int) -> list[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,13 +167,6 @@ class SnapshotReader:
             with self._lock:
                 snap.refs -= 1
             self._maybe_close(snap)
-
-    def run_polling(self, interval_s: float, stop: threading.Event) -> None:
-        """Refresh every ``interval_s`` until ``stop`` is set (a background thread's body)."""
-        while not stop.is_set():
-            with suppress(Exception):
-                self.refresh()
-            stop.wait(interval_s)
 
     def close(self) -> None:
         """Close the current snapshot (process shutdown)."""
