@@ -18,14 +18,15 @@ import chromadb
 import numpy as np
 
 from benchmarks.report import Result
-from chromasnap import chroma, deltas, pointer, snapshots
-from chromasnap import manifest as mf
-from chromasnap.compactor import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.lock import NoLock
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.lock import NoLock
-from chromasnap.ops import Op, OpKey, OpKind
-from chromasnap.reader import SnapshotReader
-from chromasnap.s3store import S3Store
+from chromasnap.engine import chroma
+from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.reader.snapshot import SnapshotReader
+from chromasnap.storage import deltas, pointer, snapshots
+from chromasnap.storage import manifest as mf
+from chromasnap.storage.s3 import S3Store
 
 DIM = 384
 SETTINGS = CollectionSettings(name="bench", dimension=DIM, space=Space.COSINE)

@@ -124,8 +124,8 @@ class ArrivalWatch:
 
 
 def _all_children_exist(kube_api: Any, name: str, ns: str) -> bool:
-    from chromasnap import specs
-    from chromasnap.crd import ChromaCollection
+    from chromasnap.operator import specs
+    from chromasnap.operator.crd import ChromaCollection
     from kubeops import Collections, get_manifest
 
     cc = ChromaCollection.from_body(Collections(kube_api).get(ns, name))

@@ -42,10 +42,10 @@ from chromadb.config import Settings
 from benchmarks import report
 from benchmarks.dataplane import DIM, SETTINGS, log, make_records, new_compactor, upload_deltas
 from benchmarks.report import Result
-from chromasnap import manifest as mf
-from chromasnap import pointer
-from chromasnap.localstack import free_port
-from chromasnap.s3store import S3Store
+from chromasnap.cli.localstack import free_port
+from chromasnap.storage import manifest as mf
+from chromasnap.storage import pointer
+from chromasnap.storage.s3 import S3Store
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chromasnap.store import ObjectStore, open_store
+from chromasnap.storage.store import ObjectStore, open_store
 from minio_server import MinioServer, minio_binary, s3_env
 
 pytest_plugins = ["cluster_fixture"]

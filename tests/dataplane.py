@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chromasnap import chroma, deltas, pointer, snapshots
-from chromasnap import manifest as mf
-from chromasnap.compactor import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.lock import Lock, NoLock
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.lock import Lock, NoLock
-from chromasnap.merge import Record
-from chromasnap.ops import Op
-from chromasnap.store import ObjectStore
+from chromasnap.engine import chroma
+from chromasnap.engine.merge import Record
+from chromasnap.engine.ops import Op
+from chromasnap.storage import deltas, pointer, snapshots
+from chromasnap.storage import manifest as mf
+from chromasnap.storage.store import ObjectStore
 from modelgen import Delta
 
 SETTINGS = CollectionSettings(name="docs", dimension=4, space=Space.L2)

@@ -47,7 +47,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from chromasnap import specs
+from chromasnap.operator import specs
 from minio_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -606,6 +606,6 @@ def raw(kube_api: Any, method: str, url_path: str, body: Any = None,
 
 def get_manifest(kube_api: Any, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """The live object a manifest describes (``None`` if it does not exist)."""
-    from chromasnap.kubeapi import object_path
+    from chromasnap.operator.kubeapi import object_path
 
     return raw(kube_api, "GET", object_path(manifest))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from chromasnap.localstack import free_port
+from chromasnap.cli.localstack import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

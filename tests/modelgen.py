@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chromasnap.merge import Record, apply_op, sort_ops
-from chromasnap.ops import Op, OpKey, OpKind
+from chromasnap.engine.merge import Record, apply_op, sort_ops
+from chromasnap.engine.ops import Op, OpKey, OpKind
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Real ``chromasnap writer`` / ``reader`` processes for tests (see chromasnap.localstack)."""
 
-from chromasnap.localstack import LocalStack as Stack
-from chromasnap.localstack import Proc
-from chromasnap.localstack import collection_env as stack_env
+from chromasnap.cli.localstack import LocalStack as Stack
+from chromasnap.cli.localstack import Proc
+from chromasnap.cli.localstack import collection_env as stack_env
 
 __all__ = ["Proc", "Stack", "stack_env"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from chromasnap.cli import main
+from chromasnap.cli.main import main
 
 sys.exit(main())

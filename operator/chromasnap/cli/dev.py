@@ -1,0 +1,55 @@
+"""``chromasnap dev``: a writer, a reader and a compactor loop in the foreground.
+
+Everything runs on a local-directory bucket, so a developer can point
+existing ``chromadb.HttpClient`` code at the printed address. Writes sent to
+the reader are forwarded to the writer; the compactor folds every few seconds.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from chromasnap import logs
+from chromasnap.cli.localstack import LocalStack, collection_env
+from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.lock import LocalLock
+from chromasnap.config import CollectionSettings, Space
+from chromasnap.storage.store import open_store
+
+COMPACT_EVERY_S = 5.0
+
+
+def run_dev(root: Path, port: int, dimension: int, collection: str,
+            space: str = "cosine") -> int:
+    """Run until Ctrl-C; return the exit code."""
+    logs.setup("INFO", "text")
+    bucket = (root / "bucket").resolve()
+    url = bucket.as_uri()
+    settings = CollectionSettings(name=collection, dimension=dimension, space=Space(space))
+    compactor = Compactor(open_store(url), settings,
+                          LocalLock(bucket / ".locks" / "compactor.lock", "dev"),
+                          CompactorOptions(identity="dev-compactor", cache_dir=root / "compactor"))
+    compactor.run()  # creates the collection on first use
+    stack = LocalStack(collection_env(url, None, collection, dimension, space), root / "procs")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        writer = stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{port}")
+        reader = stack.start("reader", port, CHROMASNAP_WRITER_URL=writer.url)
+        stack.wait(reader, "/readyz")
+        print(f"\nchromasnap dev: collection {collection!r} ({dimension} dims, {space}) on {url}")
+        print(f"  chromadb.HttpClient(host='127.0.0.1', port={port})"
+              f".get_collection({collection!r})")
+        print(f"  writer {writer.url}, reader {reader.url}; logs in {root / 'procs'}")
+        print(f"  compaction every {COMPACT_EVERY_S:g} s; Ctrl-C stops everything\n")
+        while not stop.wait(COMPACT_EVERY_S):
+            res = compactor.run()
+            if res.result != "skipped":
+                print(f"compaction {res.result}: {res.message}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0

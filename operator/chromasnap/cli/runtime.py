@@ -1,0 +1,201 @@
+"""Wiring: turn validated settings into running workloads (the effectful shell of the CLI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+from chromasnap.compactor.compaction import CompactionResult, Compactor, CompactorOptions
+from chromasnap.compactor.lock import LocalLock, Lock, NoLock
+from chromasnap.config import CompactorSettings, LockKind, ReaderSettings, WriterSettings
+from chromasnap.logs import fields
+from chromasnap.storage.store import open_store
+
+log = logging.getLogger("chromasnap.runtime")
+
+
+def make_lock(s: CompactorSettings) -> Lock:
+    """The lock the settings ask for."""
+    if s.lock == LockKind.NONE:
+        return NoLock()
+    if s.lock == LockKind.KUBERNETES:
+        from chromasnap.compactor.lease import LeaseLock
+
+        if not s.lease_name or not s.lease_namespace:
+            raise SystemExit(
+                "chromasnap compactor: lock=kubernetes needs CHROMASNAP_LEASE_NAME and "
+                "CHROMASNAP_LEASE_NAMESPACE"
+            )
+        return LeaseLock(s.lease_namespace, s.lease_name, s.identity, s.lease_duration_seconds)
+    if s.bucket_url.startswith("file://"):
+        # Every local process sharing the bucket directory shares this lock.
+        path = Path(s.bucket_url[len("file://"):]) / ".locks" / "compactor.lock"
+    else:
+        path = Path(s.cache_dir) / "compactor.lock"
+    return LocalLock(path, s.identity)
+
+
+def make_compactor(s: CompactorSettings) -> Compactor:
+    """A compactor for the settings' collection root."""
+    return Compactor(
+        open_store(s.bucket_url, s.s3_endpoint_url),
+        s.collection_settings(),
+        make_lock(s),
+        CompactorOptions(
+            identity=s.identity,
+            cache_dir=Path(s.cache_dir),
+            retain_snapshots=s.retain_snapshots,
+            delta_grace_seconds=s.delta_grace_seconds,
+            max_deltas_per_run=s.max_deltas_per_run,
+        ),
+    )
+
+
+def report(s: CompactorSettings, res: CompactionResult) -> None:
+    """Send the result where the settings say: result file, Pushgateway, resource status."""
+    doc = json.dumps(res.to_dict())
+    if s.result_file:
+        try:
+            Path(s.result_file).write_text(doc)
+        except OSError as e:
+            log.warning("could not write result file", extra=fields(path=s.result_file,
+                                                                    error=str(e)))
+    if s.pushgateway_url:
+        reg = CollectorRegistry()
+        for name, value, help_ in (
+            ("chromasnap_compaction_success", 1.0 if res.result != "failed" else 0.0,
+             "1 if the last compaction did not fail"),
+            ("chromasnap_compaction_duration_seconds", res.duration_seconds, "run duration"),
+            ("chromasnap_compaction_deltas_folded", res.deltas_folded, "deltas folded"),
+            ("chromasnap_compaction_records_folded", res.records_folded, "writes folded"),
+            ("chromasnap_compaction_pending_deltas", res.pending_deltas, "deltas left"),
+            ("chromasnap_compaction_last_run_timestamp_seconds", res.started_at, "start time"),
+        ):
+            Gauge(name, help_, registry=reg).set(value)
+        try:
+            push_to_gateway(s.pushgateway_url, job=f"chromasnap-{s.collection}", registry=reg)
+        except OSError as e:
+            log.warning("pushgateway push failed", extra=fields(error=str(e)))
+    if s.status_resource:
+        from chromasnap.compactor.statusreport import patch_compaction_status
+
+        patch_compaction_status(s.status_resource, res)
+
+
+def run_compactor(s: CompactorSettings, loop_interval: float | None = None) -> int:
+    """Run once (CronJob) or every ``loop_interval`` seconds; exit 1 if the last run failed."""
+    compactor = make_compactor(s)
+    stop = threading.Event()
+    while True:
+        res = compactor.run()
+        report(s, res)
+        if loop_interval is None:
+            return 1 if res.result == "failed" else 0
+        if stop.wait(loop_interval):
+            return 0
+
+
+def _serve(app: Any, host: str, port: int) -> int:
+    import uvicorn
+
+    from chromasnap.api.app import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
+    return 0
+
+
+def build_writer_app(s: WriterSettings) -> Any:
+    """The writer's ASGI app: validation, group commit, notifications to readers."""
+    from chromasnap.api.app import ChromaAPI, load_auth_tokens
+    from chromasnap.engine.validation import Limits
+    from chromasnap.writer.backend import CollectionModel, Notifier, WriterBackend
+    from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter, process_writer_id
+
+    store = open_store(s.bucket_url, s.s3_endpoint_url)
+    tokens = load_auth_tokens(s.auth_token_file)
+    urls = [u for u in (s.notify_urls or "").split(",") if u.strip()]
+    notifier = Notifier(urls, s.notify_dns, tokens[0] if tokens else None)
+    writer = GroupCommitWriter(
+        store,
+        Limits(s.dimension, s.max_request_records, s.max_request_bytes),
+        process_writer_id(s.writer_id),
+        FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
+        on_durable=notifier if (urls or s.notify_dns) else None,
+    )
+    log.info("writer starting", extra=fields(writer=writer.writer_id, port=s.port,
+                                             auth=bool(tokens), notify=bool(urls or s.notify_dns)))
+    return ChromaAPI(
+        write=WriterBackend(writer), collection_model=CollectionModel(store), auth_tokens=tokens,
+        role="writer", max_body_bytes=s.max_request_bytes + (1 << 20),
+        on_startup=[writer.start], on_shutdown=[writer.stop, notifier.aclose],
+    )
+
+
+def run_writer(s: WriterSettings) -> int:
+    """Serve the writer until terminated."""
+    return _serve(build_writer_app(s), s.host, s.port)
+
+
+def build_reader_app(s: ReaderSettings) -> Any:
+    """The reader's ASGI app, plus the background loop that polls pointer and tail."""
+    import asyncio
+
+    from chromasnap.api.app import ChromaAPI, load_auth_tokens
+    from chromasnap.config import ReadLevel
+    from chromasnap.reader.backend import ReaderBackend
+    from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
+    from chromasnap.reader.tail import DeltaTail
+
+    store = open_store(s.bucket_url, s.s3_endpoint_url)
+    tokens = load_auth_tokens(s.auth_token_file)
+    tail = DeltaTail(store, s.dimension) if s.read_level == ReadLevel.FRESH else None
+
+    def rebase(snap: LoadedSnapshot) -> None:
+        if tail is not None:
+            tail.rebase(snap.applied)
+
+    reader = SnapshotReader(store, Path(s.cache_dir), on_swap=rebase)
+    backend = ReaderBackend(reader, tail, s.read_after_timeout_seconds)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            reader.refresh()
+            if tail is not None and reader.ready():
+                try:
+                    tail.poll()
+                except Exception as e:
+                    log.warning("tail poll failed", extra=fields(error=str(e)))
+            stop.wait(s.poll_interval_seconds)
+
+    thread = threading.Thread(target=loop, name="reader-poll", daemon=True)
+
+    async def start() -> None:
+        thread.start()
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+        reader.close()
+
+    async def on_delta(name: str, data: bytes) -> bool:
+        if tail is None:
+            return False
+        return await asyncio.to_thread(tail.add, name, data)
+
+    log.info("reader starting", extra=fields(port=s.port, read_level=s.read_level.value,
+                                             auth=bool(tokens), writer_url=s.writer_url))
+    return ChromaAPI(
+        read=backend, forward_writes_to=s.writer_url, auth_tokens=tokens, ready=reader.ready,
+        role="reader", on_startup=[start], on_shutdown=[shutdown], on_delta=on_delta,
+    )
+
+
+def run_reader(s: ReaderSettings) -> int:
+    """Serve the reader until terminated."""
+    return _serve(build_reader_app(s), s.host, s.port)

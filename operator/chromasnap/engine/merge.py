@@ -1,0 +1,132 @@
+"""The conflict rules: how writes combine. Pure functions, no I/O.
+
+Rule (documented in docs/consistency.md):
+
+1. All writes are totally ordered by ``OpKey`` = (write timestamp µs, writer
+   id, writer sequence). Within one writer the order is the order the writer
+   accepted the requests.
+2. Writes are applied in that order with Chroma's own semantics: ``add`` of
+   an existing id and ``update`` of a missing id do nothing, ``upsert``
+   creates or updates, ``update``/``upsert`` change only the fields sent and
+   merge metadata keys (a ``None`` value removes the key), ``delete`` removes.
+3. Last writer wins per record, and a late write never overwrites a newer
+   one: every snapshot remembers, per id, the key of the newest write it has
+   applied (deleted ids keep a tombstone for the delta grace period). A write
+   that arrives after a newer write to the same id was already folded is
+   *superseded*: it is dropped and counted, never applied.
+
+Compactors and fresh-read readers both use these functions, so a reader's
+merged view equals what the next compaction will publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from chromasnap.engine.ops import Embedding, Metadata, Op, OpKey, OpKind
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record's visible state."""
+
+    id: str
+    embedding: Embedding
+    document: str | None = None
+    metadata: Metadata | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    """The newest write folded for an id, and whether it left the id deleted."""
+
+    key: OpKey
+    deleted: bool = False
+
+
+def sort_ops(ops: Iterable[Op]) -> list[Op]:
+    """Ops in the total order every component applies them in."""
+    return sorted(ops, key=lambda o: o.key)
+
+
+def merge_metadata(old: Metadata | None, new: Metadata | None) -> Metadata | None:
+    """Chroma's update rule: keys merge, a None value removes the key, nothing left is None."""
+    if new is None:
+        return old
+    merged = dict(old or {})
+    for k, v in new.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged or None
+
+
+def _strip_nones(m: Metadata | None) -> Metadata | None:
+    if m is None:
+        return None
+    out: Metadata = {k: v for k, v in m.items() if v is not None}
+    return out or None
+
+
+def apply_op(current: Record | None, op: Op) -> Record | None:
+    """Chroma's semantics for one op on one record (``None`` means absent)."""
+    if op.kind == OpKind.DELETE:
+        return None
+    if op.kind == OpKind.ADD:
+        if current is not None or op.embedding is None:
+            return current
+        return Record(op.id, op.embedding, op.document, _strip_nones(op.metadata), op.uri)
+    if current is None:
+        if op.kind == OpKind.UPDATE or op.embedding is None:
+            return None
+        return Record(op.id, op.embedding, op.document, _strip_nones(op.metadata), op.uri)
+    return replace(
+        current,
+        embedding=current.embedding if op.embedding is None else op.embedding,
+        document=current.document if op.document is None else op.document,
+        metadata=merge_metadata(current.metadata, op.metadata),
+        uri=current.uri if op.uri is None else op.uri,
+    )
+
+
+@dataclass
+class FoldPlan:
+    """What folding a batch of ops onto a base will do."""
+
+    ops: list[Op]  # survivors, in total order
+    superseded: int  # ops dropped because a newer write to the id was already folded
+    versions: dict[str, Version]  # new version entries for every touched id
+
+
+def plan(ops: Iterable[Op], versions: Mapping[str, Version]) -> FoldPlan:
+    """Sort ``ops``, drop superseded ones, and compute the touched ids' new versions."""
+    survivors: list[Op] = []
+    superseded = 0
+    new_versions: dict[str, Version] = {}
+    for op in sort_ops(ops):
+        seen = new_versions.get(op.id) or versions.get(op.id)
+        if seen is not None and op.key <= seen.key:
+            superseded += 1
+            continue
+        survivors.append(op)
+        new_versions[op.id] = Version(op.key, deleted=op.kind == OpKind.DELETE)
+    return FoldPlan(survivors, superseded, new_versions)
+
+
+def fold(base: Mapping[str, Record], ops: Iterable[Op]) -> dict[str, Record | None]:
+    """Apply ``ops`` (already planned, in order) to base records; return the touched ids' states."""
+    out: dict[str, Record | None] = {}
+    for op in ops:
+        cur = out[op.id] if op.id in out else base.get(op.id)
+        out[op.id] = apply_op(cur, op)
+    return out
+
+
+def prune_tombstones(versions: Mapping[str, Version], older_than_us: int) -> dict[str, Version]:
+    """Drop tombstones older than the grace horizon; live ids always keep their version."""
+    return {
+        rid: v for rid, v in versions.items() if not (v.deleted and v.key.ts_us < older_than_us)
+    }

@@ -1,0 +1,433 @@
+"""The ``ChromaCollection`` custom resource as typed Python: what the operator reads.
+
+These models mirror ``crds/chromasnap.dev_chromacollections.yaml`` field for
+field, with the same defaults and ranges (a unit test keeps the two in step),
+so the operator works the same whether or not the API server already defaulted
+and validated the object. They also check what an OpenAPI schema cannot (a
+positive cache size, requests not above limits, a sane cron line): the handlers
+turn a :class:`SpecError` into a ``False`` condition with its message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from chromasnap.config import COLLECTION_NAME_RE, ReadLevel, Space
+
+#: Condition types the operator reports (``Ready`` summarises the other four).
+CONDITION_READY = "Ready"
+CONDITION_WRITERS_READY = "WritersReady"
+CONDITION_READERS_READY = "ReadersReady"
+CONDITION_COMPACTOR_HEALTHY = "CompactorHealthy"
+CONDITION_SNAPSHOT_AVAILABLE = "SnapshotAvailable"
+CONDITION_TYPES = (
+    CONDITION_READY,
+    CONDITION_WRITERS_READY,
+    CONDITION_READERS_READY,
+    CONDITION_COMPACTOR_HEALTHY,
+    CONDITION_SNAPSHOT_AVAILABLE,
+)
+
+
+#: Longest ``metadata.name`` a ChromaCollection may have: the children append
+#: suffixes (``-readers-headless`` for a Service, 63 characters at most;
+#: ``-compactor`` for a CronJob, 52 at most; on-demand Jobs add a run id).
+MAX_NAME_LENGTH = 40
+
+# Kubernetes' quantity grammar (resource.Quantity): a number and an optional
+# binary (Ki..Ei), decimal (n..E) or exponent suffix.
+QUANTITY_RE = re.compile(
+    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+# Five cron fields (or a @macro), as the CronJob controller accepts them; the
+# controller does the full parse, this only catches the obvious mistakes early.
+CRON_RE = re.compile(
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4})$"
+)
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()=-]+(/[A-Za-z0-9!_.*'()=-]+)*$")
+ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
+RESOURCE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SpecError(ValueError):
+    """A ChromaCollection spec the operator cannot act on; ``str()`` is user-facing."""
+
+
+def parse_quantity(value: str | int) -> Decimal:
+    """Parse a Kubernetes quantity (``10Gi``, ``500M``, ``1.5``, ``2e3``) into a number.
+
+    Raises ``ValueError`` naming the accepted forms.
+    """
+    text = str(value).strip()
+    m = QUANTITY_RE.match(text)
+    if not m:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 512Mi, 10Gi, 1G, 250m)")
+    try:
+        number = Decimal(m.group("num"))
+    except InvalidOperation as e:  # pragma: no cover - the regex admits only decimals
+        raise ValueError(f"{value!r} is not a number") from e
+    suffix = m.group("suffix") or ""
+    if suffix in _BINARY:
+        return number * (Decimal(1024) ** _BINARY[suffix])
+    if suffix in _DECIMAL:
+        return number * (Decimal(10) ** _DECIMAL[suffix])
+    return number * (Decimal(10) ** int(suffix[1:]))
+
+
+def _quantity_text(value: object) -> object:
+    """Accept YAML integers for quantities (``cacheSize: 1073741824``) but keep text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _valid_quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
+
+
+def _positive_quantity(value: str) -> str:
+    if parse_quantity(value) <= 0:
+        raise ValueError(f"{value!r} must be greater than zero")
+    return value
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity_text), AfterValidator(_valid_quantity)]
+PositiveQuantity = Annotated[Quantity, AfterValidator(_positive_quantity)]
+
+
+class PullPolicy(StrEnum):
+    """Kubernetes' image pull policies."""
+
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class DeletionPolicy(StrEnum):
+    """What happens to the bucket's data when the ChromaCollection is deleted."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; frozen so specs can be shared safely.
+
+    Unknown fields are ignored rather than refused: the API server already
+    prunes them, and a newer CRD must not break an older operator.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+        use_enum_values=False,
+    )
+
+
+class HnswSpec(_Model):
+    """HNSW index parameters, named as Chroma names them (``hnsw:M`` etc.)."""
+
+    m: Annotated[int, Field(ge=2, le=512)] = 16
+    construction_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+    search_ef: Annotated[int, Field(ge=1, le=4096)] = 100
+
+    @model_validator(mode="after")
+    def _ef_at_least_m(self) -> HnswSpec:
+        # hnswlib silently raises ef_construction to M; refuse instead of surprising.
+        if self.construction_ef < self.m:
+            raise ValueError(
+                f"constructionEf ({self.construction_ef}) must be at least m ({self.m})"
+            )
+        return self
+
+
+class CollectionSpec(_Model):
+    """The Chroma collection itself; name, dimension, space, m and constructionEf are immutable."""
+
+    name: str
+    dimension: Annotated[int, Field(ge=1, le=65536)]
+    space: Space = Space.COSINE
+    hnsw: HnswSpec = Field(default_factory=HnswSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _chroma_name(cls, v: str) -> str:
+        if not COLLECTION_NAME_RE.match(v) or ".." in v:
+            raise ValueError(
+                f"{v!r} is not a valid Chroma collection name: use 3-512 characters from "
+                "[a-zA-Z0-9._-], starting and ending with a letter or digit, no '..'"
+            )
+        return v
+
+
+class CredentialsSecretRef(_Model):
+    """A Secret in the collection's namespace holding the S3 access key pair."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    access_key_id_key: Annotated[str, Field(min_length=1, max_length=253)] = "AWS_ACCESS_KEY_ID"
+    # The name of a key in the Secret, not a secret itself.
+    secret_access_key_key: Annotated[str, Field(min_length=1, max_length=253)] = (
+        "AWS_SECRET_ACCESS_KEY"  # noqa: S105
+    )
+
+
+class StorageSpec(_Model):
+    """Where the collection lives: ``s3://<bucket>/<prefix>/`` at an S3-compatible endpoint."""
+
+    bucket: str
+    prefix: str
+    endpoint: str | None = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] = "us-east-1"
+    credentials_secret_ref: CredentialsSecretRef | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not BUCKET_RE.match(v) or ".." in v:
+            raise ValueError(f"{v!r} is not an S3 bucket name (3-63 of [a-z0-9.-])")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if (
+            len(v) > 512
+            or not PREFIX_RE.match(v)
+            or any(part in (".", "..") for part in v.split("/"))
+        ):
+            raise ValueError(
+                f"{v!r} is not a usable key prefix: no leading or trailing '/', no empty, "
+                "'.' or '..' segments, only [A-Za-z0-9!_.*'()=-] between slashes"
+            )
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not ENDPOINT_RE.match(v):
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. http://minio.minio.svc:9000)")
+        return v
+
+    @property
+    def bucket_url(self) -> str:
+        """The ``s3://bucket/prefix`` URL the pods read (``CHROMASNAP_BUCKET_URL``)."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class ServiceAccountSpec(_Model):
+    """Extra metadata for the generated ServiceAccount (IRSA, EKS Pod Identity, GKE WI…)."""
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ResourceRequirements(_Model):
+    """The usual container ``resources`` (requests and limits by resource name)."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        # The API server only checks this when it creates the pod; report it up front
+        # instead of leaving a ReplicaSet event nobody reads.
+        for res, req in self.requests.items():
+            lim = self.limits.get(res)
+            if lim is not None and parse_quantity(req) > parse_quantity(lim):
+                raise ValueError(f"requests.{res} ({req}) is greater than limits.{res} ({lim})")
+        return self
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        """The ``resources`` stanza of a container, empty maps left out."""
+        out: dict[str, dict[str, str]] = {}
+        if self.limits:
+            out["limits"] = dict(self.limits)
+        if self.requests:
+            out["requests"] = dict(self.requests)
+        return out
+
+
+class FlushWindow(_Model):
+    """A writer's group-commit window: a delta is cut at whichever limit comes first."""
+
+    max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    max_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 << 20
+    max_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 50
+
+
+class WriterSpec(_Model):
+    """The writers' Deployment."""
+
+    replicas: Annotated[int, Field(ge=0, le=100)] = 2
+    flush_window: FlushWindow = Field(default_factory=FlushWindow)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+
+class CompactorSpec(_Model):
+    """The compactor's CronJob."""
+
+    schedule: str = "*/5 * * * *"
+    suspend: bool = False
+    lease_duration_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    active_deadline_seconds: Annotated[int, Field(ge=60, le=604800)] = 3600
+    cache_size: PositiveQuantity | None = None
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not CRON_RE.match(v.strip()):
+            raise ValueError(
+                f"{v!r} is not a cron schedule: five fields (minute hour day month weekday, "
+                "e.g. '*/5 * * * *') or a macro such as @hourly"
+            )
+        return v
+
+
+class ReaderSpec(_Model):
+    """The readers' Deployment (the scale subresource maps to ``replicas``)."""
+
+    replicas: Annotated[int, Field(ge=0, le=100)] = 2
+    cache_size: PositiveQuantity = "10Gi"
+    poll_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    read_level: ReadLevel = ReadLevel.FRESH
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+
+class RetentionSpec(_Model):
+    """How many old snapshots to keep and how long folded deltas linger."""
+
+    snapshots_to_keep: Annotated[int, Field(ge=1, le=1000)] = 3
+    delta_grace_period_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 600
+
+
+class LocalObjectReference(_Model):
+    """A name in the same namespace (used for image pull Secrets)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class ChromaCollectionSpec(_Model):
+    """``spec`` of a ChromaCollection."""
+
+    collection: CollectionSpec
+    storage: StorageSpec
+    service_account: ServiceAccountSpec = Field(default_factory=ServiceAccountSpec)
+    writer: WriterSpec = Field(default_factory=WriterSpec)
+    compactor: CompactorSpec = Field(default_factory=CompactorSpec)
+    reader: ReaderSpec = Field(default_factory=ReaderSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    image: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    image_pull_policy: PullPolicy | None = None
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+
+    @model_validator(mode="after")
+    def _grace_covers_poll(self) -> ChromaCollectionSpec:
+        # A fresh reader still on the previous snapshot reads the deltas that were just
+        # folded until its next poll; deleting them sooner would hide acknowledged writes.
+        if (
+            self.reader.read_level is ReadLevel.FRESH
+            and self.retention.delta_grace_period_seconds < self.reader.poll_interval_seconds
+        ):
+            raise ValueError(
+                "retention.deltaGracePeriodSeconds "
+                f"({self.retention.delta_grace_period_seconds}) must be at least "
+                f"reader.pollIntervalSeconds ({self.reader.poll_interval_seconds}) "
+                "when reader.readLevel is fresh"
+            )
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location in the CR's own camelCase terms."""
+    parts: list[str] = ["spec"]
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(p)
+    return ".".join(parts)
+
+
+def explain(err: ValidationError) -> str:
+    """One line per problem, each naming the field as the user wrote it."""
+    lines = []
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{_loc(tuple(e['loc']))}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_spec(body: Mapping[str, Any]) -> ChromaCollectionSpec:
+    """Validate the ``spec`` of a ChromaCollection object (a kopf body or plain dict).
+
+    Raises :class:`SpecError` whose message names every offending field, e.g.
+    ``spec.reader.cacheSize: '0' must be greater than zero``.
+    """
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec: missing or not an object")
+    try:
+        # by_alias: the wire format is camelCase; the API server's defaults may be
+        # absent (e.g. in unit tests or when the CRD is older), the models fill them.
+        return ChromaCollectionSpec.model_validate(dict(spec), by_alias=True)
+    except ValidationError as e:
+        raise SpecError(explain(e)) from e
+
+
+@dataclass(frozen=True)
+class ChromaCollection:
+    """What the spec builders need of one ChromaCollection: identity and parsed spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: ChromaCollectionSpec
+    generation: int | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChromaCollection:
+        """Build from a kopf ``body`` (or any dict shaped like the API object)."""
+        meta = body.get("metadata")
+        if not isinstance(meta, Mapping):
+            raise SpecError("metadata: missing")
+        name = str(meta.get("name") or "")
+        if len(name) > MAX_NAME_LENGTH or not RESOURCE_NAME_RE.match(name):
+            raise SpecError(
+                f"metadata.name: {name!r} must be at most {MAX_NAME_LENGTH} characters of "
+                "[a-z0-9-], starting with a letter (it prefixes Service and CronJob names)"
+            )
+        gen = meta.get("generation")
+        return cls(
+            name=name,
+            namespace=str(meta.get("namespace") or ""),
+            uid=str(meta.get("uid") or ""),
+            spec=parse_spec(body),
+            generation=int(gen) if gen is not None else None,
+        )

@@ -1,0 +1,202 @@
+"""The reader's answers: snapshot reads, fresh reads over the delta tail, read-your-writes.
+
+``ReaderBackend`` implements ``httpapi.ReadBackend``. Every read borrows the
+current snapshot for its whole duration (``SnapshotReader.use``), so a swap
+never pulls a snapshot out from under a running query. With read level
+``fresh`` the tail's overlay is merged in (``freshview``); with ``snapshot``
+the snapshot answers alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from chromasnap.api.app import GetRequest, QueryRequest, collection_model_json
+from chromasnap.engine import chroma
+from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
+from chromasnap.engine.merge import Record
+from chromasnap.reader import freshview
+from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
+from chromasnap.reader.tail import DeltaTail
+from chromasnap.storage import deltas
+from chromasnap.storage.store import NotFound
+
+
+def _lookup(snap: LoadedSnapshot) -> Any:
+    def lookup(ids: list[str]) -> Mapping[str, Record]:
+        got = chroma.get_records(snap.collection, ids)
+        return {rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
+                for rid, r in got.items()}
+
+    return lookup
+
+
+class ReaderBackend:
+    """Reads from the loaded snapshot, merged with the delta tail when ``tail`` is given."""
+
+    def __init__(self, reader: SnapshotReader, tail: DeltaTail | None,
+                 read_after_timeout_s: float = 10.0) -> None:
+        self.reader = reader
+        self.tail = tail
+        self.read_after_timeout_s = read_after_timeout_s
+        self._model: tuple[str, dict[str, Any]] | None = None
+
+    # -- collection ------------------------------------------------------------------
+
+    def collection_model(self) -> Mapping[str, Any]:
+        """The collection's JSON (same on every reader and writer of the collection)."""
+        snap = self.reader.current
+        if snap is None:
+            raise Unavailable("no snapshot loaded yet; the reader becomes ready once the "
+                              "first compaction has published one")
+        if snap.manifest.collection.model is not None:
+            # Written by the compactor: byte-for-byte what writers serve too.
+            return snap.manifest.collection.model
+        if self._model is None or self._model[0] != snap.manifest.version:
+            with self.reader.use() as s:
+                self._model = (s.manifest.version, collection_model_json(s.collection))
+        return self._model[1]
+
+    def _overlay(self, snap: LoadedSnapshot) -> freshview.Overlay:
+        if self.tail is None:
+            return freshview.EMPTY
+        return self.tail.overlay(snap.manifest.version, snap.applied, snap.versions,
+                                 _lookup(snap))
+
+    # -- read-your-writes --------------------------------------------------------------
+
+    def _visible(self, token: str) -> bool:
+        snap = self.reader.current
+        if snap is not None and token in snap.applied:
+            return True
+        return self.tail is not None and token in self.tail.names()
+
+    async def wait_visible(self, token: str | None) -> None:
+        """Return once the write named by ``token`` is visible here, or raise ReadTimeout.
+
+        A token names a delta that was durable before the token was issued, so
+        a delta that no longer exists was compacted and cleaned up: the
+        current pointer's snapshot contains it.
+        """
+        if token is None or self._visible(token):
+            return
+        try:
+            deltas.parse_name(token)
+        except ValueError as e:
+            raise InvalidArgument(f"read-after token {token!r} is not a chromasnap token") from e
+        deadline = time.monotonic() + self.read_after_timeout_s
+        pause = 0.005
+        while True:
+            if self.tail is not None:
+                if await asyncio.to_thread(self.tail.fetch, token):
+                    return
+                gone = True
+            else:
+                gone = not await asyncio.to_thread(self._delta_exists, token)
+            swapped = await asyncio.to_thread(self.reader.refresh)
+            if self._visible(token) or (gone and self.reader.current is not None):
+                return
+            if time.monotonic() >= deadline:
+                raise ReadTimeout(
+                    f"write {token} is not visible on this reader after "
+                    f"{self.read_after_timeout_s:g} s (read level "
+                    f"{'fresh' if self.tail else 'snapshot'}); retry, or read without the token"
+                )
+            if not swapped:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.2)
+
+    def _delta_exists(self, token: str) -> bool:
+        try:
+            self.reader.store.head(deltas.DELTA_PREFIX + token)
+            return True
+        except NotFound:
+            return False
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def count(self, read_after: str | None) -> int:
+        """Visible records."""
+        await self.wait_visible(read_after)
+        return await asyncio.to_thread(self._count)
+
+    def _count(self) -> int:
+        with self._use() as snap:
+            return freshview.count(chroma.count_raw(snap.collection), self._overlay(snap))
+
+    def _use(self) -> Any:
+        try:
+            return self.reader.use()
+        except LookupError as e:
+            raise Unavailable("no snapshot loaded yet") from e
+
+    async def query(self, req: QueryRequest) -> Mapping[str, Any]:
+        """Nearest neighbours from snapshot and tail."""
+        await self.wait_visible(req.read_after)
+        return await asyncio.to_thread(self._query, req)
+
+    def _query(self, req: QueryRequest) -> Mapping[str, Any]:
+        with self._use() as snap:
+            ov = self._overlay(snap)
+            space = snap.manifest.collection.settings.space.value
+            include = list(req.include)
+            if ov.empty:
+                return chroma.query_raw(snap.collection, req.query_embeddings, req.n_results,
+                                        where=req.where, where_document=req.where_document,
+                                        ids=req.ids, include=include)
+            wanted = list(dict.fromkeys([*include, "distances"]))
+            snap_ids = None if req.ids is None else [i for i in req.ids if i not in ov.records]
+            if snap_ids == []:
+                res: Mapping[str, Any] = {"ids": [[] for _ in range(len(req.query_embeddings))]}
+            else:
+                res = chroma.query_raw(
+                    snap.collection, req.query_embeddings,
+                    freshview.snapshot_k(req.n_results, ov), where=req.where,
+                    where_document=req.where_document, ids=snap_ids, include=wanted)
+            return freshview.merge_query(res, ov, np.asarray(req.query_embeddings),
+                                         req.n_results, space, include, req.where,
+                                         req.where_document, req.ids)
+
+    async def get(self, req: GetRequest) -> Mapping[str, Any]:
+        """Records by id and/or filter, with limit and offset."""
+        await self.wait_visible(req.read_after)
+        return await asyncio.to_thread(self._get, req)
+
+    def _get(self, req: GetRequest) -> Mapping[str, Any]:
+        if req.limit is not None and req.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        with self._use() as snap:
+            ov = self._overlay(snap)
+            include = list(req.include)
+            if ov.empty:
+                return chroma.get_raw(snap.collection, ids=req.ids, where=req.where,
+                                      where_document=req.where_document, limit=req.limit,
+                                      offset=req.offset, include=include)
+            snap_ids = chroma.get_raw(snap.collection, ids=req.ids, where=req.where,
+                                      where_document=req.where_document)["ids"]
+            chosen = freshview.get_plan(snap_ids, ov, req.where, req.where_document, req.ids,
+                                        req.offset, req.limit)
+            return self._columns(snap, ov, chosen, include)
+
+    @staticmethod
+    def _columns(snap: LoadedSnapshot, ov: freshview.Overlay,
+                 chosen: Sequence[tuple[str, bool]], include: list[str]) -> dict[str, Any]:
+        from_snap = [rid for rid, tail in chosen if not tail]
+        snap_cols = (chroma.get_raw(snap.collection, ids=from_snap, include=include)
+                     if from_snap and include else {"ids": from_snap})
+        pos = {rid: i for i, rid in enumerate(snap_cols["ids"])}
+        tail_ids = [rid for rid, tail in chosen if tail]
+        tail_cols = freshview.tail_columns(ov, tail_ids, include)
+        tpos = {rid: i for i, rid in enumerate(tail_ids)}
+        out: dict[str, Any] = {"ids": [rid for rid, _ in chosen]}
+        for c in include:
+            if c not in ("documents", "metadatas", "embeddings", "uris"):
+                continue
+            out[c] = [snap_cols[c][pos[rid]] if not tail else tail_cols[c][tpos[rid]]
+                      for rid, tail in chosen]
+        return out

@@ -1,0 +1,334 @@
+"""Real writer and reader processes on MinIO, driven by the real chromadb.HttpClient."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import httpx
+import numpy as np
+import pytest
+from chromadb.errors import ChromaError, InvalidArgumentError, NotFoundError
+
+from chromasnap.cli.localstack import free_port
+from chromasnap.config import CollectionSettings, Space
+from chromasnap.storage.store import open_store
+from dataplane import compactor
+from minio_server import MinioServer
+from servers import Proc, Stack, stack_env
+
+pytestmark = pytest.mark.minio
+DIM = 8
+SETTINGS = CollectionSettings(name="docs", dimension=DIM, space=Space.COSINE)
+
+
+class Env:
+    """One collection root with two writers and two readers (readers get pushed deltas)."""
+
+    def __init__(self, minio: MinioServer, tmp: Path, **reader_env: str) -> None:
+        self.url = minio.new_bucket_url()
+        self.endpoint = minio.endpoint
+        self.store = open_store(self.url, self.endpoint)
+        self.tmp = tmp
+        assert self.compact().result == "succeeded"
+        self.stack = Stack(stack_env(self.url, self.endpoint, SETTINGS.name, DIM, "cosine"), tmp)
+        reader_ports = [free_port(), free_port()]
+        notify = ",".join(f"http://127.0.0.1:{p}" for p in reader_ports)
+        self.writers = [self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=notify) for _ in range(2)]
+        # Readers forward writes to the first writer (in a cluster: the writer Service).
+        self.readers: list[Proc] = [
+            self.stack.start(
+                "reader", port, CHROMASNAP_WRITER_URL=self.writers[0].url, **reader_env
+            )
+            for port in reader_ports
+        ]
+        for r in self.readers:
+            self.stack.wait(r, "/readyz")
+
+    def compact(self) -> Any:
+        return compactor(self.store, self.tmp / "compactor", settings=SETTINGS).run()
+
+    def client(self, p: Proc, **settings: Any) -> Any:
+        return chromadb.HttpClient(
+            host="127.0.0.1",
+            port=p.port,
+            settings=chromadb.Settings(**settings) if settings else None,
+        )
+
+    def close(self) -> None:
+        self.stack.stop()
+
+
+@pytest.fixture
+def env(minio: MinioServer, tmp_path: Path) -> Iterator[Env]:
+    e = Env(minio, tmp_path)
+    yield e
+    e.close()
+
+
+def vec(rng: np.random.Generator) -> list[float]:
+    return [float(x) for x in rng.standard_normal(DIM)]
+
+
+def wait_until(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_every_route_through_httpclient(env: Env) -> None:
+    c = env.client(env.readers[0])
+    assert c.heartbeat() > 0 and isinstance(c.get_version(), str)
+    col = c.get_collection("docs")
+    same = env.client(env.readers[1]).get_collection("docs")
+    wcol = env.client(env.writers[0]).get_collection("docs")
+    assert col.id == same.id == wcol.id  # one stable id everywhere
+    assert c.get_or_create_collection("docs").id == col.id
+    with pytest.raises(NotFoundError):
+        c.get_collection("nope")
+    rng = np.random.default_rng(0)
+    # Writes sent to a reader are forwarded to the writers; the cookie gives read-your-writes.
+    col.add(
+        ids=["a", "b", "c"],
+        embeddings=[vec(rng) for _ in range(3)],
+        documents=["alpha", "beta", "gamma"],
+        metadatas=[{"n": 1}, {"n": 2}, {"n": 3}],
+    )
+    assert col.count() == 3
+    col.upsert(
+        ids=["c", "d"],
+        embeddings=[vec(rng), vec(rng)],
+        documents=["gamma2", "delta"],
+        metadatas=[{"n": 30}, {"n": 4}],
+    )
+    col.update(ids=["a"], metadatas=[{"n": 10, "tag": "x"}])
+    col.delete(ids=["b"])
+    got = col.get(include=["documents", "metadatas"])
+    assert dict(zip(got["ids"], got["documents"], strict=True)) == {
+        "a": "alpha",
+        "c": "gamma2",
+        "d": "delta",
+    }
+    assert col.get(ids=["a"])["metadatas"] == [{"n": 10, "tag": "x"}]
+    assert col.get(where={"n": {"$gte": 10}})["ids"] in (["a", "c"], ["c", "a"])
+    assert col.get(where_document={"$contains": "delta"})["ids"] == ["d"]
+    assert col.peek(limit=2)["ids"] == col.get(limit=2)["ids"]
+    q = col.query(
+        query_embeddings=[got_emb(col, "d")], n_results=2, include=["distances", "documents"]
+    )
+    assert q["ids"][0][0] == "d" and abs(q["distances"][0][0]) < 1e-5
+    # After a compaction the same answers come from the snapshot.
+    assert env.compact().result == "succeeded"
+    wait_until(
+        lambda: col.get(include=["documents"])["documents"] is not None and col.count() == 3,
+        what="post-compaction reads",
+    )
+    assert col.get(ids=["c"], include=["documents"])["documents"] == ["gamma2"]
+
+
+def got_emb(col: Any, rid: str) -> list[float]:
+    return [float(x) for x in col.get(ids=[rid], include=["embeddings"])["embeddings"][0]]
+
+
+def test_writes_reach_every_reader_without_a_token(env: Env) -> None:
+    rng = np.random.default_rng(1)
+    w = env.client(env.writers[1]).get_collection("docs")
+    w.add(ids=["pushed"], embeddings=[vec(rng)], documents=["via notify"])
+    for r in env.readers:
+        rc = env.client(r).get_collection("docs")
+        wait_until(
+            lambda rc=rc: rc.get(ids=["pushed"])["ids"] == ["pushed"], what="pushed delta on reader"
+        )
+
+
+def test_bad_requests_get_clear_errors_and_write_nothing(env: Env) -> None:
+    col = env.client(env.readers[0]).get_collection("docs")
+    with pytest.raises(InvalidArgumentError, match="dimension"):
+        col.add(ids=["x"], embeddings=[[1.0, 2.0]])
+    with pytest.raises(InvalidArgumentError, match="delete by where"):
+        col.delete(where={"n": 1})
+    base = f"{env.readers[0].url}/api/v2/tenants/default_tenant/databases/default_database"
+    add_url = (
+        f"{env.writers[0].url}/api/v2/tenants/default_tenant/databases/default_database"
+        f"/collections/{col.id}/add"
+    )
+    # The client checks some things itself; the server must check them too (raw HTTP).
+    for body, message in (
+        (
+            {
+                "ids": ["x"],
+                "embeddings": [
+                    base64.b64encode(np.full(DIM, np.nan, dtype="<f4").tobytes()).decode()
+                ],
+            },
+            "NaN",
+        ),
+        ({"ids": ["x", "x"], "embeddings": [[0.1] * DIM] * 2}, "duplicate id"),
+        (
+            {"ids": ["x"], "embeddings": [[0.1] * DIM], "metadatas": [{"k": {"a": 1}}]},
+            "unsupported type",
+        ),
+        ({"ids": [""], "embeddings": [[0.1] * DIM]}, "non-empty string"),
+    ):
+        r = httpx.post(
+            add_url, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400, r.text
+        assert message in r.json()["message"]
+    r = httpx.post(add_url, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["message"]
+    huge = b'{"ids": ["' + b"x" * (80 << 20) + b'"]}'
+    r = httpx.post(add_url, content=huge, timeout=60)
+    assert r.status_code == 413
+    r = httpx.get(f"{base}/collections/missing")
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
+    assert col.count() == 0
+    assert not list(env.store.list("deltas/"))
+
+
+def test_auth_token(minio: MinioServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("s3cret-token\n")
+    e = Env(minio, tmp_path, CHROMASNAP_AUTH_TOKEN_FILE=str(token_file))
+    try:
+        good = e.client(
+            e.readers[0],
+            chroma_client_auth_provider=("chromadb.auth.token_authn.TokenAuthClientProvider"),
+            chroma_client_auth_credentials="s3cret-token",
+        )
+        assert good.get_collection("docs").count() == 0
+        # The client checks its identity on construction, so that is where refusal shows.
+        with pytest.raises(ChromaError):
+            e.client(e.readers[0]).get_collection("docs")
+        with pytest.raises(ChromaError, match="Forbidden"):
+            e.client(
+                e.readers[0],
+                chroma_client_auth_provider=("chromadb.auth.token_authn.TokenAuthClientProvider"),
+                chroma_client_auth_credentials="wrong",
+            ).get_collection("docs")
+    finally:
+        e.close()
+
+
+def test_snapshot_read_level_waits_for_compaction_with_token(
+    minio: MinioServer, tmp_path: Path
+) -> None:
+    e = Env(
+        minio, tmp_path, CHROMASNAP_READ_LEVEL="snapshot", CHROMASNAP_READ_AFTER_TIMEOUT_SECONDS="1"
+    )
+    try:
+        col = e.client(e.readers[0]).get_collection("docs")
+        col.add(ids=["a"], embeddings=[[0.5] * DIM])
+        # The write is durable but not compacted: the reader says so after its bound.
+        with pytest.raises(ChromaError, match="not visible"):
+            col.count()
+        assert e.compact().result == "succeeded"
+        assert col.count() == 1
+    finally:
+        e.close()
+
+
+def test_queries_never_fail_across_many_swaps(env: Env) -> None:
+    rng = np.random.default_rng(2)
+    writer = env.client(env.writers[0]).get_collection("docs")
+    writer.add(ids=["anchor"], embeddings=[[1.0] + [0.0] * (DIM - 1)])
+    readers = [env.client(r).get_collection("docs") for r in env.readers]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    answered = [0]
+
+    def load(col: Any) -> None:
+        while not stop.is_set():
+            try:
+                res = col.query(query_embeddings=[[1.0] + [0.0] * (DIM - 1)], n_results=1)
+                assert res["ids"][0] in ([], ["anchor"])
+                answered[0] += 1
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=load, args=(c,)) for c in readers]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(22):
+            writer.upsert(ids=[f"r{i}"], embeddings=[vec(rng)])
+            assert env.compact().result == "succeeded"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert failures == []
+    assert answered[0] > 22
+    wait_until(lambda: all(c.count() == 23 for c in readers), what="readers caught up")
+
+
+def test_randomized_differential_against_persistent_client(env: Env, tmp_path: Path) -> None:
+    """Same random writes to chromasnap (2 writers, compactions interleaved) and to Chroma."""
+    ref_client = chromadb.PersistentClient(path=str(tmp_path / "reference"))
+    ref = ref_client.create_collection(
+        "docs", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+    )
+    writers = [env.client(w).get_collection("docs") for w in env.writers]
+    reader = env.client(env.readers[0]).get_collection("docs")
+    rng = random.Random(7)
+    nrng = np.random.default_rng(7)
+    ids = [f"id{i}" for i in range(25)]
+    for step in range(120):
+        w = writers[rng.randrange(2)]
+        kind = rng.choice(["add", "upsert", "update", "delete", "meta"])
+        batch = rng.sample(ids, rng.randint(1, 4))
+        embs = [vec(nrng) for _ in batch]
+        docs = [f"doc {b} {step}" for b in batch]
+        metas = [{"step": step, "even": step % 2 == 0} for _ in batch]
+        for target in (w, ref):
+            if kind == "add":
+                target.add(ids=batch, embeddings=embs, documents=docs, metadatas=metas)
+            elif kind == "upsert":
+                target.upsert(ids=batch, embeddings=embs, documents=docs, metadatas=metas)
+            elif kind == "update":
+                target.update(ids=batch, embeddings=embs, documents=docs)
+            elif kind == "meta":
+                target.update(ids=batch, metadatas=metas)
+            else:
+                target.delete(ids=batch)
+        if rng.random() < 0.1:
+            assert env.compact().result == "succeeded"
+        if step % 10 == 9:
+            # The reader may not have the writes of the other writer's cookie yet: wait on count.
+            compare(reader, ref, nrng)
+    compare(reader, ref, nrng)
+
+
+def compare(reader: Any, ref: Any, nrng: np.random.Generator) -> None:
+    wait_until(lambda: reader.count() == ref.count(), what="reader count == reference count")
+    inc = ["documents", "metadatas", "embeddings"]
+    a, b = reader.get(include=inc), ref.get(include=inc)
+    def rows(r: Any) -> dict[str, Any]:
+        return {
+            i: (d, m)
+            for i, d, m in zip(r["ids"], r["documents"], r["metadatas"], strict=True)
+        }
+    assert rows(a) == rows(b)
+    # Cosine collections may round the last bit of a stored vector differently.
+    ea = dict(zip(a["ids"], a["embeddings"], strict=True))
+    eb = dict(zip(b["ids"], b["embeddings"], strict=True))
+    assert all(np.allclose(ea[k], eb[k], atol=1e-5) for k in eb)
+    for where in ({"even": True}, {"step": {"$gte": 50}}):
+        assert sorted(reader.get(where=where)["ids"]) == sorted(ref.get(where=where)["ids"])
+    q = [vec(nrng)]
+    n = min(5, ref.count())
+    if n:
+        qa = reader.query(query_embeddings=q, n_results=n, include=["distances"])
+        qb = ref.query(query_embeddings=q, n_results=n, include=["distances"])
+        assert qa["ids"] == qb["ids"]
+        assert np.allclose(qa["distances"], qb["distances"], atol=1e-4)
