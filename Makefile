@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help venv tools lint unit test demo dev bench cluster-up cluster-down \
-        kind-up kind-e2e kind-down clean
+        kind-up kind-e2e kind-down image clean
 
 help:
 	@echo "make demo   - run the whole loop locally (no cluster, no cloud account)"
@@ -20,7 +20,8 @@ help:
 	@echo "make bench  - benchmarks vs. peers; writes docs/benchmarks.{md,json}"
 	@echo "make dev    - writer + compactor + reader on a local bucket, for chromadb.HttpClient"
 	@echo "make cluster-up / cluster-down - a real local control plane (kube-apiserver, etcd, kwok)"
-	@echo "make kind-up / kind-e2e / kind-down - a kind cluster (needs Docker; not run here)"
+	@echo "make kind-up / kind-e2e / kind-down - a kind cluster with the real image (Docker is installed if missing)"
+	@echo "make image - build the chromasnap image offline (images/Dockerfile on a local Debian base)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo "==> creating virtualenv $(VENV) with pinned dependencies"
@@ -62,8 +63,15 @@ cluster-up: $(STAMP) tools
 cluster-down: $(STAMP)
 	@$(PY) hack/cluster.py down --dir .cache/cluster
 
+# kind: Docker (installed and started if missing), the image, an offline kind node image,
+# a cluster with MinIO; kind-up also installs the CRDs and the chart as the README says.
+# kind-e2e runs tests/e2e on it (creating what is missing; it deletes a cluster it created).
 kind-up kind-e2e kind-down: $(STAMP)
 	@bash hack/kind.sh $(patsubst kind-%,%,$@)
+
+# The chromasnap image, built offline on a local Debian base (hack/kind-images.sh).
+image:
+	@bash hack/kind-images.sh chromasnap
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

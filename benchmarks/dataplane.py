@@ -21,7 +21,7 @@ from benchmarks.report import Result
 from chromasnap.compactor.compaction import Compactor, CompactorOptions
 from chromasnap.compactor.lock import NoLock
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.engine import chroma
+from chromasnap.engine import chromadir
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.reader.snapshot import SnapshotReader
 from chromasnap.storage import deltas, pointer, snapshots
@@ -85,7 +85,7 @@ def peer_add(n: int, seed: int, work: Path) -> float:
     ids, emb, docs, metas = make_records(0, n, seed)
     path = work / "peer-add"
     shutil.rmtree(path, ignore_errors=True)
-    chroma.create_collection(path, SETTINGS)
+    chromadir.create_collection(path, SETTINGS)
     client = chromadb.PersistentClient(path=str(path))
     col = client.get_collection(SETTINGS.name)
     step = client.get_max_batch_size()

@@ -124,13 +124,14 @@ class ArrivalWatch:
 
 
 def _all_children_exist(kube_api: Any, name: str, ns: str) -> bool:
-    from chromasnap.operator import specs
     from chromasnap.operator.crd import ChromaCollection
+    from chromasnap.operator.settings import OperatorSettings
+    from chromasnap.operator.specs.children import desired_children
     from kubeops import Collections, get_manifest
 
     cc = ChromaCollection.from_body(Collections(kube_api).get(ns, name))
     return all(get_manifest(kube_api, m) is not None
-               for m in specs.desired_children(cc, specs.OperatorSettings()))
+               for m in desired_children(cc, OperatorSettings()))
 
 
 def measure_reconcile(kube_api: Any, samples: int) -> list[float]:

@@ -85,7 +85,7 @@ PROFILE_FRAMES: list[tuple[str, str, str]] = [
     ("_worker", "concurrent/futures/thread.py", "thread-pool workers (asyncio.to_thread)"),
     (
         "query_raw",
-        "chromasnap/chroma.py",
+        "chromasnap/engine/reads.py",
         "chromadb's Rust bindings: HNSW search + SQLite record fetch",
     ),
     ("ReaderBackend._overlay", "chromasnap/readserver.py", "fresh-read tail overlay"),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the real infrastructure binaries the tests run (MinIO, etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kwok) and the user tools (helm, kind) from
-# the Go module proxy at pinned versions.
+# kube-controller-manager, kube-scheduler, kwok, Prometheus and promtool), the user tools
+# (helm, kind) and the
+# parts of an offline kind node image (kubelet, kubeadm, kubectl, kube-proxy, crictl,
+# CoreDNS) from the Go module proxy at pinned versions.
 #
 # Binaries go to ${CHROMASNAP_CACHE:-$HOME/.cache/chromasnap}/bin, outside the repo,
 # so every checkout on the same machine reuses them. A tool already built at its
@@ -11,8 +13,9 @@
 # Usage: hack/build-tools.sh [all|test|k8s|TOOL...]   (default: all)
 #        hack/build-tools.sh --bin-dir                 (print the bin dir and exit)
 #        hack/build-tools.sh --list                    (print tools, pins and state)
-#   test = minio + k8s   (what the test suite needs)
+#   test = minio + k8s + helm + prometheus promtool   (what the test suite needs)
 #   k8s  = etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+#   node = kubelet kubeadm kubectl kube-proxy crictl coredns   (hack/kind-images.sh)
 #
 # Needs: go (>= 1.26), network access to the Go module proxy. No Docker.
 set -euo pipefail
@@ -30,9 +33,19 @@ HELM_MODULE=helm.sh/helm/v4
 HELM_VERSION=v4.3.1
 KIND_MODULE=sigs.k8s.io/kind
 KIND_VERSION=v0.33.0
+CRICTL_MODULE=sigs.k8s.io/cri-tools
+CRICTL_VERSION=v1.36.0         # what kind v0.33's base image ships
+COREDNS_MODULE=github.com/coredns/coredns
+COREDNS_VERSION=v1.14.6        # `kubeadm config images list` for Kubernetes v1.37
+# Prometheus 3.x is published as module versions v0.3MM.P (3.16.0 -> v0.316.0); one
+# `go install` builds the server and promtool (alert rule checks and unit tests).
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
+PROMETHEUS_VERSION=v0.316.0
 
-ALL_TOOLS=(minio etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kind)
+ALL_TOOLS=(minio etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kind
+           kubelet kubeadm kubectl kube-proxy crictl coredns prometheus promtool)
 K8S_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+NODE_TOOLS=(kubelet kubeadm kubectl kube-proxy crictl coredns)
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
 
 CACHE="${CHROMASNAP_CACHE:-$HOME/.cache/chromasnap}"
@@ -50,10 +63,14 @@ tool_module() {
   case "$1" in
     minio) echo "$MINIO_MODULE" ;;
     etcd) echo "$ETCD_MODULE" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler) echo "$K8S_MODULE" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubeadm|kubectl|kube-proxy)
+      echo "$K8S_MODULE" ;;
     kwok) echo "$KWOK_MODULE" ;;
     helm) echo "$HELM_MODULE" ;;
     kind) echo "$KIND_MODULE" ;;
+    crictl) echo "$CRICTL_MODULE" ;;
+    coredns) echo "$COREDNS_MODULE" ;;
+    prometheus|promtool) echo "$PROMETHEUS_MODULE" ;;
     *) die "unknown tool: $1" ;;
   esac
 }
@@ -61,10 +78,14 @@ tool_version() {
   case "$1" in
     minio) echo "$MINIO_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler) echo "$K8S_VERSION" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubeadm|kubectl|kube-proxy)
+      echo "$K8S_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     kind) echo "$KIND_VERSION" ;;
+    crictl) echo "$CRICTL_VERSION" ;;
+    coredns) echo "$COREDNS_VERSION" ;;
+    prometheus|promtool) echo "$PROMETHEUS_VERSION" ;;
     *) die "unknown tool: $1" ;;
   esac
 }
@@ -176,6 +197,35 @@ build_kind() {
   go_install kind "$KIND_MODULE@$KIND_VERSION" -ldflags "$LDFLAGS_STRIP"
 }
 
+# Static, like the crictl kind's base image ships.
+build_crictl() {
+  CGO_ENABLED=0 go_install crictl "$CRICTL_MODULE/cmd/crictl@$CRICTL_VERSION" \
+    -ldflags "$LDFLAGS_STRIP -X $CRICTL_MODULE/pkg/version.Version=$CRICTL_VERSION"
+}
+
+# Static: the CoreDNS image of the offline kind node is the Debian base plus this binary.
+build_coredns() {
+  CGO_ENABLED=0 go_install coredns "$COREDNS_MODULE@$COREDNS_VERSION" \
+    -ldflags "$LDFLAGS_STRIP -X $COREDNS_MODULE/coremain.GitCommit=$COREDNS_VERSION"
+}
+
+# Both binaries in one `go install` (they share most packages), with the version flags
+# Prometheus' own release build (.promu.yml) sets, so `--version` and the
+# prometheus_build_info metric are right. No `builtinassets` tag: the web UI's compiled
+# assets are not in the module (they come from an npm build), so the server answers
+# its HTTP API (all the tests use) and serves no UI.
+build_prometheus() {
+  local v="github.com/prometheus/common/version" n="${PROMETHEUS_VERSION#v0.}" semver mm
+  mm=$((10#${n%%.*}))
+  semver="$((mm / 100)).$((mm % 100)).${n#*.}"   # v0.316.0 -> 3.16.0
+  GOBIN="$BIN" go install -trimpath -tags netgo \
+    -ldflags "$LDFLAGS_STRIP -X $v.Version=$semver -X $v.Revision=$PROMETHEUS_VERSION -X $v.Branch=HEAD -X $v.BuildUser=build-tools.sh -X $v.BuildDate=19700101-00:00:00" \
+    "$PROMETHEUS_MODULE/cmd/prometheus@$PROMETHEUS_VERSION" \
+    "$PROMETHEUS_MODULE/cmd/promtool@$PROMETHEUS_VERSION"
+  [[ -x "$BIN/prometheus" && -x "$BIN/promtool" ]] || die "go install did not produce prometheus and promtool"
+}
+build_promtool() { build_prometheus; }
+
 # etcd's server module has `replace` directives pointing at sibling directories,
 # so `go install go.etcd.io/etcd/server/v3@ver` refuses to run. A wrapper module
 # that requires it (the replaces of a dependency are ignored; its requirements
@@ -251,9 +301,12 @@ expand() {
   case "$1" in
     all) echo "${ALL_TOOLS[@]}" ;;
     k8s) echo "${K8S_TOOLS[@]}" ;;
-    test) echo minio "${K8S_TOOLS[@]}" helm ;;
+    node) echo "${NODE_TOOLS[@]}" ;;
+    test) echo minio "${K8S_TOOLS[@]}" helm prometheus promtool ;;
     minio|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|helm|kind) echo "$1" ;;
-    *) die "unknown tool or group '$1' (tools: ${ALL_TOOLS[*]}; groups: all test k8s)" ;;
+    prometheus|promtool) echo "$1" ;;
+    kubelet|kubeadm|kubectl|kube-proxy|crictl|coredns) echo "$1" ;;
+    *) die "unknown tool or group '$1' (tools: ${ALL_TOOLS[*]}; groups: all test k8s node)" ;;
   esac
 }
 
@@ -262,7 +315,7 @@ main() {
   if (( ${#args[@]} == 0 )); then args=(all); fi
   case "${args[0]}" in
     --bin-dir) echo "$BIN"; return 0 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; return 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; return 0 ;;
     --list)
       for t in "${ALL_TOOLS[@]}"; do
         if binary_matches_pin "$t"; then s=built; else s=missing; fi
@@ -293,12 +346,12 @@ main() {
       log "$t $(tool_version "$t") already built"
     else
       todo+=("$t")
-      case "$t" in kube-*) k8s_todo+=("$t") ;; esac
+      case "$t" in kube-*|kubelet|kubeadm|kubectl) k8s_todo+=("$t") ;; esac
     fi
   done
   for t in "${todo[@]}"; do
     case "$t" in
-      kube-*)
+      kube-*|kubelet|kubeadm|kubectl)
         # the Kubernetes binaries share almost all packages: one `go build`
         (( ${#k8s_todo[@]} > 0 )) || continue
         log "building ${k8s_todo[*]} $K8S_VERSION …"
@@ -313,6 +366,8 @@ main() {
         k8s_todo=()
         ;;
       *)
+        # a tool built along with an earlier one (promtool with prometheus) is done
+        if is_built "$t"; then stamp "$t"; continue; fi
         log "building $t $(tool_version "$t") …"
         start=$(date +%s)
         "build_${t//-/_}"

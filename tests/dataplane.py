@@ -10,7 +10,7 @@ from pathlib import Path
 from chromasnap.compactor.compaction import Compactor, CompactorOptions
 from chromasnap.compactor.lock import Lock, NoLock
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.engine import chroma
+from chromasnap.engine import persistence, reads
 from chromasnap.engine.merge import Record
 from chromasnap.engine.ops import Op
 from chromasnap.storage import deltas, pointer, snapshots
@@ -53,10 +53,10 @@ def current_records(store: ObjectStore, tmp: Path) -> tuple[mf.Manifest, dict[st
     assert cur is not None, "no pointer"
     man = snapshots.load_manifest(store, cur.manifest)
     dest = snapshots.fetch(store, man, tmp / f"check-{man.version}")
-    with chroma.open_collection(
+    with persistence.open_collection(
         dest / mf.DB_DIR, man.collection.settings.name, flush_on_exit=False
     ) as (_, col):
-        raw = chroma.read_all(col)
+        raw = reads.read_all(col)
     return man, {
         rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
         for rid, r in raw.items()

@@ -18,7 +18,8 @@ machine is substituted, and only that:
    ``127.0.0.1:<port of the local process playing that Service>``;
 2. the container port (``CHROMASNAP_PORT=8000``) becomes a free loopback port, and
    ``CHROMASNAP_HOST=127.0.0.1`` (several "pods" share one host);
-3. volumes: each emptyDir and the termination-message file become temp paths;
+3. volumes: each emptyDir, Secret volume (its items as files) and the
+   termination-message file become temp paths;
 4. the mounted ServiceAccount token becomes ``KUBECONFIG``: a kubeconfig holding a
    TokenRequest token of the pod's ``serviceAccountName`` (so the pod's RBAC is
    what is exercised);
@@ -29,6 +30,7 @@ machine is substituted, and only that:
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import shutil
 import subprocess
@@ -47,7 +49,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from chromasnap.operator import specs
+from chromasnap.operator.specs.pods import INTERNAL_PORT, TMP_DIR
 from minio_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,6 +285,10 @@ def start_operator(control_plane: Any, kube_api: Any, release: ChartRelease, wor
     kubeconfig = token_kubeconfig(control_plane, token, workdir / "operator.kubeconfig",
                                   release.service_account)
     env["KUBECONFIG"] = str(kubeconfig)
+    # The metrics port, like the liveness port: a free one, on loopback only.
+    if "CHROMASNAP_OPERATOR_METRICS_PORT" in env:
+        env["CHROMASNAP_OPERATOR_METRICS_PORT"] = str(free_port())
+        env["CHROMASNAP_OPERATOR_METRICS_HOST"] = "127.0.0.1"
     env.update(extra_env or {})
     op = OperatorProcess(None, workdir / "operator.log", liveness, kubeconfig, argv, env)
     op.start()
@@ -483,15 +489,25 @@ class PodRunner:
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for m in container.get("volumeMounts", []):
             vol = volumes[m["name"]]
-            if "emptyDir" not in vol:
-                raise AssertionError(f"unexpected volume {vol} in {pod_name}")
             local = root / m["name"]
             local.mkdir(exist_ok=True)
+            if "secret" in vol:
+                # A Secret volume: its items as files, with the volume's mode.
+                src = vol["secret"]
+                data = self._secret(src["secretName"])
+                for item in src.get("items") or [{"key": k, "path": k} for k in data]:
+                    f = local / item["path"]
+                    f.write_text(data[item["key"]])
+                    f.chmod(item.get("mode", src.get("defaultMode", 0o644)))
+            elif "emptyDir" not in vol:
+                raise AssertionError(f"unexpected volume {vol} in {pod_name}")
             mounts[m["mountPath"]] = local
         term = container.get("terminationMessagePath", "/dev/termination-log")
         files = {"termination-log": root / "termination-log"}
 
         def local_path(value: str) -> str:
+            if "," in value:  # a list of paths (CHROMASNAP_AUTH_TOKEN_FILE)
+                return ",".join(local_path(v) for v in value.split(","))
             if value == term:
                 return str(files["termination-log"])
             for mount, local in mounts.items():
@@ -508,7 +524,7 @@ class PodRunner:
 
         # 5. the image's environment (images/Dockerfile ENV) is the test venv's
         env: dict[str, str] = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "PYTHONUNBUFFERED": "1",
-                               "HOME": str(mounts.get(specs.TMP_DIR, root)),
+                               "HOME": str(mounts.get(TMP_DIR, root)),
                                "ANONYMIZED_TELEMETRY": "False"}
         for ef in container.get("envFrom", []):
             if "configMapRef" in ef:
@@ -609,3 +625,37 @@ def get_manifest(kube_api: Any, manifest: Mapping[str, Any]) -> dict[str, Any] |
     from chromasnap.operator.kubeapi import object_path
 
     return raw(kube_api, "GET", object_path(manifest))
+
+
+class Runner(PodRunner):
+    """``PodRunner``, plus the same substitution for the readers' internal port (the port
+    writers push deltas to) that it makes for the HTTP port: ``CHROMASNAP_INTERNAL_PORT``
+    becomes ``internal_port``, and ``<service>.<ns>.svc:8001`` in env becomes
+    ``internal[service]`` (the local process playing that Service's internal port)."""
+
+    def start_pod(self, template: Mapping[str, Any], pod_name: str, *,
+                  services: Mapping[str, str], port: int,
+                  internal: Mapping[str, str] | None = None,
+                  internal_port: int | None = None) -> PodProcess:
+        """Start an HTTP workload's container (see the class docstring)."""
+        t = copy.deepcopy(dict(template))
+        for e in t["spec"]["containers"][0].get("env", []):
+            if "value" not in e:
+                continue
+            if e["name"] == "CHROMASNAP_INTERNAL_PORT":
+                assert e["value"] == str(INTERNAL_PORT) and internal_port is not None
+                e["value"] = str(internal_port)
+            for svc, local in (internal or {}).items():
+                e["value"] = e["value"].replace(
+                    f"{svc}.{self.namespace}.svc:{INTERNAL_PORT}", local)
+        return self.start(t, pod_name, services=services, serve=True, port=port)
+
+
+def pod_template(kube_api: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
+    """The pod template of Deployment or Job ``name``, as the API server holds it."""
+    if kind == "Deployment":
+        obj: Any = client.AppsV1Api(kube_api).read_namespaced_deployment(name, ns)
+    else:
+        obj = client.BatchV1Api(kube_api).read_namespaced_job(name, ns)
+    template: dict[str, Any] = as_dict(kube_api, obj)["spec"]["template"]
+    return template

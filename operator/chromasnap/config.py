@@ -91,8 +91,14 @@ class CommonSettings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     auth_token_file: str | None = Field(
         default=None,
-        description="file with accepted bearer tokens, one per line (a mounted Secret); "
+        description="file(s) with accepted bearer tokens, one per line (a mounted Secret; "
+        "several files separated by commas, e.g. read and write tokens); "
         "else CHROMASNAP_AUTH_TOKEN; neither: no authentication",
+    )
+    push_token_file: str | None = Field(
+        default=None,
+        description="file with the token writers send with delta pushes and readers require "
+        "(a mounted Secret only the collection's pods get; never a client token)",
     )
 
     @field_validator("bucket_url")
@@ -182,6 +188,11 @@ class ReaderSettings(CommonSettings):
     )
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    internal_port: Annotated[int | None, Field(ge=0, le=65535)] = Field(
+        default=None,
+        description="a second port that alone accepts writers' delta pushes (so a "
+        "NetworkPolicy can admit only writers there); unset: pushes use the main port",
+    )
 
 
 def explain(err: ValidationError) -> str:

@@ -68,7 +68,7 @@ get/patch on its status) and bind it, the operator must hold those permissions i
 - apiGroups: [chromasnap.dev]
   resources: [chromacollections/finalizers]
   verbs: [update]
-# Each collection's children (see operator/chromasnap/specs.py, CHILD_KINDS).
+# Each collection's children (see operator/chromasnap/operator/specs/children.py, CHILD_KINDS).
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts]
   verbs: [get, list, watch, create, update, patch, delete]
@@ -83,6 +83,10 @@ get/patch on its status) and bind it, the operator must hold those permissions i
   verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
+  verbs: [get, list, watch, create, update, patch, delete]
+# A collection's NetworkPolicies (spec.networkPolicy); deleted again when it is turned off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
   verbs: [get, list, watch, create, update, patch, delete]
 # The compactor's Lease is created by the operator (the compactor's Role has no create,
 # which RBAC cannot limit by name); get/update/patch are also what that Role grants.
@@ -102,10 +106,11 @@ get/patch on its status) and bind it, the operator must hold those permissions i
   resources: [events]
   verbs: [create, patch]
 {{- if .Values.rbac.readSecrets }}
-# Check that a referenced credentials Secret exists and has the named keys, to say so in a
-# condition. get only (no list/watch): the operator can only read Secrets it is told the
-# name of, and it never copies, logs or reports their values. This adds no real power:
-# an identity that may create Deployments can already mount any Secret of the namespace.
+# Check that a referenced Secret (S3 credentials, spec.auth tokens) exists and has the named
+# keys, to say so in a condition. get only (no list/watch): the operator can only read Secrets
+# it is told the name of, and it never copies, logs or reports their values. This adds no
+# real power: an identity that may create Deployments can already mount any Secret of the
+# namespace.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

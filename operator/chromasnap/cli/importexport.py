@@ -16,7 +16,7 @@ from typing import Any
 import chromadb
 
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.engine import chroma
+from chromasnap.engine import chromadir, persistence, reads
 from chromasnap.storage import manifest as mf
 from chromasnap.storage import pointer, snapshots
 from chromasnap.storage.progress import transfer_progress
@@ -63,8 +63,8 @@ def import_directory(
     The source directory is never modified (a copy is opened). Other
     collections in it are left out of the snapshot.
     """
-    if not (src / chroma.SQLITE_FILE).is_file():
-        raise ImportError_(f"{src} is not a chromadb directory (no {chroma.SQLITE_FILE})")
+    if not (src / chromadir.SQLITE_FILE).is_file():
+        raise ImportError_(f"{src} is not a chromadb directory (no {chromadir.SQLITE_FILE})")
     if pointer.read(store).pointer is not None:
         raise ImportError_(
             f"{store.url} already holds a collection; import into an empty prefix "
@@ -74,12 +74,12 @@ def import_directory(
         work = Path(tmp) / "snap"
         db = work / mf.DB_DIR
         shutil.copytree(src, db)
-        names = chroma.keep_only(db, name)
+        names = chromadir.keep_only(db, name)
         if name not in names:
             raise ImportError_(
                 f"collection {name!r} is not in {src}; it has: {', '.join(names) or 'none'}"
             )
-        with chroma.open_collection(db, name) as (_, col):
+        with persistence.open_collection(db, name) as (_, col):
             count = int(col.count())
             sample = col.get(limit=1, include=["embeddings"])
             embs = sample.get("embeddings")
@@ -90,8 +90,8 @@ def import_directory(
                 )
             settings = settings_of(col, len(embs[0]))
             collection_id = str(col.id)
-            model = chroma.collection_info(col)
-        chroma.finalize(db)
+            model = reads.collection_info(col)
+        persistence.finalize(db)
         snapshots.write_versions(work / mf.VERSIONS_FILE, {})
         version = mf.new_version(1)
 

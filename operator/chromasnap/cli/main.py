@@ -140,7 +140,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     """Run the kopf operator."""
-    from chromasnap.operator.handlers import run_operator
+    from chromasnap.operator.controller.handlers import run_operator
 
     return run_operator(args.namespace or (), args.liveness,
                         all_namespaces=args.all_namespaces, standalone=args.standalone)

@@ -100,26 +100,48 @@ def run_compactor(s: CompactorSettings, loop_interval: float | None = None) -> i
             return 0
 
 
-def _serve(app: Any, host: str, port: int) -> int:
+def _serve(app: Any, host: str, port: int, internal_port: int | None = None) -> int:
+    import socket
+
     import uvicorn
 
-    from chromasnap.api.app import uvicorn_config
+    from chromasnap.api.server import uvicorn_config
 
-    uvicorn.Server(uvicorn_config(app, host, port)).run()
+    config = uvicorn_config(app, host, port)
+    if internal_port is None:
+        uvicorn.Server(config).run()
+        return 0
+    # One server on two sockets: the app tells them apart by the local port.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = []
+    for p in (port, internal_port):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, p))
+        sockets.append(sock)
+    uvicorn.Server(config).run(sockets=sockets)
     return 0
+
+
+def _push_tokens(path: str | None) -> list[str]:
+    from chromasnap.api.auth import load_auth_tokens
+
+    return load_auth_tokens(path, env=None) if path else []
 
 
 def build_writer_app(s: WriterSettings) -> Any:
     """The writer's ASGI app: validation, group commit, notifications to readers."""
-    from chromasnap.api.app import ChromaAPI, load_auth_tokens
+    from chromasnap.api.app import ChromaAPI
+    from chromasnap.api.auth import load_auth_tokens
     from chromasnap.engine.validation import Limits
     from chromasnap.writer.backend import CollectionModel, Notifier, WriterBackend
     from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter, process_writer_id
 
     store = open_store(s.bucket_url, s.s3_endpoint_url)
     tokens = load_auth_tokens(s.auth_token_file)
+    push = _push_tokens(s.push_token_file)
     urls = [u for u in (s.notify_urls or "").split(",") if u.strip()]
-    notifier = Notifier(urls, s.notify_dns, tokens[0] if tokens else None)
+    notifier = Notifier(urls, s.notify_dns, push[0] if push else None)
     writer = GroupCommitWriter(
         store,
         Limits(s.dimension, s.max_request_records, s.max_request_bytes),
@@ -145,9 +167,11 @@ def build_reader_app(s: ReaderSettings) -> Any:
     """The reader's ASGI app, plus the background loop that polls pointer and tail."""
     import asyncio
 
-    from chromasnap.api.app import ChromaAPI, load_auth_tokens
+    from chromasnap.api.app import ChromaAPI
+    from chromasnap.api.auth import load_auth_tokens
     from chromasnap.config import ReadLevel
     from chromasnap.reader.backend import ReaderBackend
+    from chromasnap.reader.poller import Poller
     from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
     from chromasnap.reader.tail import DeltaTail
 
@@ -159,43 +183,41 @@ def build_reader_app(s: ReaderSettings) -> Any:
         if tail is not None:
             tail.rebase(snap.applied)
 
-    reader = SnapshotReader(store, Path(s.cache_dir), on_swap=rebase)
+    reader = SnapshotReader(store, Path(s.cache_dir), on_swap=rebase,
+                            cache_max_bytes=s.cache_max_bytes)
     backend = ReaderBackend(reader, tail, s.read_after_timeout_seconds)
-    stop = threading.Event()
 
-    def loop() -> None:
-        while not stop.is_set():
-            reader.refresh()
-            if tail is not None and reader.ready():
-                try:
-                    tail.poll()
-                except Exception as e:
-                    log.warning("tail poll failed", extra=fields(error=str(e)))
-            stop.wait(s.poll_interval_seconds)
+    def poll_once() -> bool:
+        reader.refresh()
+        if tail is not None and reader.ready():
+            tail.poll()  # the LIST fallback for lost pushes; its errors go to the poller
+        return not reader.failing
 
-    thread = threading.Thread(target=loop, name="reader-poll", daemon=True)
+    poller = Poller(poll_once, s.poll_interval_seconds)
 
     async def start() -> None:
-        thread.start()
+        poller.start()
 
     async def shutdown() -> None:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
+        await asyncio.to_thread(poller.stop)
         reader.close()
 
     async def on_delta(name: str, data: bytes) -> bool:
         if tail is None:
             return False
-        return await asyncio.to_thread(tail.add, name, data)
+        return await asyncio.to_thread(tail.confirm, name, data)
 
     log.info("reader starting", extra=fields(port=s.port, read_level=s.read_level.value,
                                              auth=bool(tokens), writer_url=s.writer_url))
     return ChromaAPI(
         read=backend, forward_writes_to=s.writer_url, auth_tokens=tokens, ready=reader.ready,
         role="reader", on_startup=[start], on_shutdown=[shutdown], on_delta=on_delta,
+        push_tokens=_push_tokens(s.push_token_file), internal_port=s.internal_port,
+        ready_note=lambda: (f"stale: snapshot refresh failing ({poller.failures} attempts): "
+                            f"{reader.last_error}") if poller.failures else None,
     )
 
 
 def run_reader(s: ReaderSettings) -> int:
     """Serve the reader until terminated."""
-    return _serve(build_reader_app(s), s.host, s.port)
+    return _serve(build_reader_app(s), s.host, s.port, s.internal_port)

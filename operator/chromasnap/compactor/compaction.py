@@ -24,7 +24,7 @@ import chromadb
 
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.config import CollectionSettings
-from chromasnap.engine import chroma
+from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import plan, prune_tombstones
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
@@ -161,8 +161,21 @@ class Compactor:
         return res
 
     def _run_locked(self, res: CompactionResult) -> None:
+        # Once another compactor publishes, retention may delete the version this
+        # run started from, and reading it fails: report that as what it is.
+        seen: list[str | None] = []
+        try:
+            self._fold(res, seen)
+        except (mf.CorruptSnapshot, StoreError) as e:
+            if seen and pointer.read(self.store).etag != seen[0]:
+                raise pointer.Fenced(f"the pointer moved while this run read its base: {e}") from e
+            raise
+
+    def _fold(self, res: CompactionResult, seen: list[str | None]) -> None:
+        """Steps 2–8 of a run; ``seen`` receives the ETag of the pointer it read."""
         with self._step(res, "read_pointer"):
             cur = pointer.read(self.store)
+            seen.append(cur.etag)
             base = (
                 snapshots.load_manifest(self.store, cur.pointer.manifest) if cur.pointer else None
             )
@@ -188,7 +201,7 @@ class Compactor:
             )
             res.snapshot_created_at = base.created_at.isoformat()
             with self._step(res, "cleanup"):
-                self._cleanup(res, base, listed)
+                self._cleanup(res, listed)
             return
 
         version = mf.new_version(base.seq + 1 if base else 1)
@@ -205,11 +218,11 @@ class Compactor:
             versions.update(fold.versions)
             horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
             versions = prune_tombstones(versions, horizon)
-            with chroma.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
-                chroma.apply_ops(col, fold.ops, dimension=self.settings.dimension)
+            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
+                replay.apply_ops(col, fold.ops, dimension=self.settings.dimension)
                 record_count = int(col.count())
-                model = chroma.collection_info(col)
-            chroma.finalize(work / mf.DB_DIR)
+                model = reads.collection_info(col)
+            persistence.finalize(work / mf.DB_DIR)
             snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
             res.deltas_folded = len(folded)
             res.records_folded = len(fold.ops)
@@ -263,13 +276,17 @@ class Compactor:
         # The new snapshot is verified and local: keep it as the next run's base.
         self._adopt_into_cache(work, version)
         with self._step(res, "cleanup"):
-            self._cleanup(res, new, listed)
+            try:
+                self._cleanup(res, listed)
+            except (StoreError, mf.CorruptSnapshot) as e:
+                # The version is published; leftovers are collected by the next run.
+                log.warning("clean-up failed after publishing", extra=fields(error=str(e)))
 
     def _prepare_base(self, base: mf.Manifest | None, work: Path) -> str:
         """Put a writable copy of the base (or a new empty collection) at ``work``."""
         work.mkdir(parents=True)
         if base is None:
-            return chroma.create_collection(work / mf.DB_DIR, self.settings)
+            return chromadir.create_collection(work / mf.DB_DIR, self.settings)
         cached = self.snap_cache / base.version
         if not cached.is_dir():
             shutil.rmtree(self.snap_cache, ignore_errors=True)
@@ -313,15 +330,28 @@ class Compactor:
         self.store.delete_many(keys)
         return len(keys)
 
-    def _cleanup(
-        self, res: CompactionResult, current: mf.Manifest, listed: dict[str, ObjectInfo]
-    ) -> None:
-        """Remove applied deltas past the grace period and snapshots past retention."""
+    def _cleanup(self, res: CompactionResult, listed: dict[str, ObjectInfo]) -> None:
+        """Remove applied deltas and unreachable snapshots, judged by the pointer *now*.
+
+        Safety never rests on the lock or the grace period: the pointer is
+        re-read here, after any stall, and only what it can no longer reach is
+        deleted. A delta goes only once the live snapshot lists it as applied
+        (every later version descends from that one, so none needs it again); a
+        snapshot goes only if it is outside the live lineage's retention *and*
+        can never become live: its lineage depth is not above the pointer's, so
+        any compaction that built it read an older pointer and its swap is
+        fenced. Versions above the pointer may be a compaction in flight and
+        are left for a later run. The grace period only spares objects a reader
+        may still be downloading.
+        """
         _failpoint("cleanup", "start")
+        live = self._live_manifest()
+        if live is None:
+            return
         cutoff = time.time() - self.opt.delta_grace_seconds
         old_applied = [
             deltas.DELTA_PREFIX + n
-            for n in current.deltas
+            for n in live.deltas
             if n in listed and listed[n].last_modified < cutoff
         ]
         if old_applied:
@@ -330,7 +360,12 @@ class Compactor:
             _failpoint("cleanup", "mid")
             self.store.delete_many(old_applied[half:])
         res.deltas_deleted = len(old_applied)
-        res.snapshots_deleted = self._apply_retention(current, cutoff)
+        res.snapshots_deleted = self._apply_retention(live, cutoff)
+
+    def _live_manifest(self) -> mf.Manifest | None:
+        """The manifest the pointer names at this moment (``None`` if there is none)."""
+        cur = pointer.read(self.store).pointer
+        return snapshots.load_manifest(self.store, cur.manifest) if cur else None
 
     def _lineage(self, current: mf.Manifest) -> list[str]:
         """The current version and its ancestors, newest first, up to the retention count."""
@@ -346,18 +381,33 @@ class Compactor:
                 break
         return chain
 
-    def _apply_retention(self, current: mf.Manifest, cutoff: float) -> int:
-        """Keep the current snapshot and its newest ancestors; drop the rest once old enough."""
+    def _apply_retention(self, live: mf.Manifest, cutoff: float) -> int:
+        """Drop snapshots outside the live lineage that can never become live, once old enough."""
         newest: dict[str, float] = {}
         for o in self.store.list(mf.SNAPSHOT_PREFIX):
             v = o.key[len(mf.SNAPSHOT_PREFIX) :].split("/", 1)[0]
             newest[v] = max(newest.get(v, 0.0), o.last_modified)
-        keep = set(self._lineage(current))
+        keep = set(self._lineage(live))
         deleted = 0
         for v, modified in newest.items():
             # Recent objects may be a reader's download source or a racing upload.
-            if v in keep or modified >= cutoff:
+            if v in keep or modified >= cutoff or not _below_pointer(v, live):
                 continue
             deleted += 1
             self._delete_snapshot(v)
         return deleted
+
+
+def _below_pointer(version: str, live: mf.Manifest) -> bool:
+    """Whether ``version`` can never become live: its depth is at most the pointer's.
+
+    A compaction names its version ``base.seq + 1`` and swaps with ``If-Match``
+    on the pointer it read, so a version at depth ``<= live.seq`` that is not
+    live was built on an older pointer and its swap fails. Unparseable names
+    are not ours to judge and are kept.
+    """
+    try:
+        return mf.version_seq(version) <= live.seq
+    except ValueError:
+        return False
+

@@ -15,26 +15,26 @@ local (SQLite) metadata segment, confirmed by differential tests against it:
   ``$not_contains``, with the element's type strictly equal to the operand's
   (``2`` does not find ``2.0``); scalar operators never match an array.
 * Documents: ``$contains`` is a case-sensitive literal substring test;
-  ``$regex`` uses Rust ``regex`` syntax and search semantics (translated to
-  Python's ``re`` below). A record without a document matches only the negated
-  operators. ``{"#document": {...}}`` inside ``where`` is a document filter.
+  ``$regex`` uses Rust ``regex`` syntax and search semantics, evaluated by RE2
+  (linear time, like Rust's engine; see ``rust_regex``). A record
+  without a document matches only the negated operators.
+  ``{"#document": {...}}`` inside ``where`` is a document filter.
 * ``$and`` of nothing is true, ``$or`` of nothing is false.
 
 Validation accepts what Chroma's server accepts and words errors like the
-chromadb client does, raising ``InvalidArgument``.
+chromadb client does, raising ``InvalidArgument``. Like Chroma's server, it
+refuses filters nested deeper than ``MAX_FILTER_DEPTH`` objects and lists
+(checked without recursion before anything recurses) and integers outside i64.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import sys
-import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from chromasnap.engine.errors import InvalidArgument
+from chromasnap.engine.rust_regex import compile_rust_regex
 
 MetadataPredicate = Callable[[Mapping[str, Any] | None, str | None], bool]
 """``(metadata, document) -> bool``: a compiled ``where`` (+ ``where_document``)."""
@@ -44,6 +44,12 @@ DocumentPredicate = Callable[[str | None], bool]
 DOCUMENT_KEY = "#document"
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+_U64_MAX = (1 << 64) - 1
+MAX_FILTER_DEPTH = 126
+"""Deepest nesting of objects and lists in one filter. Chroma's server parses request
+bodies with serde_json's limit of 127 levels, one of them the body itself, and answers
+"Failed to parse the request body as JSON" for deeper filters; the bindings a reader
+queries fail the same way. Checking this first also bounds the recursion below."""
 
 _COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 _WHERE_OPERATORS = ("$gt", "$gte", "$lt", "$lte", "$ne", "$eq", "$in", "$nin", "$contains",
@@ -63,6 +69,24 @@ def _is_scalar(v: Any) -> bool:
     return type(v) in (str, int, float, bool)
 
 
+def _as_chroma_number(v: Any) -> Any:
+    """An operand as Chroma's JSON parser (serde_json) reads it.
+
+    Integers outside i64 are floats to it, except 2**63 … 2**64-1, which parse as u64
+    and fit none of its metadata types: Chroma refuses those, and so do we.
+    """
+    if type(v) is not int or _I64_MIN <= v <= _I64_MAX:
+        return v
+    if 0 < v <= _U64_MAX:
+        raise InvalidArgument(
+            f"Invalid where clause: integer {v} does not fit in a signed 64-bit integer"
+        )
+    try:
+        return float(v)
+    except OverflowError:
+        raise InvalidArgument(f"Invalid where clause: number {v} is out of range") from None
+
+
 def _trunc_i64(f: float) -> int:
     """Rust's saturating ``f as i64``: truncation toward zero, NaN to 0."""
     if math.isnan(f):
@@ -77,11 +101,37 @@ def _trunc_i64(f: float) -> int:
 # --- validation and compilation of ``where`` ------------------------------------------
 
 
+def check_nesting(name: str, value: Any) -> None:
+    """Raise ``InvalidArgument`` if ``value`` nests objects/lists over ``MAX_FILTER_DEPTH`` deep.
+
+    Iterative, so a hostile filter cannot exhaust the interpreter's stack here.
+    """
+    if not isinstance(value, (dict, list)):
+        return
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            raise InvalidArgument(
+                f"{name} is nested more than {MAX_FILTER_DEPTH} levels deep (objects and lists), "
+                "deeper than Chroma parses; flatten it: one $and or $or takes any number of "
+                "conditions"
+            )
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
+
 def compile_where(where: Any) -> MetadataPredicate:
     """Validate a ``where`` filter and compile it to a predicate on ``(metadata, document)``.
 
     Raises ``InvalidArgument`` with a Chroma-style message when the filter is malformed.
     """
+    check_nesting("where", where)
+    return _compile_where(where)
+
+
+def _compile_where(where: Any) -> MetadataPredicate:
     if not isinstance(where, dict):
         raise InvalidArgument(f"Expected where to be a dict, got {where!r}")
     if len(where) != 1:
@@ -94,7 +144,7 @@ def compile_where(where: Any) -> MetadataPredicate:
             raise InvalidArgument(
                 f"Expected where value for {key} to be a list of where expressions, got {value!r}"
             )
-        children = [compile_where(child) for child in value]
+        children = [_compile_where(child) for child in value]
         if key == "$and":
             return lambda m, d: all(c(m, d) for c in children)
         return lambda m, d: any(c(m, d) for c in children)
@@ -147,6 +197,7 @@ def _compile_field(key: str, op: Any, operand: Any) -> MetadataPredicate:
             raise InvalidArgument(
                 f"Expected operand value for operator {op} to be a non-empty list, got {operand!r}"
             )
+        operand = [_as_chroma_number(x) for x in operand]
         first = type(operand[0])
         if first not in (str, int, float, bool) or any(type(x) is not first for x in operand):
             raise InvalidArgument(
@@ -162,6 +213,7 @@ def _compile_field(key: str, op: Any, operand: Any) -> MetadataPredicate:
             f"Expected where operand value to be a str, int, float or bool for operator {op}, "
             f"got {operand!r}"
         )
+    operand = _as_chroma_number(operand)
     if op in ("$contains", "$not_contains"):
         contains = _array_contains_test(operand)
         if op == "$contains":
@@ -242,6 +294,11 @@ def _array_contains_test(operand: Any) -> Callable[[Any], bool]:
 
 def compile_where_document(where_document: Any) -> DocumentPredicate:
     """Validate a ``where_document`` filter and compile it to a predicate on the document."""
+    check_nesting("where_document", where_document)
+    return _compile_where_document(where_document)
+
+
+def _compile_where_document(where_document: Any) -> DocumentPredicate:
     if not isinstance(where_document, dict):
         raise InvalidArgument(
             f"Expected where document to be a dictionary, got {where_document!r}"
@@ -262,7 +319,7 @@ def compile_where_document(where_document: Any) -> DocumentPredicate:
                 f"Expected document value for {op} to be a list of where document expressions, "
                 f"got {operand!r}"
             )
-        children = [compile_where_document(c) for c in operand]
+        children = [_compile_where_document(c) for c in operand]
         if op == "$and":
             return lambda d: all(c(d) for c in children)
         return lambda d: any(c(d) for c in children)
@@ -320,229 +377,3 @@ def matches(
     """One-off evaluation (compile once with ``compile_filter`` when filtering many records)."""
     pred = compile_filter(where, where_document)
     return True if pred is None else pred(metadata, document)
-
-
-# --- Rust regex syntax on Python's re ---------------------------------------------------
-
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7F",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-
-_UNICODE_CATEGORY_ALIASES = {
-    "letter": "L", "uppercase_letter": "Lu", "lowercase_letter": "Ll",
-    "titlecase_letter": "Lt", "modifier_letter": "Lm", "other_letter": "Lo",
-    "mark": "M", "number": "N", "decimal_number": "Nd", "digit": "Nd",
-    "letter_number": "Nl", "other_number": "No", "punctuation": "P", "symbol": "S",
-    "separator": "Z", "space_separator": "Zs", "other": "C", "control": "Cc",
-}
-
-
-def _unsupported(pattern: str, what: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"Regex {pattern!r} uses {what}, which chromasnap cannot evaluate on the unindexed tail "
-        "of fresh reads; rewrite the pattern without it"
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _category_ranges(category: str) -> str:
-    """A character-class body: every code point whose general category starts with ``category``."""
-    parts: list[str] = []
-    start = -1
-    prev = -2
-    for cp in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(cp)).startswith(category):
-            if cp != prev + 1:
-                if start >= 0:
-                    parts.append(_range(start, prev))
-                start = cp
-            prev = cp
-    if start >= 0:
-        parts.append(_range(start, prev))
-    return "".join(parts)
-
-
-def _range(a: int, b: int) -> str:
-    return f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}"
-
-
-def _unicode_class(pattern: str, name: str) -> str:
-    key = name.replace(" ", "").replace("-", "_")
-    cat = _UNICODE_CATEGORY_ALIASES.get(key.lower(), key)
-    if cat == "Any":
-        return "\\x00-\\U0010ffff"
-    if not (1 <= len(cat) <= 2 and cat[0] in "LMNPSZC" and (len(cat) == 1 or cat[1].islower())):
-        raise _unsupported(pattern, f"the Unicode property \\p{{{name}}}")
-    body = _category_ranges(cat)
-    if not body:
-        raise _unsupported(pattern, f"the Unicode property \\p{{{name}}}")
-    return body
-
-
-@functools.lru_cache(maxsize=256)
-def compile_rust_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a pattern in Rust ``regex`` syntax to an equivalent Python pattern.
-
-    Translated: ``$`` (end of text unless multi-line), ``\\z``, ``\\x{...}``,
-    ``(?<name>...)``, POSIX classes, Unicode general categories ``\\p{..}``.
-    Rejected like Rust does: look-around and backreferences. Rejected because
-    Python cannot express them: ``(?U)``, class set operations, scripts.
-    """
-    multiline = bool(re.search(r"\(\?[a-zA-Z]*m[a-zA-Z-]*[:)]", pattern))
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    in_class = False
-    groups = [0]  # per open group: scoped flag groups to close with it
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise InvalidArgument(f"Regex syntax error in {pattern!r}: incomplete escape")
-            nxt = pattern[i + 1]
-            if nxt.isdigit() and nxt != "0" and not in_class:
-                raise InvalidArgument(
-                    f"Regex syntax error in {pattern!r}: backreferences are not supported"
-                )
-            if nxt == "z" and not in_class:
-                out.append("\\Z")
-                i += 2
-                continue
-            if nxt in "xu" and i + 2 < n and pattern[i + 2] == "{":
-                end = pattern.find("}", i + 3)
-                if end < 0:
-                    raise InvalidArgument(f"Regex syntax error in {pattern!r}: unclosed \\x{{")
-                cp = int(pattern[i + 3 : end], 16)
-                out.append(f"\\U{cp:08x}")
-                i = end + 1
-                continue
-            if nxt in "pP":
-                if i + 2 < n and pattern[i + 2] == "{":
-                    end = pattern.find("}", i + 3)
-                    if end < 0:
-                        raise InvalidArgument(f"Regex syntax error in {pattern!r}: unclosed \\p{{")
-                    name = pattern[i + 3 : end]
-                    i = end + 1
-                else:
-                    if i + 2 >= n:
-                        raise InvalidArgument(f"Regex syntax error in {pattern!r}: bad \\p")
-                    name = pattern[i + 2]
-                    i += 3
-                negated = nxt == "P"
-                if name.startswith("^"):
-                    negated, name = not negated, name[1:]
-                body = _unicode_class(pattern, name)
-                if in_class:
-                    if negated:
-                        raise _unsupported(pattern, "a negated Unicode property inside a class")
-                    out.append(body)
-                else:
-                    out.append(f"[{'^' if negated else ''}{body}]")
-                continue
-            if nxt in "<>" and not in_class:
-                out.append("\\b")
-                i += 2
-                continue
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if c == "[":
-                m = re.match(r"\[:(\^?)([a-z]+):\]", pattern[i:])
-                if m is None or m.group(2) not in _POSIX_CLASSES:
-                    raise _unsupported(pattern, "a nested character class")
-                if m.group(1):
-                    raise _unsupported(pattern, "a negated POSIX class inside a class")
-                out.append(_POSIX_CLASSES[m.group(2)])
-                i += m.end()
-                continue
-            if pattern.startswith(("&&", "--", "~~"), i):
-                raise _unsupported(pattern, "character class set operations")
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            m = re.match(r"\[\[:(\^?)([a-z]+):\]\]", pattern[i:])
-            if m is not None and m.group(2) in _POSIX_CLASSES:
-                out.append(f"[{'^' if m.group(1) else ''}{_POSIX_CLASSES[m.group(2)]}]")
-                i += m.end()
-                continue
-            in_class = True
-            out.append(c)
-            i += 1
-            # A leading ']' (after an optional '^') is a literal in both dialects.
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-            if pattern.startswith("]", i):
-                out.append("\\]")
-                i += 1
-            continue
-        if c == "(":
-            if pattern.startswith("(?", i):
-                rest = pattern[i + 2 :]
-                if rest.startswith(("=", "!", "<=", "<!")):
-                    raise InvalidArgument(
-                        f"Regex syntax error in {pattern!r}: look-around, including look-ahead "
-                        "and look-behind, is not supported"
-                    )
-                if rest.startswith("<"):
-                    out.append("(?P<")
-                    groups.append(0)
-                    i += 3
-                    continue
-                fm = re.match(r"([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", rest)
-                if fm is not None:
-                    on, off = fm.group(1), fm.group(2) or ""
-                    if "U" in on + off:
-                        raise _unsupported(pattern, "the swap-greed flag U")
-                    if "R" in on + off or "u" in off:
-                        raise _unsupported(pattern, f"the flag group (?{fm.group(0)}")
-                    # Unicode mode is the default on both sides; Python only takes 'u' globally.
-                    on = on.replace("u", "")
-                    spec = on + ("-" + off if off else "")
-                    if fm.group(3) == ":":
-                        out.append(f"(?{spec}:" if spec else "(?:")
-                        groups.append(0)
-                    elif spec:
-                        # Rust applies a bare flag group to the rest of the enclosing group;
-                        # Python allows flags mid-pattern only in scoped form, so open one
-                        # here and close it where the enclosing group closes.
-                        out.append(f"(?{spec}:")
-                        groups[-1] += 1
-                    i += 2 + fm.end()
-                    continue
-            out.append("(")
-            groups.append(0)
-            i += 1
-            continue
-        if c == ")" and len(groups) > 1:
-            out.append(")" * (groups.pop() + 1))
-            i += 1
-            continue
-        if c == "$" and not multiline:
-            out.append("\\Z")
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    out.append(")" * groups[0])
-    try:
-        return re.compile("".join(out))
-    except re.error as e:
-        raise InvalidArgument(f"Regex syntax error in {pattern!r}: {e}") from e

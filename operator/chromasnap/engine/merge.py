@@ -116,13 +116,37 @@ def plan(ops: Iterable[Op], versions: Mapping[str, Version]) -> FoldPlan:
     return FoldPlan(survivors, superseded, new_versions)
 
 
-def fold(base: Mapping[str, Record], ops: Iterable[Op]) -> dict[str, Record | None]:
-    """Apply ``ops`` (already planned, in order) to base records; return the touched ids' states."""
+@dataclass
+class Folded:
+    """The result of :func:`fold_tracked`."""
+
+    records: dict[str, Record | None]  # final state of every touched id (None: absent)
+    # Live ids whose record the ops created (absent before, present after), with the key
+    # of the last op that did so. A live touched id not in here existed all along.
+    created: dict[str, OpKey]
+
+
+def fold_tracked(base: Mapping[str, Record], ops: Iterable[Op]) -> Folded:
+    """Like :func:`fold`, and also say which records the ops created, and when.
+
+    That decides record order as Chroma keeps it: a record keeps its place
+    through updates and upserts, and one created (new, or deleted and added
+    again) goes after every existing one, in creation order.
+    """
     out: dict[str, Record | None] = {}
+    created: dict[str, OpKey] = {}
     for op in ops:
         cur = out[op.id] if op.id in out else base.get(op.id)
-        out[op.id] = apply_op(cur, op)
-    return out
+        new = apply_op(cur, op)
+        if cur is None and new is not None:
+            created[op.id] = op.key
+        out[op.id] = new
+    return Folded(out, {rid: k for rid, k in created.items() if out[rid] is not None})
+
+
+def fold(base: Mapping[str, Record], ops: Iterable[Op]) -> dict[str, Record | None]:
+    """Apply ``ops`` (already planned, in order) to base records; return the touched ids' states."""
+    return fold_tracked(base, ops).records
 
 
 def prune_tombstones(versions: Mapping[str, Version], older_than_us: int) -> dict[str, Version]:

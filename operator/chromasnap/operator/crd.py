@@ -6,10 +6,15 @@ so the operator works the same whether or not the API server already defaulted
 and validated the object. They also check what an OpenAPI schema cannot (a
 positive cache size, requests not above limits, a sane cron line): the handlers
 turn a :class:`SpecError` into a ``False`` condition with its message.
+
+Size: one model per object of the CRD's schema, kept in one file on purpose, so
+that the file reads like the schema and the test comparing the two walks one
+module.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,6 +75,8 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()=-]+(/[A-Za-z0-9!_.*'()=-]+)*$")
 ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
 RESOURCE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+#: A key of a Secret's data (what Kubernetes accepts, and what a volume item can name).
+SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 class SpecError(ValueError):
@@ -332,6 +339,196 @@ class LocalObjectReference(_Model):
     name: Annotated[str, Field(min_length=1, max_length=253)]
 
 
+def _secret_key(value: str) -> str:
+    if not SECRET_KEY_RE.match(value):
+        raise ValueError(f"{value!r} is not a Secret key name (letters, digits, '-', '_', '.')")
+    return value
+
+
+SecretKey = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_secret_key)]
+
+
+class AuthSecretRef(_Model):
+    """The Secret holding a collection's bearer tokens (in the collection's namespace)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class AuthSpec(_Model):
+    """Bearer-token authentication of the writers and readers.
+
+    The Secret is only referenced: the pods mount the keys they need as files, the
+    operator never copies a value. Read and write tokens are separate (a reader
+    accepts both, a writer only write tokens, so a read-only client cannot write
+    through a reader's forwarding); the push token is shared by the collection's
+    writers and readers only, for delta pushes, never by clients.
+    """
+
+    secret_ref: AuthSecretRef
+    read_tokens_key: SecretKey = "read"
+    write_tokens_key: SecretKey = "write"
+    push_token_key: SecretKey = "push"  # noqa: S105 - the name of a key, not a token
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> AuthSpec:
+        keys = (self.read_tokens_key, self.write_tokens_key, self.push_token_key)
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                "readTokensKey, writeTokensKey and pushTokenKey must name three different "
+                "keys: a shared key would let read-only clients write, or clients push"
+            )
+        return self
+
+    def key_names(self) -> tuple[str, str, str]:
+        """(read, write, push) key names in the Secret."""
+        return (self.read_tokens_key, self.write_tokens_key, self.push_token_key)
+
+
+class SelectorOperator(StrEnum):
+    """Operators of a label selector requirement."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_Model):
+    """One ``matchExpressions`` entry of a Kubernetes label selector."""
+
+    key: Annotated[str, Field(min_length=1, max_length=317)]
+    operator: SelectorOperator
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        wants_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if wants_values and not self.values:
+            raise ValueError(f"operator {self.operator.value} needs at least one value")
+        if not wants_values and self.values:
+            raise ValueError(f"operator {self.operator.value} takes no values")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        """The requirement as the API takes it."""
+        out: dict[str, Any] = {"key": self.key, "operator": self.operator.value}
+        if self.values:
+            out["values"] = list(self.values)
+        return out
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector; an empty one selects everything."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        """The selector as the API takes it (``{}``: everything)."""
+        out: dict[str, Any] = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(self.match_labels)
+        if self.match_expressions:
+            out["matchExpressions"] = [e.manifest() for e in self.match_expressions]
+        return out
+
+
+def _cidr(value: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``value`` as a network; like Kubernetes, the prefix length is required."""
+    try:
+        if "/" not in value:
+            raise ValueError("no prefix length")
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError as e:
+        raise ValueError(f"{what} {value!r} is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)") from e
+
+
+def _within(
+    inner: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    outer: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
+class IPBlock(_Model):
+    """A CIDR range (and exceptions inside it) as a NetworkPolicy peer."""
+
+    cidr: Annotated[str, Field(min_length=1, max_length=64)]
+    except_: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, alias="except"
+    )
+
+    @model_validator(mode="after")
+    def _cidrs(self) -> IPBlock:
+        outer = _cidr(self.cidr, "cidr")
+        for ex in self.except_:
+            inner = _cidr(ex, "except")
+            if not _within(inner, outer):
+                raise ValueError(f"except {ex!r} is not inside cidr {self.cidr!r}")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        """The block as the API takes it."""
+        out: dict[str, Any] = {"cidr": self.cidr}
+        if self.except_:
+            out["except"] = list(self.except_)
+        return out
+
+
+class NetworkPolicyPeer(_Model):
+    """Kubernetes' NetworkPolicyPeer: pods (by label, in namespaces by label) or an IP block.
+
+    As in Kubernetes: ``podSelector`` alone means pods of the collection's namespace;
+    with ``namespaceSelector``, pods of the selected namespaces; ``namespaceSelector``
+    alone, every pod there; ``ipBlock`` stands alone.
+    """
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if self.ip_block is not None and selectors:
+            raise ValueError("ipBlock cannot be combined with podSelector or namespaceSelector")
+        if self.ip_block is None and not selectors:
+            raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        """The peer as the API takes it."""
+        out: dict[str, Any] = {}
+        if self.pod_selector is not None:
+            out["podSelector"] = self.pod_selector.manifest()
+        if self.namespace_selector is not None:
+            out["namespaceSelector"] = self.namespace_selector.manifest()
+        if self.ip_block is not None:
+            out["ipBlock"] = self.ip_block.manifest()
+        return out
+
+
+class NetworkPolicySpec(_Model):
+    """Which clients may reach the collection's pods (rendered as NetworkPolicies)."""
+
+    enabled: bool = False
+    ingress_from: list[NetworkPolicyPeer] = Field(default_factory=list)
+    metrics_from: list[NetworkPolicyPeer] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _lists_need_enabled(self) -> NetworkPolicySpec:
+        if not self.enabled and (self.ingress_from or self.metrics_from):
+            raise ValueError(
+                "ingressFrom and metricsFrom take effect only with enabled: true; set it, "
+                "or remove the lists"
+            )
+        return self
+
+
 class ChromaCollectionSpec(_Model):
     """``spec`` of a ChromaCollection."""
 
@@ -346,6 +543,8 @@ class ChromaCollectionSpec(_Model):
     image_pull_policy: PullPolicy | None = None
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    auth: AuthSpec | None = None
+    network_policy: NetworkPolicySpec | None = None
 
     @model_validator(mode="after")
     def _grace_covers_poll(self) -> ChromaCollectionSpec:

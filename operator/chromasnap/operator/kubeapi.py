@@ -37,6 +37,7 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "CronJob": "cronjobs",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "ChromaCollection": "chromacollections",
 }
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -235,13 +236,18 @@ class Kube:
             body=manifest, params={"fieldManager": self.field_manager},
         )
 
-    async def delete(self, url_path: str, propagation: str = "Background") -> bool:
-        """DELETE; ``False`` if it was already gone."""
+    async def delete(self, url_path: str, propagation: str = "Background",
+                     uid: str | None = None) -> bool:
+        """DELETE; ``False`` if it was already gone (or, with ``uid``, replaced since)."""
+        options: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        if uid:
+            # Only that very object: not one re-created under the same name meanwhile.
+            options["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", url_path, body={
-                "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation})
+            await self.request("DELETE", url_path, body=options)
         except ApiError as e:
-            if e.status == 404:
+            if e.status == 404 or (uid and e.status == 409):
                 return False
             raise
         return True

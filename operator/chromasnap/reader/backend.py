@@ -10,26 +10,31 @@ the snapshot answers alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from chromasnap.api.app import GetRequest, QueryRequest, collection_model_json
-from chromasnap.engine import chroma
+from chromasnap.api.models import GetRequest, QueryRequest
+from chromasnap.api.responses import collection_model_json
+from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.engine.merge import Record
+from chromasnap.logs import fields
 from chromasnap.reader import freshview
 from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
-from chromasnap.storage.store import NotFound
+from chromasnap.storage.store import NotFound, StoreError
+
+log = logging.getLogger("chromasnap.reader")
 
 
 def _lookup(snap: LoadedSnapshot) -> Any:
     def lookup(ids: list[str]) -> Mapping[str, Record]:
-        got = chroma.get_records(snap.collection, ids)
+        got = reads.get_records(snap.collection, ids)
         return {rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
                 for rid, r in got.items()}
 
@@ -45,6 +50,8 @@ class ReaderBackend:
         self.tail = tail
         self.read_after_timeout_s = read_after_timeout_s
         self._model: tuple[str, dict[str, Any]] | None = None
+        #: Newest read-after token whose earlier writes a LIST has made visible.
+        self._caught_up_to = ""
 
     # -- collection ------------------------------------------------------------------
 
@@ -83,8 +90,30 @@ class ReaderBackend:
         a delta that no longer exists was compacted and cleaned up: the
         current pointer's snapshot contains it.
         """
-        if token is None or self._visible(token):
+        if token is None:
             return
+        if not self._visible(token):
+            await self._wait_for(token)
+        if self.tail is not None and token > self._caught_up_to:
+            await asyncio.to_thread(self._catch_up, token)
+
+    def _catch_up(self, token: str) -> None:
+        """Make every write acknowledged before ``token``'s visible too (session order).
+
+        A token names one delta; the same client's earlier writes may sit in
+        other deltas (other writers, or pushes still in flight). They were
+        durable before this write was acknowledged, so one LIST now sees them.
+        Done once per new token, not per read.
+        """
+        assert self.tail is not None
+        try:
+            self.tail.poll()
+        except StoreError as e:
+            log.warning("read-after catch-up LIST failed", extra=fields(error=str(e)))
+            return
+        self._caught_up_to = max(self._caught_up_to, token)
+
+    async def _wait_for(self, token: str) -> None:
         try:
             deltas.parse_name(token)
         except ValueError as e:
@@ -127,7 +156,7 @@ class ReaderBackend:
 
     def _count(self) -> int:
         with self._use() as snap:
-            return freshview.count(chroma.count_raw(snap.collection), self._overlay(snap))
+            return freshview.count(reads.count_raw(snap.collection), self._overlay(snap))
 
     def _use(self) -> Any:
         try:
@@ -146,15 +175,25 @@ class ReaderBackend:
             space = snap.manifest.collection.settings.space.value
             include = list(req.include)
             if ov.empty:
-                return chroma.query_raw(snap.collection, req.query_embeddings, req.n_results,
-                                        where=req.where, where_document=req.where_document,
-                                        ids=req.ids, include=include)
+                return reads.query_raw(snap.collection, req.query_embeddings, req.n_results,
+                                       where=req.where, where_document=req.where_document,
+                                       ids=req.ids, include=include)
+            if ov.live and ov.matrix.shape[1] != req.query_embeddings.shape[1]:
+                # Before the first compaction the API knows no dimension to check against;
+                # the tail's vectors have one, and Chroma words the mismatch like this.
+                raise InvalidArgument(
+                    f"Collection expecting embedding with dimension of {ov.matrix.shape[1]}, "
+                    f"got {req.query_embeddings.shape[1]}")
+            freshview.check_query_ids(
+                ov, req.ids, req.where, req.where_document,
+                lambda ids: reads.get_raw(snap.collection, ids=ids)["ids"],
+                lambda: reads.has_index(snap.collection), reads.id_not_found())
             wanted = list(dict.fromkeys([*include, "distances"]))
             snap_ids = None if req.ids is None else [i for i in req.ids if i not in ov.records]
             if snap_ids == []:
                 res: Mapping[str, Any] = {"ids": [[] for _ in range(len(req.query_embeddings))]}
             else:
-                res = chroma.query_raw(
+                res = reads.query_raw(
                     snap.collection, req.query_embeddings,
                     freshview.snapshot_k(req.n_results, ov), where=req.where,
                     where_document=req.where_document, ids=snap_ids, include=wanted)
@@ -174,20 +213,21 @@ class ReaderBackend:
             ov = self._overlay(snap)
             include = list(req.include)
             if ov.empty:
-                return chroma.get_raw(snap.collection, ids=req.ids, where=req.where,
-                                      where_document=req.where_document, limit=req.limit,
-                                      offset=req.offset, include=include)
-            snap_ids = chroma.get_raw(snap.collection, ids=req.ids, where=req.where,
-                                      where_document=req.where_document)["ids"]
-            chosen = freshview.get_plan(snap_ids, ov, req.where, req.where_document, req.ids,
-                                        req.offset, req.limit)
+                return reads.get_raw(snap.collection, ids=req.ids, where=req.where,
+                                     where_document=req.where_document, limit=req.limit,
+                                     offset=req.offset, include=include)
+            snap_ids = reads.get_raw(snap.collection, ids=req.ids, where=req.where,
+                                     where_document=req.where_document)["ids"]
+            with reads.row_positions(snap.collection) as positions:
+                chosen = freshview.get_plan(snap_ids, ov, req.where, req.where_document,
+                                            req.ids, req.offset, req.limit, positions)
             return self._columns(snap, ov, chosen, include)
 
     @staticmethod
     def _columns(snap: LoadedSnapshot, ov: freshview.Overlay,
                  chosen: Sequence[tuple[str, bool]], include: list[str]) -> dict[str, Any]:
         from_snap = [rid for rid, tail in chosen if not tail]
-        snap_cols = (chroma.get_raw(snap.collection, ids=from_snap, include=include)
+        snap_cols = (reads.get_raw(snap.collection, ids=from_snap, include=include)
                      if from_snap and include else {"ids": from_snap})
         pos = {rid: i for i, rid in enumerate(snap_cols["ids"])}
         tail_ids = [rid for rid, tail in chosen if tail]

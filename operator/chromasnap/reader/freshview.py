@@ -11,12 +11,19 @@ Answers then combine two sources:
 - the overlay's live records, searched exhaustively with the index's own
   distance function (``distances.py``) and filtered by ``filters.py``.
 
+Records come back in Chroma's order (storage order, see
+``engine.persistence``): a record the tail updates keeps its place in the
+snapshot, and records the tail creates — new ids, or ids deleted and added
+again — follow every snapshot record, in the order they were created. That
+is where the next compaction puts them too.
+
 So a fresh read equals what one Chroma server holding every acknowledged
 write returns, up to HNSW approximation on the snapshot part.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +31,12 @@ from typing import Any
 import numpy as np
 
 from chromasnap.engine import distances, filters
-from chromasnap.engine.merge import Record, Version, fold, plan
-from chromasnap.engine.ops import Op
+from chromasnap.engine.errors import ChromasnapError
+from chromasnap.engine.merge import Record, Version, fold_tracked, plan
+from chromasnap.engine.ops import Op, OpKind
 
 Columns = dict[str, Any]
+Positions = Callable[[Sequence[str]], Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,14 @@ class Overlay:
 
     records: dict[str, Record | None]  # final state of every touched id (None: deleted)
     in_base: frozenset[str]  # touched ids that exist in the snapshot
-    live: list[str]  # touched ids with a live record, in the order of their last write
+    # Touched ids with a live record: first those that keep their snapshot place
+    # (``stays``), then those the tail created, in the order it created them.
+    live: list[str]
     matrix: np.ndarray[Any, np.dtype[np.float32]] = field(repr=False)
     superseded: int = 0
     ops: int = 0
+    stays: frozenset[str] = frozenset()  # live ids that existed in the snapshot throughout
+    inserts: bool = False  # the tail adds or upserts vectors (Chroma then has an index)
 
     @property
     def empty(self) -> bool:
@@ -59,12 +72,16 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
                        p.superseded, 0)
     touched = list(dict.fromkeys(op.id for op in p.ops))
     base = base_lookup(touched)
-    finals = fold(base, p.ops)
-    last_key = {op.id: op.key for op in p.ops}
-    live = sorted((rid for rid, r in finals.items() if r is not None), key=lambda r: last_key[r])
+    folded = fold_tracked(base, p.ops)
+    finals = folded.records
+    stays = [rid for rid in touched if finals[rid] is not None and rid not in folded.created]
+    created = sorted(folded.created, key=lambda r: folded.created[r])
+    live = stays + created
     matrix = (np.stack([finals[r].embedding for r in live]).astype(np.float32)  # type: ignore[union-attr]
               if live else np.zeros((0, dimension), dtype=np.float32))
-    return Overlay(finals, frozenset(base), live, matrix, p.superseded, len(p.ops))
+    inserts = any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in p.ops)
+    return Overlay(finals, frozenset(base), live, matrix, p.superseded, len(p.ops),
+                   frozenset(stays), inserts)
 
 
 def count(base_count: int, ov: Overlay) -> int:
@@ -87,11 +104,23 @@ def _matching_live(ov: Overlay, where: Any, where_document: Any,
     return out
 
 
+def chroma_metadata(rec: Record) -> Any:
+    """A record's metadata as Chroma returns it: ``{}``, not ``None``, when it has a URI.
+
+    (Chroma stores the URI as the metadata key ``chroma:uri`` and removes that
+    key on the way out, leaving an empty dict; a document, stored the same
+    way, leaves ``None``.)
+    """
+    if rec.metadata:
+        return rec.metadata
+    return {} if rec.uri is not None else None
+
+
 def _field(rec: Record, name: str) -> Any:
     if name == "documents":
         return rec.document
     if name == "metadatas":
-        return rec.metadata
+        return chroma_metadata(rec)
     if name == "embeddings":
         return rec.embedding
     return rec.uri
@@ -137,16 +166,78 @@ def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, A
     return out
 
 
-def get_plan(snap_ids: Sequence[str], ov: Overlay, where: Any, where_document: Any,
-             ids: Sequence[str] | None, offset: int, limit: int | None) -> list[tuple[str, bool]]:
-    """Which ids a get returns, in order: ``(id, from_tail)``.
+def check_query_ids(ov: Overlay, ids: Sequence[str] | None, where: Any, where_document: Any,
+                    in_snapshot: Callable[[list[str]], Iterable[str]],
+                    snapshot_has_index: Callable[[], bool], error: ChromasnapError) -> None:
+    """Raise ``error`` where Chroma's query fails: ``ids`` naming a record that is not there.
 
-    ``snap_ids`` are the snapshot's matching ids in its order; the tail's live
-    matching ids follow, in the order of their last write (where a
-    compaction would place new records).
+    Chroma checks every id of a query's ``ids`` against its index when no
+    ``where``/``where_document`` filter narrows them first, and fails on one
+    it does not find (a deleted record included) — once the collection has
+    an index at all, i.e. once a vector was written. ``in_snapshot`` says
+    which ids the snapshot holds.
     """
-    merged = [(rid, False) for rid in snap_ids if rid not in ov.records]
-    merged += [(ov.live[i], True) for i in _matching_live(ov, where, where_document, ids)]
+    if ids is None or where or where_document:
+        return
+    live = {rid for rid, rec in ov.records.items() if rec is not None}
+    ask = list(dict.fromkeys(rid for rid in ids if rid not in ov.records))
+    found = set(in_snapshot(ask)) if ask else set()
+    if all(rid in live or rid in found for rid in ids):
+        return
+    if ov.inserts or snapshot_has_index():
+        raise error
+
+
+def _interleave(base: Sequence[str], stays: Sequence[str],
+                positions: Positions) -> list[tuple[str, bool]]:
+    """Merge ``stays`` (tail records) into ``base`` (snapshot order) by snapshot position.
+
+    Binary search per staying record, so positions are looked up for
+    ``O(len(stays) * log(len(base)))`` snapshot ids, not for all of them.
+    """
+    if not stays:
+        return [(rid, False) for rid in base]
+    pos = dict(positions(stays))
+    known: dict[str, int] = {}
+
+    def at(i: int) -> int:
+        rid = base[i]
+        if rid not in known:
+            known.update(positions([rid]))
+        return known.get(rid, -1)
+
+    out: list[tuple[str, bool]] = []
+    lo = 0
+    # A record without a position (it cannot have none: it is in the snapshot) goes last.
+    for rid in sorted(stays, key=lambda r: pos.get(r, sys.maxsize)):
+        p, hi, i = pos.get(rid, sys.maxsize), len(base), lo
+        while i < hi:
+            mid = (i + hi) // 2
+            if at(mid) < p:
+                i = mid + 1
+            else:
+                hi = mid
+        out += [(r, False) for r in base[lo:i]]
+        out.append((rid, True))
+        lo = i
+    out += [(r, False) for r in base[lo:]]
+    return out
+
+
+def get_plan(snap_ids: Sequence[str], ov: Overlay, where: Any, where_document: Any,
+             ids: Sequence[str] | None, offset: int, limit: int | None,
+             positions: Positions) -> list[tuple[str, bool]]:
+    """Which ids a get returns, in Chroma's order: ``(id, from_tail)``.
+
+    ``snap_ids`` are the snapshot's matching ids in its order. The tail's
+    matching live records that the snapshot held all along go where the
+    snapshot has them (``positions`` gives snapshot ids' position keys, in
+    the same order); the ones the tail created follow, in creation order.
+    """
+    base = [rid for rid in snap_ids if rid not in ov.records]
+    matching = [ov.live[i] for i in _matching_live(ov, where, where_document, ids)]
+    merged = _interleave(base, [rid for rid in matching if rid in ov.stays], positions)
+    merged += [(rid, True) for rid in matching if rid not in ov.stays]
     end = None if limit is None else offset + limit
     return merged[offset:end]
 

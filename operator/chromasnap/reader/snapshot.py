@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chromasnap import metrics
-from chromasnap.engine import chroma
+from chromasnap.engine import persistence
 from chromasnap.engine.merge import Version
 from chromasnap.logs import fields
+from chromasnap.reader import metrics
 from chromasnap.storage import manifest as mf
 from chromasnap.storage import pointer, snapshots
 from chromasnap.storage.store import ObjectStore, StoreError
@@ -45,6 +45,10 @@ class LoadedSnapshot:
     loaded_at: float = field(default_factory=time.time)
 
 
+class CacheFull(OSError):
+    """A snapshot does not fit in the reader's cache budget or volume."""
+
+
 class SnapshotReader:
     """Loads snapshots of one collection root and lends them to reads."""
 
@@ -54,11 +58,15 @@ class SnapshotReader:
         cache_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
         on_swap: Callable[[LoadedSnapshot], None] | None = None,
+        cache_max_bytes: int = 0,
     ) -> None:
         self.store = store
         self.on_swap = on_swap
         self.cache_dir = cache_dir / "snapshots"
         self.on_bytes = on_bytes
+        self.cache_max_bytes = cache_max_bytes
+        #: True while refreshes fail to reach the bucket or to load into the cache.
+        self.failing = False
         self._etag: str | None = None
         self._current: LoadedSnapshot | None = None
         self._lock = threading.Lock()
@@ -104,24 +112,59 @@ class SnapshotReader:
                 self._etag = seen.etag if seen is not None else self._etag
                 return False
             except StoreError as e:
-                metrics.READER_ERRORS.labels("storage").inc()
-                self.last_error = str(e)
-                log.warning("pointer poll failed", extra=fields(error=str(e)))
-                return False
+                return self._failed("storage", "pointer poll failed", e)
+            except OSError as e:
+                # Cache full or not writable: the pointer is not marked as seen, so
+                # the next poll tries again once space or the mount comes back.
+                return self._failed("cache", "snapshot could not be cached", e)
+            except Exception as e:
+                return self._failed("internal", "snapshot refresh failed", e)
+            self.failing, self.last_error = False, None
             self._etag = seen.etag
             self._swap(loaded)
             metrics.READER_SWAP_SECONDS.observe(time.perf_counter() - t0)
             return True
 
+    def _failed(self, kind: str, what: str, e: Exception) -> bool:
+        metrics.READER_ERRORS.labels(kind).inc()
+        self.failing, self.last_error = True, f"{type(e).__name__}: {e}"
+        log.error(f"{what}; still serving the previous snapshot",
+                  extra=fields(error=self.last_error, kind=kind))
+        return False
+
+    def _check_room(self, man: mf.Manifest) -> None:
+        """Fail before downloading a snapshot that cannot fit, instead of filling the disk."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        cur = self._current
+        in_use = cur.manifest.byte_size if cur is not None else 0
+        if self.cache_max_bytes and in_use + man.byte_size > self.cache_max_bytes:
+            raise CacheFull(
+                f"snapshot {man.version} needs {man.byte_size} bytes next to the "
+                f"{in_use} in use, over the cache budget of {self.cache_max_bytes}: "
+                "raise spec.reader.cacheSize"
+            )
+        free = shutil.disk_usage(self.cache_dir).free
+        if man.byte_size > free:
+            raise CacheFull(
+                f"snapshot {man.version} needs {man.byte_size} bytes; the cache volume has "
+                f"{free} free: raise spec.reader.cacheSize or free the volume"
+            )
+
     def _load(self, man: mf.Manifest) -> LoadedSnapshot:
         path = self.cache_dir / man.version
-        snapshots.fetch(self.store, man, path, self.on_bytes)
+        self._check_room(man)
+        try:
+            snapshots.fetch(self.store, man, path, self.on_bytes)
+        except BaseException:
+            # A partial download would hold the space a retry needs.
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         handle = ExitStack()
         try:
             versions = snapshots.open_versions(path / mf.VERSIONS_FILE)
             # Readers never write, so there is nothing to flush on close.
             opened = handle.enter_context(
-                chroma.open_collection(path / mf.DB_DIR, man.collection.settings.name,
+                persistence.open_collection(path / mf.DB_DIR, man.collection.settings.name,
                                        flush_on_exit=False)
             )
         except Exception as e:

@@ -17,19 +17,24 @@ loaded snapshot contains them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 
-from chromasnap import metrics
 from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
+from chromasnap.reader import metrics
 from chromasnap.reader.freshview import EMPTY, Overlay, build_overlay
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, ObjectStore
 
 log = logging.getLogger("chromasnap.tail")
+
+
+class UnconfirmedDelta(ValueError):
+    """A pushed delta that the bucket does not hold as pushed: never merged."""
 
 
 class DeltaTail:
@@ -89,6 +94,29 @@ class DeltaTail:
     def _publish_sizes(self) -> None:
         metrics.READER_TAIL_DELTAS.set(len(self._ops))
         metrics.READER_TAIL_RECORDS.set(sum(len(v) for v in self._ops.values()))
+
+    def confirm(self, name: str, pushed: bytes) -> bool:
+        """Add a pushed delta only as the bucket holds it: a push is a hint, not a source.
+
+        The object is read back from the bucket and must be byte-for-byte what
+        was pushed (same size, same SHA-256); otherwise nothing is merged, so a
+        reader only ever serves writes that are durable in the bucket.
+        Raises :class:`UnconfirmedDelta` when the bucket does not confirm it.
+        """
+        deltas.parse_name(name)
+        if self.knows(name):
+            return False
+        try:
+            stored = self.store.get(deltas.DELTA_PREFIX + name).data
+        except NotFound as e:
+            metrics.READER_ERRORS.labels("unconfirmed_push").inc()
+            raise UnconfirmedDelta(f"delta {name} is not in the bucket") from e
+        if len(stored) != len(pushed) or (
+            hashlib.sha256(stored).digest() != hashlib.sha256(pushed).digest()
+        ):
+            metrics.READER_ERRORS.labels("unconfirmed_push").inc()
+            raise UnconfirmedDelta(f"delta {name} differs from the copy in the bucket")
+        return self.add(name, stored)
 
     def fetch(self, name: str) -> bool:
         """GET one delta by name (a read-your-writes miss); False when it does not exist."""

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from chromasnap.api.app import WriteRequest
+from chromasnap.api.auth import PUSH_TOKEN_HEADER
+from chromasnap.api.models import WriteRequest
 from chromasnap.engine.errors import InvalidWrite, Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.logs import fields
@@ -90,10 +91,11 @@ class Notifier:
     """
 
     def __init__(self, urls: Sequence[str] = (), dns: str | None = None,
-                 auth_token: str | None = None, timeout_s: float = 2.0) -> None:
+                 push_token: str | None = None, timeout_s: float = 2.0) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.dns = dns
-        self.headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
+        # The push credential, never a client token: readers refuse client tokens here.
+        self.headers = {PUSH_TOKEN_HEADER: push_token} if push_token else {}
         self.client = httpx.AsyncClient(timeout=timeout_s)
 
     def _targets(self) -> list[str]:

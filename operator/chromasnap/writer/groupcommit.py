@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chromasnap import metrics
 from chromasnap.engine.errors import InvalidWrite, Unavailable
 from chromasnap.engine.ops import Op, OpKind
 from chromasnap.engine.validation import Limits, WriterClock, build_ops
 from chromasnap.logs import fields
 from chromasnap.storage import deltas
 from chromasnap.storage.store import ObjectStore, PreconditionFailed, StoreError
+from chromasnap.writer import metrics
 
 log = logging.getLogger("chromasnap.writer")
 

@@ -1,4 +1,4 @@
-"""The real ``chromadb.HttpClient`` against ``chromasnap.httpapi`` served by uvicorn.
+"""The real ``chromadb.HttpClient`` against ``chromasnap.api`` served by uvicorn.
 
 The read backend here is a real chromadb ``PersistentClient`` collection (a loaded
 snapshot is exactly that), so every answer is compared with chromadb's own answer
@@ -28,16 +28,11 @@ from chromadb.errors import (
     NotFoundError,
 )
 
-from chromasnap.api.app import (
-    TOKEN_COOKIE,
-    BackgroundServer,
-    ChromaAPI,
-    GetRequest,
-    QueryRequest,
-    WriteAck,
-    WriteRequest,
-    collection_model_json,
-)
+from chromasnap.api.app import ChromaAPI
+from chromasnap.api.models import GetRequest, QueryRequest, WriteAck, WriteRequest
+from chromasnap.api.responses import collection_model_json
+from chromasnap.api.server import BackgroundServer
+from chromasnap.api.tokens import TOKEN_COOKIE
 from chromasnap.engine.errors import InvalidWrite, ReadTimeout
 from chromasnap.engine.ops import OpKind
 
@@ -619,7 +614,7 @@ def test_forward_target_down(backend: ChromaReadBackend) -> None:
 
 
 def test_load_auth_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chromasnap.api.app import load_auth_tokens
+    from chromasnap.api.auth import load_auth_tokens
 
     secret = tmp_path / "token"
     secret.write_text("# rotated 2026-11\nfirst\n\n second \n")

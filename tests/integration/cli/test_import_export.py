@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chromasnap.cli.importexport import ImportError_, export_snapshot, import_directory
-from chromasnap.engine import chroma
+from chromasnap.engine import reads
 from chromasnap.storage import pointer
 from chromasnap.storage.store import ObjectStore
 
@@ -34,15 +34,15 @@ def make_source(path: Path, n: int = 300) -> None:
     client.close()  # type: ignore[attr-defined]
 
 
-def read_plain(path: Path, name: str) -> tuple[dict[str, chroma.Record], dict[str, object]]:
+def read_plain(path: Path, name: str) -> tuple[dict[str, reads.Record], dict[str, object]]:
     client = chromadb.PersistentClient(path=str(path))
     col = client.get_collection(name)
-    out = chroma.read_all(col), {"metadata": col.metadata, "hnsw": col.configuration["hnsw"]}
+    out = reads.read_all(col), {"metadata": col.metadata, "hnsw": col.configuration["hnsw"]}
     client.close()  # type: ignore[attr-defined]
     return out
 
 
-def same(a: dict[str, chroma.Record], b: dict[str, chroma.Record]) -> bool:
+def same(a: dict[str, reads.Record], b: dict[str, reads.Record]) -> bool:
     return a.keys() == b.keys() and all(
         np.array_equal(a[k].embedding, b[k].embedding) and a[k][1:] == b[k][1:] for k in a
     )

@@ -5,7 +5,8 @@ Deployments, Jobs and garbage collection, kwok for pods) with the operator
 running as the chart's ServiceAccount, and the pods' containers run as local
 processes with the env the operator rendered (see tests/kubeops.py for the
 exact substitutions: cluster DNS and ports -> loopback, volumes -> temp dirs,
-the mounted token -> a kubeconfig with the pod ServiceAccount's token).
+the mounted token -> a kubeconfig with the pod ServiceAccount's token; and
+:class:`Runner` below for the readers' second port, the internal push port).
 
 The tests of this module run in order on one collection: children, the
 compaction that publishes the first snapshot, writes and reads through the
@@ -28,9 +29,12 @@ import numpy as np
 import pytest
 from kubernetes import client
 
-from chromasnap.operator import specs
-from chromasnap.operator import status as opstatus
+from chromasnap.operator import schedule
 from chromasnap.operator.crd import ChromaCollection
+from chromasnap.operator.drift import drift
+from chromasnap.operator.settings import OperatorSettings
+from chromasnap.operator.specs import naming
+from chromasnap.operator.specs.children import desired_children
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import open_store
 from kubeops import (
@@ -40,14 +44,14 @@ from kubeops import (
     Collections,
     OperatorProcess,
     PodProcess,
-    PodRunner,
-    as_dict,
+    Runner,
     chart_release,  # noqa: F401 - fixture
     collection_body,
     create_secret,
     get_manifest,
     maybe,
     operator,  # noqa: F401 - fixture
+    pod_template,
     wait_for,
 )
 from minio_server import MinioServer, free_port
@@ -68,9 +72,9 @@ class E2E:
     uid: str
     created: float
     colls: Collections
-    runner: PodRunner
+    runner: Runner
     minio: MinioServer
-    settings: specs.OperatorSettings
+    settings: OperatorSettings
     procs: dict[str, PodProcess]
 
     def body(self) -> dict[str, Any]:
@@ -80,7 +84,7 @@ class E2E:
         return dict(self.body().get("status") or {})
 
     def desired(self) -> list[dict[str, Any]]:
-        return specs.desired_children(ChromaCollection.from_body(self.body()), self.settings)
+        return desired_children(ChromaCollection.from_body(self.body()), self.settings)
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +112,15 @@ def e2e(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa: F
     )
     t0 = time.monotonic()
     created = colls.create(body)
-    runner = PodRunner(control_plane, kube_api, ns, tmp_path_factory.mktemp("pods"))
+    runner = Runner(control_plane, kube_api, ns, tmp_path_factory.mktemp("pods"))
     env = E2E(ns, bucket, "collections/docs", created["metadata"]["uid"], t0, colls, runner,
-              minio, specs.OperatorSettings(
+              minio, OperatorSettings(
                   default_image=operator.env["CHROMASNAP_DEFAULT_IMAGE"]), {})
     try:
         yield env
     finally:
         runner.stop_all()
         core.delete_namespace(ns)
-
-
-def pod_template(kube_api: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
-    if kind == "Deployment":
-        obj: Any = client.AppsV1Api(kube_api).read_namespaced_deployment(name, ns)
-    else:
-        obj = client.BatchV1Api(kube_api).read_namespaced_job(name, ns)
-    template: dict[str, Any] = as_dict(kube_api, obj)["spec"]["template"]
-    return template
 
 
 def run_job(e2e: E2E, kube_api: Any, job_name: str) -> tuple[PodProcess, dict[str, Any]]:
@@ -159,11 +154,11 @@ def test_children_exist_with_the_specs_the_builders_make(e2e: E2E, kube_api: Any
         live = get_manifest(kube_api, m)
         assert live is not None
         kind_name = f"{m['kind']} {m['metadata']['name']}"
-        assert opstatus.drift(m, live) == [], kind_name
+        assert drift(m, live) == [], kind_name
         owner = live["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["uid"], owner["controller"]) == (
             "ChromaCollection", e2e.uid, True), kind_name
-        assert live["metadata"]["labels"][specs.LABEL_MANAGED_BY] == specs.MANAGED_BY
+        assert live["metadata"]["labels"][naming.LABEL_MANAGED_BY] == naming.MANAGED_BY
     # credentials reach the pods by reference only
     writer = get_manifest(kube_api, next(
         m for m in desired if (m["kind"], m["metadata"]["name"]) == ("Deployment", "docs-writer")))
@@ -179,7 +174,7 @@ def test_children_exist_with_the_specs_the_builders_make(e2e: E2E, kube_api: Any
         timeout=20)
     status = wait_for("a status", lambda: e2e.status().get("conditions") and e2e.status())
     assert status["observedGeneration"] == 1
-    assert status["readers"]["selector"] == specs.reader_selector(NAME)
+    assert status["readers"]["selector"] == naming.reader_selector(NAME)
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["SnapshotAvailable"]["status"] == "False"
     assert conds["SnapshotAvailable"]["reason"] == "NoSnapshot"
@@ -205,17 +200,24 @@ def test_pods_publish_serve_writes_and_a_compaction_on_demand(e2e: E2E, kube_api
     # kwok reports the Deployments' pods ready, so the collection is Ready now
     e2e.colls.wait_condition(e2e.ns, NAME, "Ready", "True", "AllComponentsReady")
 
-    # Writer and reader, as their Deployments run them; each plays its Service for the other.
-    wport, rport = free_port(), free_port()
-    writer = e2e.runner.start(
-        pod_template(kube_api, "Deployment", e2e.ns, "docs-writer"), "docs-writer-7d9f-abcde",
-        services={"docs-readers-headless": f"127.0.0.1:{rport}"}, serve=True, port=wport)
-    reader = e2e.runner.start(
+    # Writer and reader, as their Deployments run them; each plays its Service for the other
+    # (the reader its headless Service's internal port, where writers push new deltas).
+    wport, rport, iport = free_port(), free_port(), free_port()
+    writer_template = pod_template(kube_api, "Deployment", e2e.ns, "docs-writer")
+    writer_env = {e["name"]: e.get("value")
+                  for e in writer_template["spec"]["containers"][0]["env"]}
+    assert writer_env["CHROMASNAP_NOTIFY_DNS"] == f"docs-readers-headless.{e2e.ns}.svc:8001"
+    writer = e2e.runner.start_pod(
+        writer_template, "docs-writer-7d9f-abcde", services={}, port=wport,
+        internal={"docs-readers-headless": f"127.0.0.1:{iport}"})
+    reader = e2e.runner.start_pod(
         pod_template(kube_api, "Deployment", e2e.ns, "docs-reader"), "docs-reader-5c8b-fghij",
-        services={"docs-writer": f"127.0.0.1:{wport}"}, serve=True, port=rport)
+        services={"docs-writer": f"127.0.0.1:{wport}"}, port=rport, internal_port=iport)
     e2e.procs.update(writer=writer, reader=reader)
     assert writer.env["CHROMASNAP_BUCKET_URL"] == f"s3://{e2e.bucket}/{e2e.prefix}"
+    assert writer.env["CHROMASNAP_NOTIFY_DNS"] == f"127.0.0.1:{iport}"
     assert reader.env["CHROMASNAP_WRITER_URL"] == f"http://127.0.0.1:{wport}"
+    assert reader.env["CHROMASNAP_INTERNAL_PORT"] == str(iport)
     writer.wait_http("/healthz")
     reader.wait_http("/readyz")  # a verified snapshot is loaded
 
@@ -232,8 +234,8 @@ def test_pods_publish_serve_writes_and_a_compaction_on_demand(e2e: E2E, kube_api
 
     # Compaction on demand: a new value of the annotation starts a Job from the template.
     e2e.colls.patch(e2e.ns, NAME, {"metadata": {"annotations": {
-        opstatus.COMPACT_NOW_ANNOTATION: "run-1"}}})
-    job = f"docs-compactor-{opstatus.compaction_run_id(e2e.uid, 'run-1')}"
+        schedule.COMPACT_NOW_ANNOTATION: "run-1"}}})
+    job = f"docs-compactor-{schedule.compaction_run_id(e2e.uid, 'run-1')}"
     p2, result2 = run_job(e2e, kube_api, job)
     assert result2["result"] == "succeeded", result2
     assert result2["records_folded"] == N
@@ -291,7 +293,7 @@ def test_scale_subresource_scales_the_readers(e2e: E2E, kube_api: Any) -> None:
     scale: Any = custom.get_namespaced_custom_object_scale(GROUP, VERSION, e2e.ns, PLURAL, NAME)
     assert scale["spec"]["replicas"] == 3
     assert scale["status"]["replicas"] == 3
-    assert scale["status"]["selector"] == specs.reader_selector(NAME)
+    assert scale["status"]["selector"] == naming.reader_selector(NAME)
     assert apps.read_namespaced_deployment("docs-writer", e2e.ns).spec.replicas == 2
 
 
@@ -300,7 +302,7 @@ def test_scale_subresource_scales_the_readers(e2e: E2E, kube_api: Any) -> None:
 
 def _template_hash(kube_api: Any, ns: str, name: str) -> tuple[str, int]:
     dep: Any = client.AppsV1Api(kube_api).read_namespaced_deployment(name, ns)
-    return dep.spec.template.metadata.annotations[specs.CONFIG_HASH_ANNOTATION], \
+    return dep.spec.template.metadata.annotations[naming.CONFIG_HASH_ANNOTATION], \
         dep.metadata.generation
 
 
@@ -320,11 +322,11 @@ def test_spec_changes_roll_the_workloads_that_read_them(e2e: E2E, kube_api: Any)
     cron: Any = client.BatchV1Api(kube_api).read_namespaced_cron_job("docs-compactor", e2e.ns)
     new_hash = _template_hash(kube_api, e2e.ns, "docs-writer")[0]
     assert cron.spec.job_template.spec.template.metadata.annotations[
-        specs.CONFIG_HASH_ANNOTATION] == new_hash
+        naming.CONFIG_HASH_ANNOTATION] == new_hash
 
     def rolled(name: str) -> bool:
         sets = apps.list_namespaced_replica_set(
-            e2e.ns, label_selector=specs.reader_selector(NAME).replace("reader", name)).items
+            e2e.ns, label_selector=naming.reader_selector(NAME).replace("reader", name)).items
         return len(sets) >= 2  # the Deployment controller made a new ReplicaSet
 
     wait_for("a new writer ReplicaSet", lambda: rolled("writer"), timeout=30)
@@ -375,22 +377,36 @@ def test_children_changed_or_deleted_by_hand_are_restored(e2e: E2E, kube_api: An
 
     def role_restored() -> bool:
         live = get_manifest(kube_api, desired[("Role", "docs-chromasnap")])
-        return live is not None and opstatus.drift(desired[("Role", "docs-chromasnap")],
+        return live is not None and drift(desired[("Role", "docs-chromasnap")],
                                                    live) == []
 
     wait_for("the Role to be reverted", role_restored, timeout=20)
-    events = client.CoreV1Api(kube_api).list_namespaced_event(
-        e2e.ns, field_selector=f"involvedObject.name={NAME}").items
-    said = {(ev.reason, ev.message) for ev in events}
-    for reason, start in (
+    expected = (
         ("ChildRestored", "re-created ConfigMap docs-config"),
         ("ChildRestored", "re-created Service docs-reader"),
         ("ChildReverted", "reverted changes to Deployment docs-writer made outside the "
                           "operator: spec.replicas"),
         ("ChildReverted", "reverted changes to Role docs-chromasnap made outside the "
                           "operator: rules"),
-    ):
-        assert any(r == reason and m.startswith(start) for r, m in said), (reason, start, said)
+    )
+
+    def said() -> set[tuple[str, str]]:
+        events = client.CoreV1Api(kube_api).list_namespaced_event(
+            e2e.ns, field_selector=f"involvedObject.name={NAME}").items
+        return {(ev.reason, ev.message) for ev in events}
+
+    def all_said() -> bool:
+        got = said()
+        return all(any(r == reason and m.startswith(start) for r, m in got)
+                   for reason, start in expected)
+
+    # Each Event is posted just after its repair, so the last may trail the revert.
+    deadline = time.monotonic() + 10
+    while not all_said() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    got = said()
+    for reason, start in expected:
+        assert any(r == reason and m.startswith(start) for r, m in got), (reason, start, got)
 
 
 # --- 6. no credentials anywhere ---------------------------------------------------------
@@ -424,7 +440,7 @@ def test_a_restarted_operator_catches_up_with_what_happened_while_it_was_down(
     try:
         core.delete_namespaced_service("docs-writer", e2e.ns)
         e2e.colls.patch(e2e.ns, NAME, {
-            "metadata": {"annotations": {opstatus.COMPACT_NOW_ANNOTATION: "while-down"}},
+            "metadata": {"annotations": {schedule.COMPACT_NOW_ANNOTATION: "while-down"}},
             "spec": {"reader": {"replicas": 2}},
         })
         generation = e2e.body()["metadata"]["generation"]
@@ -436,7 +452,7 @@ def test_a_restarted_operator_catches_up_with_what_happened_while_it_was_down(
         lambda: core.read_namespaced_service("docs-writer", e2e.ns)), timeout=30)
     wait_for("the readers to be scaled to 2", lambda: (
         apps.read_namespaced_deployment("docs-reader", e2e.ns).spec.replicas == 2), timeout=30)
-    job = f"docs-compactor-{opstatus.compaction_run_id(e2e.uid, 'while-down')}"
+    job = f"docs-compactor-{schedule.compaction_run_id(e2e.uid, 'while-down')}"
     wait_for(f"Job {job}", lambda: maybe(lambda: batch.read_namespaced_job(job, e2e.ns)),
              timeout=30)
     wait_for("status.observedGeneration to follow", lambda: (

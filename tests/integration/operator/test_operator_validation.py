@@ -87,6 +87,39 @@ REJECTED_BY_THE_API_SERVER: list[tuple[str, dict[str, Any], str]] = [
      "spec.reader.resources.limits.memory in body should match"),
     ("unknown-pull-policy", {"spec": {"imagePullPolicy": "Sometimes"}},
      'spec.imagePullPolicy: Unsupported value: "Sometimes"'),
+    ("auth-without-secret", {"spec": {"auth": {"readTokensKey": "r"}}},
+     "spec.auth.secretRef: Required value"),
+    ("auth-shared-key", {"spec": {"auth": {"secretRef": {"name": "t"},
+                                           "writeTokensKey": "read"}}},
+     "must name three different keys"),
+    ("auth-push-is-write", {"spec": {"auth": {"secretRef": {"name": "t"},
+                                              "pushTokenKey": "write"}}},
+     "must name three different keys"),
+    ("auth-key-with-slash", {"spec": {"auth": {"secretRef": {"name": "t"},
+                                               "readTokensKey": "a/b"}}},
+     "spec.auth.readTokensKey in body should match"),
+    ("network-policy-peers-but-not-enabled",
+     {"spec": {"networkPolicy": {"ingressFrom": [{"podSelector": {}}]}}},
+     "networkPolicy.ingressFrom and metricsFrom take effect only with"),
+    ("network-policy-empty-peer", {"spec": {"networkPolicy": {"enabled": True,
+                                                              "ingressFrom": [{}]}}},
+     "a peer needs podSelector and/or namespaceSelector, or ipBlock alone"),
+    ("network-policy-ipblock-and-selector",
+     {"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [
+         {"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}]}}},
+     "a peer needs podSelector and/or namespaceSelector, or ipBlock alone"),
+    ("network-policy-cidr-without-prefix",
+     {"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [
+         {"ipBlock": {"cidr": "10.0.0.1"}}]}}},
+     "ipBlock.cidr in body should match"),
+    ("network-policy-in-without-values",
+     {"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [{"podSelector": {
+         "matchExpressions": [{"key": "app", "operator": "In"}]}}]}}},
+     "In and NotIn need values"),
+    ("network-policy-unknown-operator",
+     {"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [{"podSelector": {
+         "matchExpressions": [{"key": "app", "operator": "Near", "values": ["x"]}]}}]}}},
+     'Unsupported value: "Near"'),
 ]
 
 # (id, spec patch after creation, message)
@@ -118,6 +151,12 @@ REPORTED_BY_THE_OPERATOR: list[tuple[str, dict[str, Any], str, str]] = [
      "CredentialsSecretNotFound", "Secret 'no-such-secret'"),
     ("secret-without-the-key", {"storage": {"credentialsSecretRef": {"name": "half-secret"}}},
      "CredentialsSecretKeyMissing", "has no key AWS_SECRET_ACCESS_KEY"),
+    ("missing-auth-secret", {"auth": {"secretRef": {"name": "no-such-tokens"}}},
+     "AuthSecretNotFound", "Secret 'no-such-tokens'"),
+    ("auth-secret-without-push", {"auth": {"secretRef": {"name": "half-tokens"}}},
+     "AuthSecretKeyMissing", "has no key push"),
+    ("auth-secret-with-empty-key", {"auth": {"secretRef": {"name": "blank-tokens"}}},
+     "AuthSecretKeyMissing", "has nothing but whitespace in write"),
 ]
 
 
@@ -184,6 +223,9 @@ def test_the_operator_reports_what_the_schema_cannot_check(
 ) -> None:
     ns = namespace
     create_secret(kube_api, ns, "half-secret", {"AWS_ACCESS_KEY_ID": "only-the-id"})
+    create_secret(kube_api, ns, "half-tokens", {"read": "r-token", "write": "w-token"})
+    create_secret(kube_api, ns, "blank-tokens", {"read": "r-token", "write": "\n",
+                                                 "push": "p-token"})
     for case, patch, _, _ in REPORTED_BY_THE_OPERATOR:
         colls.create(merged(_valid(case, ns), {"spec": patch}))
     for case, _, reason, message in REPORTED_BY_THE_OPERATOR:

@@ -74,7 +74,7 @@ CR = f"{GROUP}/{PLURAL}"
 CHILDREN = ["core/configmaps", "core/services", "core/serviceaccounts", "apps/deployments",
             "batch/cronjobs", "batch/jobs", "policy/poddisruptionbudgets",
             "rbac.authorization.k8s.io/roles", "rbac.authorization.k8s.io/rolebindings",
-            "coordination.k8s.io/leases"]
+            "coordination.k8s.io/leases", "networking.k8s.io/networkpolicies"]
 
 OPERATOR_NEEDS = [
     *(Can(v, CR) for v in ("get", "list", "watch", "patch")),
@@ -104,6 +104,10 @@ OPERATOR_MUST_NOT = [
     Can("create", "admissionregistration.k8s.io/mutatingwebhookconfigurations",
         namespaced=False),
     Can("create", "core/persistentvolumeclaims"),
+    # networking: its own NetworkPolicies only
+    Can("create", "networking.k8s.io/ingresses"),
+    Can("create", "networking.k8s.io/ingressclasses", namespaced=False),
+    Can("create", "networking.k8s.io/ipaddresses", namespaced=False),
 ]
 
 
@@ -171,6 +175,11 @@ def collection_must_not(s: Setup) -> list[Can]:
         Can("patch", "apps/deployments", f"{s.name}-writer"),
         Can("create", "batch/jobs"),
         Can("create", "core/serviceaccounts/token", s.sa),
+        # not the tokens of spec.auth (the kubelet mounts them), not its NetworkPolicies
+        Can("get", "core/secrets", f"{s.name}-tokens"),
+        Can("get", "networking.k8s.io/networkpolicies", f"{s.name}-reader"),
+        Can("patch", "networking.k8s.io/networkpolicies", f"{s.name}-reader"),
+        Can("delete", "networking.k8s.io/networkpolicies", f"{s.name}-writer"),
     ]
 
 
@@ -242,7 +251,22 @@ def test_actual_calls_as_the_operator(setup: Setup, kube_api: Any,
                 setup.sa, setup.ns, client.AuthenticationV1TokenRequest(
                     spec=client.V1TokenRequestSpec(audiences=[])))
         assert _status(err.value) == 403
-        # but it can make the collection's Role, holding exactly those rules itself
+        # it can manage NetworkPolicies (a collection's, when spec.networkPolicy asks) …
+        net = client.NetworkingV1Api(api)
+        net.create_namespaced_network_policy(setup.ns, client.V1NetworkPolicy(
+            metadata=client.V1ObjectMeta(name="like-a-collection"),
+            spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector(),
+                                            policy_types=["Ingress"])))
+        net.delete_namespaced_network_policy("like-a-collection", setup.ns)
+        # … but not Ingresses
+        with pytest.raises(ApiException) as err:
+            net.create_namespaced_ingress(setup.ns, client.V1Ingress(
+                metadata=client.V1ObjectMeta(name="sneaky"),
+                spec=client.V1IngressSpec(default_backend=client.V1IngressBackend(
+                    service=client.V1IngressServiceBackend(
+                        name="docs-reader", port=client.V1ServiceBackendPort(number=8000))))))
+        assert _status(err.value) == 403
+        # and it can make the collection's Role, holding exactly those rules itself
         rbac.create_namespaced_role(setup.ns, client.V1Role(
             metadata=client.V1ObjectMeta(name="like-a-collection"),
             rules=[client.V1PolicyRule(api_groups=["coordination.k8s.io"],

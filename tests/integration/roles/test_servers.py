@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import threading
@@ -273,7 +274,13 @@ def test_queries_never_fail_across_many_swaps(env: Env) -> None:
 
 
 def test_randomized_differential_against_persistent_client(env: Env, tmp_path: Path) -> None:
-    """Same random writes to chromasnap (2 writers, compactions interleaved) and to Chroma."""
+    """Same random writes to chromasnap (2 writers, compactions interleaved) and to Chroma.
+
+    Every comparison includes record order (full ``get``, ``offset``/``limit``
+    pages, ``peek``, filtered gets) and ``query(ids=…)`` with absent ids, and
+    runs both while recent writes are in the reader's fresh tail and right
+    after a compaction folded everything into the snapshot it serves.
+    """
     ref_client = chromadb.PersistentClient(path=str(tmp_path / "reference"))
     ref = ref_client.create_collection(
         "docs", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
@@ -285,14 +292,20 @@ def test_randomized_differential_against_persistent_client(env: Env, tmp_path: P
     ids = [f"id{i}" for i in range(25)]
     for step in range(120):
         w = writers[rng.randrange(2)]
-        kind = rng.choice(["add", "upsert", "update", "delete", "meta"])
+        kind = rng.choice(["add", "upsert", "update", "delete", "meta", "bare", "uri"])
         batch = rng.sample(ids, rng.randint(1, 4))
         embs = [vec(nrng) for _ in batch]
         docs = [f"doc {b} {step}" for b in batch]
         metas = [{"step": step, "even": step % 2 == 0} for _ in batch]
+        uris = [f"s3://bucket/{b}/{step}" for b in batch]
+        bare_uris = uris if rng.random() < 0.5 else None
         for target in (w, ref):
             if kind == "add":
                 target.add(ids=batch, embeddings=embs, documents=docs, metadatas=metas)
+            elif kind == "bare":  # no metadata: Chroma reads {} with a URI, None without
+                target.add(ids=batch, embeddings=embs, uris=bare_uris)
+            elif kind == "uri":
+                target.update(ids=batch, uris=uris)
             elif kind == "upsert":
                 target.upsert(ids=batch, embeddings=embs, documents=docs, metadatas=metas)
             elif kind == "update":
@@ -304,27 +317,77 @@ def test_randomized_differential_against_persistent_client(env: Env, tmp_path: P
         if rng.random() < 0.1:
             assert env.compact().result == "succeeded"
         if step % 10 == 9:
-            # The reader may not have the writes of the other writer's cookie yet: wait on count.
-            compare(reader, ref, nrng)
-    compare(reader, ref, nrng)
+            compare(reader, ref, nrng, ids)  # recent writes are in the fresh tail
+            if step % 20 == 19:
+                compact_and_wait(env, env.readers[0])  # everything is in the snapshot
+                compare(reader, ref, nrng, ids)
+    compare(reader, ref, nrng, ids)
+    compact_and_wait(env, env.readers[0])
+    compare(reader, ref, nrng, ids)
 
 
-def compare(reader: Any, ref: Any, nrng: np.random.Generator) -> None:
-    wait_until(lambda: reader.count() == ref.count(), what="reader count == reference count")
-    inc = ["documents", "metadatas", "embeddings"]
-    a, b = reader.get(include=inc), ref.get(include=inc)
+def compact_and_wait(env: Env, reader: Proc) -> None:
+    """Compact, then wait until ``reader`` serves the new version (its metrics say which)."""
+    res = env.compact()
+    assert res.result == "succeeded" or res.reason == "NothingToDo", res.message
+    seq = int(res.version.split("-", 1)[0])
+
+    def loaded() -> bool:
+        text = httpx.get(f"{reader.url}/metrics").text
+        line = [x for x in text.splitlines() if x.startswith("chromasnap_reader_snapshot_seq ")]
+        return bool(line) and int(float(line[0].split()[1])) == seq
+
+    wait_until(loaded, what=f"reader serving snapshot seq {seq}")
+
+
+def compare(reader: Any, ref: Any, nrng: np.random.Generator, universe: list[str]) -> None:
+    inc = ["documents", "metadatas", "embeddings", "uris"]
+
     def rows(r: Any) -> dict[str, Any]:
         return {
-            i: (d, m)
-            for i, d, m in zip(r["ids"], r["documents"], r["metadatas"], strict=True)
+            i: (d, m, u)
+            for i, d, m, u in zip(r["ids"], r["documents"], r["metadatas"], r["uris"], strict=True)
         }
+
+    # The reader may not have the other writer's writes yet: wait until it holds every
+    # record as the reference does. Then the order, which is not part of that, must agree.
+    wanted = rows(ref.get(include=inc[:2] + inc[3:]))
+    with contextlib.suppress(TimeoutError):  # then the assertions below show the difference
+        wait_until(
+            lambda: rows(reader.get(include=inc[:2] + inc[3:])) == wanted,
+            what="reader records == reference records",
+        )
+    a, b = reader.get(include=inc), ref.get(include=inc)
     assert rows(a) == rows(b)
+    assert a["ids"] == b["ids"]  # Chroma's order: insertion order, kept through updates
     # Cosine collections may round the last bit of a stored vector differently.
     ea = dict(zip(a["ids"], a["embeddings"], strict=True))
     eb = dict(zip(b["ids"], b["embeddings"], strict=True))
     assert all(np.allclose(ea[k], eb[k], atol=1e-5) for k in eb)
+    n = len(b["ids"])
+    for offset, limit in ((0, 4), (3, 5), (n // 2, 3), (max(0, n - 2), 5), (n, 2)):
+        page = reader.get(offset=offset, limit=limit, include=["metadatas", "uris"])
+        want = ref.get(offset=offset, limit=limit, include=["metadatas", "uris"])
+        assert (page["ids"], page["metadatas"], page["uris"]) == (
+            want["ids"], want["metadatas"], want["uris"]
+        ), (offset, limit)
+    assert reader.peek(3)["ids"] == ref.peek(3)["ids"]
     for where in ({"even": True}, {"step": {"$gte": 50}}):
-        assert sorted(reader.get(where=where)["ids"]) == sorted(ref.get(where=where)["ids"])
+        assert reader.get(where=where)["ids"] == ref.get(where=where)["ids"]
+        assert (reader.get(where=where, offset=1, limit=3)["ids"]
+                == ref.get(where=where, offset=1, limit=3)["ids"])
+    # query(ids=…) naming an absent id (deleted, or never written) fails as in Chroma.
+    absent = [*[i for i in universe if i not in eb][:1], "never-written"]
+    for probe in ([*b["ids"][:1], absent[0]], [absent[-1]]):
+        outcomes = []
+        probe_q = [vec(nrng)]
+        for target in (reader, ref):
+            try:
+                got = target.query(query_embeddings=probe_q, ids=probe, n_results=1)
+                outcomes.append(("answer", got["ids"]))
+            except ChromaError as e:
+                outcomes.append((type(e).__name__, str(e)))
+        assert outcomes[0] == outcomes[1], probe
     q = [vec(nrng)]
     n = min(5, ref.count())
     if n:

@@ -1,11 +1,13 @@
 """filters.py against the real thing: random records and filters, evaluated by
 ``chromasnap.filters`` and by an in-process chromadb collection, must select
-exactly the same ids. Also: filters Chroma rejects are rejected here too.
+exactly the same ids. Also: filters Chroma rejects are rejected here too, regexes
+run in linear time (RE2), and nesting is bounded where Chroma bounds it.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 
 from chromasnap.engine import filters
 from chromasnap.engine.errors import InvalidArgument
+from chromasnap.engine.rust_regex import MAX_REGEX_CHARS, compile_rust_regex
 
 SEED = 20261121
 N_RECORDS = 160
@@ -25,11 +28,13 @@ INTS = (-3, -2, 0, 1, 2, 3, 9007199254740993)
 FLOATS = (-2.5, -2.0, -0.5, 0.0, 0.5, 1.0, 2.0, 2.5, 3.75)
 STRS = ("", "a", "b", "ab", "B", "é")
 DOC_ALPHABET = "aAbB _%\\\nxé1"
-# Valid Rust-regex patterns exercising the Python translation.
+# Valid Rust-regex patterns exercising the translation to RE2.
 REGEXES = (
     "^a", "a$", "b$", "(?i)ab", "a(?i)b", "(?m)^b", "(?s)a.b", "a.b", "[[:upper:]]", "[[:^alpha:]]",
     "\\d", "\\w\\W", "\\pL\\pL", "\\p{Lu}", "\\x{e9}", "(?<n>a)b", "[^a-z ]", "%", "_", "\\\\",
-    "x\\z", "\\Aa", "a{2}", "(a|B)+$",
+    "x\\z", "\\Aa", "a{2}", "(a|B)+$", "\\u00e9", "\\U000000E9", "\\xe9", "(?x) a b # c", "[\\W]",
+    "[\\Wa]", "[^\\d]", "\\s", "\\S\\s", "[\\s1]", "[^\\S]", "\\D", "\\p{Letter}", "\\P{L}",
+    "[\\p{Lu}1]", "(?U)a+b", "(?i:b)a", "a{1,2}$", "(?-i:a)", "\\p{Latin}", "[%-\\\\]",
 )
 
 
@@ -213,6 +218,13 @@ def test_edge_cases_match_chroma(reference: Any, where: Any, where_document: Any
         (None, {"$regex": "("}),
         (None, {"$regex": "(?<=a)b"}),
         (None, {"$regex": "(a)\\1"}),
+        (None, {"$regex": "\\0"}),
+        (None, {"$regex": "\\C"}),
+        (None, {"$regex": "\\Qa\\E"}),
+        (None, {"$regex": "a{,3}"}),
+        (None, {"$regex": "\\p{^Ll}"}),
+        (None, {"$regex": "[a"}),
+        ({"#document": {"$regex": "(?<!a)b"}}, None),
     ],
 )
 def test_invalid_filters_rejected_like_chroma(
@@ -245,7 +257,7 @@ def test_matches_and_no_filter() -> None:
 
 
 def test_regex_translation() -> None:
-    rx = filters.compile_rust_regex
+    rx = compile_rust_regex
     assert rx("b$").search("ab\n") is None
     assert rx("(?m)b$").search("ab\nc") is not None
     assert rx("a(?i)b").search("aB") is not None
@@ -254,6 +266,84 @@ def test_regex_translation() -> None:
     assert rx("\\p{Lu}").search("é") is None
     assert rx("\\p{Lu}").search("É") is not None
     assert rx("\\x{e9}").search("café") is not None
-    for bad in ("(?=a)", "(?<!a)b", "\\1", "[a&&b]", "(?U)a*"):
+    assert rx("(?x) a \\  b # comment").search("a b") is not None
+    assert rx("\\w").search("é") is not None  # Unicode, as in Rust (RE2's own \\w is ASCII)
+    assert rx("\\d").search("٣") is not None
+    assert rx("\\s").search("\u3000") is not None
+    assert rx("[^\\W]").search("%") is None
+    assert rx("\\p{greek}").search("λ") is not None
+    assert rx("\\bfoo\\b").search("a foo.") is not None
+    for bad in ("(?=a)", "(?<!a)b", "\\1", "\\0", "[a&&b]", "[a[b]]", "\\C", "\\Qa\\E", "a{,3}",
+                "(?R)a", "(?-u)a", "\\p{Alphabetic}", "\\p{^Ll}", "\\x{110000}", "\\", "[a", "(",
+                "a{2,1}"):
         with pytest.raises(InvalidArgument):
             rx(bad)
+
+
+def test_regex_runs_in_linear_time() -> None:
+    # Catastrophic for a backtracking engine (2**n steps); linear for Rust and RE2.
+    doc = "a" * 200_000 + "!"
+    start = time.monotonic()
+    for pattern in ("(a+)+$", "(a|a)*b", "(a*)*b", "(?:a|aa)+$", "(\\w+\\s?)+$"):
+        pred = filters.compile_where_document({"$regex": pattern})
+        assert pred(doc) is False
+    assert time.monotonic() - start < 10
+
+
+def test_regex_errors_are_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="backreferences"):
+        filters.compile_where_document({"$regex": "(a)\\1"})
+    with pytest.raises(InvalidArgument, match="characters is over the limit"):
+        compile_rust_regex("a" * (MAX_REGEX_CHARS + 1))
+
+
+def _nested(leaf: dict[str, Any], levels: int, op: str = "$and") -> dict[str, Any]:
+    out = leaf
+    for _ in range(levels):
+        out = {op: [out]}
+    return out
+
+
+def test_nesting_limit_is_chromas(reference: Any) -> None:
+    # 62 $and levels around {"a": {"$eq": 1}} nest 126 objects and lists: the deepest
+    # filter Chroma's server parses; one level more (127) is refused by Chroma and here.
+    col, stored = reference
+    deepest = _nested({"a": {"$eq": 1}}, 62)
+    assert _ours(stored, deepest, None) == _chroma_ids(col, deepest, None)
+    deepest_doc = _nested({"$contains": "a"}, 62)
+    assert _ours(stored, None, deepest_doc) == _chroma_ids(col, None, deepest_doc)
+    for where, where_document in (
+        (_nested({"a": {"$in": [1]}}, 62), None),
+        (_nested({"a": 1}, 64), None),
+        (None, _nested({"$contains": "a"}, 64, "$or")),
+        (_nested({"#document": {"$contains": "a"}}, 63), None),
+    ):
+        with pytest.raises(InvalidArgument, match="nested more than 126 levels"):
+            filters.compile_filter(where, where_document)
+
+
+def test_nesting_checked_without_recursion() -> None:
+    deep: Any = {"a": 1}
+    for _ in range(200_000):
+        deep = {"$or": [deep]}
+    with pytest.raises(InvalidArgument, match="nested"):
+        filters.compile_where(deep)
+    deep_list: Any = "x"
+    for _ in range(200_000):
+        deep_list = [deep_list]
+    with pytest.raises(InvalidArgument, match="nested"):
+        filters.compile_where_document({"$and": deep_list})
+
+
+def test_integers_beyond_i64_read_like_chroma(reference: Any) -> None:
+    # Chroma parses filters with serde_json: 2**63 … 2**64-1 are u64 and refused, integers
+    # further out are floats.
+    col, stored = reference
+    for where in ({"a": 2**63}, {"a": {"$in": [1, 2**63]}}, {"a": {"$contains": 2**64 - 1}}):
+        with pytest.raises(Exception):  # noqa: B017 - chromadb's own error types vary
+            _chroma_ids(col, where, None)
+        with pytest.raises(InvalidArgument, match="64-bit"):
+            filters.compile_where(where)
+    for where in ({"a": {"$gt": -(2**63) - 1}}, {"a": {"$lt": 2**64}}, {"a": {"$ne": 2**70}}):
+        assert _ours(stored, where, None) == _chroma_ids(col, where, None)
+    assert filters.matches({"a": 2**63 - 1}, None, {"a": 2**63 - 1}, None)

@@ -20,6 +20,7 @@ from chromasnap.engine.merge import (
     Version,
     apply_op,
     fold,
+    fold_tracked,
     plan,
     prune_tombstones,
     sort_ops,
@@ -134,3 +135,28 @@ def test_order_within_a_batch_is_irrelevant(rng: random.Random) -> None:
     b = fold({}, plan(shuffled, {}).ops)
     assert a.keys() == b.keys()
     assert records_equal({k: v for k, v in a.items() if v}, {k: v for k, v in b.items() if v})
+
+
+def test_fold_tracked_says_which_records_the_ops_created_and_when() -> None:
+    def k(n: int) -> OpKey:
+        return OpKey(n, "w", n)
+
+    base = {"old": Record("old", E1), "gone": Record("gone", E1), "back": Record("back", E1)}
+    ops = [
+        Op(OpKind.ADD, "new1", k(1), E1),
+        Op(OpKind.UPDATE, "old", k(2), None, "d"),  # an update keeps the place
+        Op(OpKind.ADD, "old", k(3), E2),  # ignored add: still no creation
+        Op(OpKind.DELETE, "gone", k(4)),
+        Op(OpKind.DELETE, "back", k(5)),
+        Op(OpKind.UPSERT, "new2", k(6), E2),
+        Op(OpKind.UPSERT, "back", k(7), E2),  # deleted and created again
+        Op(OpKind.UPDATE, "new1", k(8), E2),
+        Op(OpKind.ADD, "tmp", k(9), E1),
+        Op(OpKind.DELETE, "tmp", k(10)),
+        Op(OpKind.UPDATE, "ghost", k(11), E1),  # update of a missing id creates nothing
+    ]
+    folded = fold_tracked(base, ops)
+    assert folded.records == fold(base, ops)
+    assert folded.created == {"new1": k(1), "new2": k(6), "back": k(7)}
+    assert folded.records["gone"] is None and folded.records["tmp"] is None
+    assert folded.records["old"] is not None and folded.records["old"].document == "d"

@@ -24,7 +24,11 @@ import yaml
 from pydantic import BaseModel
 
 from chromasnap import resource
-from chromasnap.operator import crd, specs
+from chromasnap.operator import crd
+from chromasnap.operator.controller.metrics import MetricsSettings
+from chromasnap.operator.settings import OperatorSettings
+from chromasnap.operator.specs.access import role
+from chromasnap.operator.specs.children import CHILD_KINDS, desired_children
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "crds" / "chromasnap.dev_chromacollections.yaml"
@@ -230,6 +234,47 @@ def test_cross_field_rules() -> None:
             assert "\n" not in v["rule"].strip() and "\n" not in v["message"].strip()
 
 
+def test_auth_and_network_policy_rules() -> None:
+    (auth_rule,) = rules_at("spec.auth")
+    assert "self.readTokensKey != self.writeTokensKey" in auth_rule
+    assert "self.writeTokensKey != self.pushTokenKey" in auth_rule
+    assert node_at("spec.auth")["required"] == ["secretRef"]
+    for key, default in (("readTokensKey", "read"), ("writeTokensKey", "write"),
+                         ("pushTokenKey", "push")):
+        node = node_at(f"spec.auth.{key}")
+        assert node["default"] == default
+        assert re.match(node["pattern"], default)
+        assert not re.match(node["pattern"], "a/b")
+    (np_rule,) = rules_at("spec.networkPolicy")
+    assert "self.enabled" in np_rule and "size(self.ingressFrom) == 0" in np_rule
+    assert node_at("spec.networkPolicy.enabled")["default"] is False
+    peer = node_at("spec.networkPolicy.ingressFrom")["items"]
+    assert node_at("spec.networkPolicy.metricsFrom")["items"] == peer
+    assert set(peer["properties"]) == {"podSelector", "namespaceSelector", "ipBlock"}
+    (peer_rule,) = [v["rule"] for v in peer["x-kubernetes-validations"]]
+    assert peer_rule.startswith("has(self.ipBlock) ? !has(self.podSelector)")
+    assert peer["properties"]["podSelector"]["properties"] == (
+        peer["properties"]["namespaceSelector"]["properties"])
+    expr = peer["properties"]["podSelector"]["properties"]["matchExpressions"]["items"]
+    assert expr["properties"]["operator"]["enum"] == ["In", "NotIn", "Exists", "DoesNotExist"]
+    # CEL cost estimation needs bounds on every list and map a rule may walk.
+    for path, node in walk(node_at("spec.networkPolicy"), "spec.networkPolicy"):
+        if node.get("type") == "array":
+            assert "maxItems" in node, path
+        if node.get("type") == "object" and "additionalProperties" in node:
+            assert "maxProperties" in node, path
+
+
+def test_cidr_pattern() -> None:
+    block = node_at("spec.networkPolicy.ingressFrom")["items"]["properties"]["ipBlock"]
+    cidr = block["properties"]["cidr"]["pattern"]
+    assert block["properties"]["except"]["items"]["pattern"] == cidr
+    for good in ("10.0.0.0/8", "192.168.1.0/24", "fd00::/8", "2001:db8::/32", "::/0"):
+        assert re.match(cidr, good), good
+    for bad in ("10.0.0.0", "example.com/8", "10.0.0.0/8 ", ""):
+        assert not re.match(cidr, bad), bad
+
+
 # --- the Python mirror ------------------------------------------------------------------
 
 
@@ -261,8 +306,16 @@ def _compare(model: type[BaseModel], node: dict[str, Any], path: str) -> None:
             _compare(typ, sub, where)
             continue
         if typing.get_origin(typ) is list:
+            assert sub.get("type") == "array", where
             (item,) = typing.get_args(typ)
-            _compare(_unwrap(item), sub["items"], where + "[]")
+            item_type = _unwrap(item)
+            if isinstance(item_type, type) and issubclass(item_type, BaseModel):
+                _compare(item_type, sub["items"], where + "[]")
+            else:
+                assert sub["items"].get("type") == "string", where
+            continue
+        if typing.get_origin(typ) is dict:
+            assert sub.get("type") == "object" and "additionalProperties" in sub, where
             continue
         if isinstance(typ, type) and issubclass(typ, Enum):
             assert sorted(e.value for e in typ) == sorted(sub["enum"]), where
@@ -327,6 +380,25 @@ MINIMAL = {
 def test_api_server_defaults_equal_model_defaults() -> None:
     defaulted = apply_defaults(SPEC, copy.deepcopy(MINIMAL))
     modelled = crd.parse_spec({"spec": MINIMAL}).model_dump(by_alias=True, mode="json")
+    assert _prune_empty(modelled) == _prune_empty(defaulted)
+
+
+def test_api_server_defaults_equal_model_defaults_for_auth_and_policies() -> None:
+    spec = copy.deepcopy(MINIMAL) | {
+        "auth": {"secretRef": {"name": "tokens"}},
+        "networkPolicy": {"enabled": True, "ingressFrom": [
+            {"podSelector": {"matchLabels": {"app": "web"}}},
+            {"namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "In", "values": ["a", "b"]}]}},
+            {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+        ]},
+    }
+    defaulted = apply_defaults(SPEC, copy.deepcopy(spec))
+    assert defaulted["auth"] == {"secretRef": {"name": "tokens"}, "readTokensKey": "read",
+                                 "writeTokensKey": "write", "pushTokenKey": "push"}
+    errors = list(_validator(SPEC).iter_errors(defaulted))
+    assert not errors, errors[0].message
+    modelled = crd.parse_spec({"spec": spec}).model_dump(by_alias=True, mode="json")
     assert _prune_empty(modelled) == _prune_empty(defaulted)
 
 
@@ -438,8 +510,21 @@ def test_examples_are_valid(name: str, doc: dict[str, Any]) -> None:
     errors = list(_validator(SPEC).iter_errors(defaulted))
     assert not errors, f"{name}: {errors[0].message}"
     cc = crd.ChromaCollection.from_body(doc)
-    children = specs.desired_children(cc, specs.OperatorSettings())
+    children = desired_children(cc, OperatorSettings())
     assert children
+
+
+def test_secure_example_turns_on_auth_and_network_policies() -> None:
+    path = ROOT / "examples" / "secure-collection.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (doc,) = [d for d in docs if d["kind"] == resource.KIND]
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    spec = crd.parse_spec(doc)
+    assert spec.auth is not None and spec.network_policy is not None
+    assert spec.network_policy.enabled and spec.network_policy.ingress_from
+    tokens = secrets[spec.auth.secret_ref.name]
+    assert tokens["metadata"]["namespace"] == doc["metadata"]["namespace"]
+    assert set(spec.auth.key_names()) <= set(tokens["stringData"])
 
 
 def test_irsa_example_uses_workload_identity() -> None:
@@ -509,6 +594,7 @@ RESOURCE_OF_KIND = {
     ("policy/v1", "PodDisruptionBudget"): ("policy", "poddisruptionbudgets"),
     ("batch/v1", "CronJob"): ("batch", "cronjobs"),
     ("batch/v1", "Job"): ("batch", "jobs"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networking.k8s.io", "networkpolicies"),
 }
 
 
@@ -524,7 +610,7 @@ def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -
 
 def test_chart_rbac_covers_every_child_kind() -> None:
     rules = chart_rules()
-    for kind in specs.CHILD_KINDS:
+    for kind in CHILD_KINDS:
         group, resource = RESOURCE_OF_KIND[kind]
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
             assert allowed(rules, group, resource, verb), f"{verb} {resource}"
@@ -536,11 +622,11 @@ def test_chart_rbac_can_grant_the_collection_role() -> None:
     cc = crd.ChromaCollection.from_body(
         {"metadata": {"name": "docs", "namespace": "ns", "uid": "u"}, "spec": MINIMAL}
     )
-    for rule in specs.role(cc)["rules"]:
+    for rule in role(cc)["rules"]:
         for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
+            for plural in rule["resources"]:
                 for verb in rule["verbs"]:
-                    assert allowed(rules, group, resource, verb), f"{verb} {group}/{resource}"
+                    assert allowed(rules, group, plural, verb), f"{verb} {group}/{plural}"
 
 
 def test_chart_rbac_is_least_privilege() -> None:
@@ -561,6 +647,10 @@ def test_chart_rbac_is_least_privilege() -> None:
         assert not allowed(rules, "", "pods", verb)
     assert not allowed(rules, "", "namespaces", "list")
     assert not allowed(rules, "apiextensions.k8s.io", "customresourcedefinitions", "list")
+    # networking: its own NetworkPolicies only, not ingresses or cluster-wide policy kinds.
+    (net,) = [r for r in rules if "networking.k8s.io" in r["apiGroups"]]
+    assert net["apiGroups"] == ["networking.k8s.io"] and net["resources"] == ["networkpolicies"]
+    assert not allowed(rules, "networking.k8s.io", "ingresses", "create")
 
 
 def _helm(*args: str) -> str:
@@ -614,5 +704,6 @@ def test_chart_sets_only_env_the_operator_reads() -> None:
     text = (CHART / "templates" / "deployment.yaml").read_text()
     names = set(re.findall(r"- name: (CHROMASNAP_[A-Z_]+)", text))
     assert names, "no CHROMASNAP_ env in the operator Deployment"
-    fields = {"CHROMASNAP_" + f.upper() for f in specs.OperatorSettings.model_fields}
+    fields = {"CHROMASNAP_" + f.upper() for f in OperatorSettings.model_fields}
+    fields |= {"CHROMASNAP_OPERATOR_METRICS_" + f.upper() for f in MetricsSettings.model_fields}
     assert names <= fields, names - fields

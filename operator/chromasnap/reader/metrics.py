@@ -1,28 +1,13 @@
-"""Prometheus metrics of the data plane (the HTTP layer adds its request metrics).
+"""Prometheus metrics of a reader (the HTTP layer adds its request metrics).
 
-Defined once here so every process registers each name exactly once.
+Defined in the reader's own package so that only reader processes register
+and export them (a writer exporting ``chromasnap_reader_snapshot_seq 0`` would
+look like a reader far behind the pointer).
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-
-WRITER_RECORDS = Counter(
-    "chromasnap_writer_records_total", "Records acknowledged durable, by operation", ["op"]
-)
-WRITER_REJECTED = Counter(
-    "chromasnap_writer_rejected_requests_total", "Write requests rejected by validation"
-)
-WRITER_DELTAS = Counter("chromasnap_writer_deltas_total", "Deltas uploaded")
-WRITER_DELTA_BYTES = Counter("chromasnap_writer_delta_bytes_total", "Bytes of deltas uploaded")
-WRITER_FLUSH_ERRORS = Counter(
-    "chromasnap_writer_flush_errors_total", "Delta uploads that failed (writes not acknowledged)"
-)
-WRITER_FLUSH_SECONDS = Histogram(
-    "chromasnap_writer_flush_seconds",
-    "Time from a delta's first write to its durable upload",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 READER_SNAPSHOT_VERSION_SEQ = Gauge(
     "chromasnap_reader_snapshot_seq", "Lineage depth (sequence) of the loaded snapshot"
@@ -44,3 +29,11 @@ READER_TAIL_RECORDS = Gauge(
     "chromasnap_reader_tail_records", "Writes merged on top of the snapshot"
 )
 READER_ERRORS = Counter("chromasnap_reader_errors_total", "Reader background errors", ["kind"])
+READER_REFRESH_FAILING = Gauge(
+    "chromasnap_reader_refresh_failing",
+    "1 while the reader's pointer/tail polls keep failing (it serves an older snapshot)",
+)
+READER_LAST_REFRESH = Gauge(
+    "chromasnap_reader_last_refresh_timestamp_seconds",
+    "When the reader last checked the pointer (and tail) successfully",
+)

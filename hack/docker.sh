@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Make a Docker engine answer on this machine, for the image build and the kind cluster.
+#
+#   hack/docker.sh ensure    install Debian's docker.io if dockerd is missing (apt-get,
+#                            needs root), start dockerd in the background if nothing
+#                            answers on its socket (no systemd needed), wait for it
+#   hack/docker.sh cli       print the docker CLI to use (see below)
+#   hack/docker.sh stop      stop a dockerd this script started (pid file)
+#
+# The CLI: Debian's own /usr/bin/docker (from docker.io) talks to dockerd's built-in
+# BuildKit with DOCKER_BUILDKIT=1. A newer CLI without the buildx plugin may come first
+# on PATH; it cannot build with BuildKit, so it is used only if it has buildx.
+# Settings: DOCKER (force a CLI), DOCKERD_LOG (default /var/log/chromasnap-dockerd.log).
+set -euo pipefail
+
+DOCKERD_LOG="${DOCKERD_LOG:-/var/log/chromasnap-dockerd.log}"
+PIDFILE="${DOCKERD_PIDFILE:-/var/run/chromasnap-dockerd.pid}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'docker.sh: error: %s\n' "$*" >&2; exit 1; }
+
+docker_cli() {
+  if [[ -n "${DOCKER:-}" ]]; then echo "$DOCKER"; return; fi
+  if [[ -x /usr/bin/docker ]]; then echo /usr/bin/docker; return; fi
+  local d
+  d=$(command -v docker 2>/dev/null || true)
+  [[ -n "$d" ]] || return 1
+  echo "$d"
+}
+
+answers() { "$1" info >/dev/null 2>&1; }
+
+ensure() {
+  local cli start
+  cli=$(docker_cli || true)
+  if [[ -n "$cli" ]] && answers "$cli"; then
+    log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
+    return 0
+  fi
+  if ! command -v dockerd >/dev/null 2>&1 || [[ ! -x /usr/bin/docker ]]; then
+    [[ $(id -u) == 0 ]] || die "docker is not installed and this is not root: install docker.io"
+    command -v apt-get >/dev/null || die "docker is not installed and there is no apt-get"
+    log "docker: installing Debian's docker.io (apt-get)"
+    start=$(date +%s)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    log "docker: installed in $(( $(date +%s) - start ))s"
+  fi
+  cli=$(docker_cli)
+  local i
+  if ! answers "$cli" && pgrep -x dockerd >/dev/null 2>&1; then
+    # starting or stopping: give it time rather than start a second one
+    log "docker: a dockerd is running but does not answer yet; waiting"
+    for i in $(seq 1 60); do
+      answers "$cli" && break
+      pgrep -x dockerd >/dev/null 2>&1 || break
+      sleep 1
+    done
+  fi
+  if ! answers "$cli"; then
+    pgrep -x dockerd >/dev/null 2>&1 && die "dockerd runs but does not answer (see its log)"
+    [[ $(id -u) == 0 ]] || die "dockerd is not running and this is not root: start it"
+    log "docker: starting dockerd (log $DOCKERD_LOG)"
+    # kind mounts /lib/modules from the host
+    mkdir -p /lib/modules
+    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    echo $! >"$PIDFILE"
+    for i in $(seq 1 120); do
+      answers "$cli" && break
+      sleep 1
+    done
+    answers "$cli" || { tail -20 "$DOCKERD_LOG" >&2; die "dockerd did not answer in 120s"; }
+  fi
+  log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
+}
+
+stop() {
+  [[ -s "$PIDFILE" ]] || { log "docker: no dockerd started by this script"; return 0; }
+  local pid
+  pid=$(cat "$PIDFILE")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    local i
+    for i in $(seq 1 60); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    kill -0 "$pid" 2>/dev/null && die "dockerd (pid $pid) did not stop in 60s"
+    log "docker: stopped dockerd (pid $pid)"
+  fi
+  rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+  ensure) ensure ;;
+  cli) docker_cli ;;
+  stop) stop ;;
+  *) die "usage: hack/docker.sh ensure|cli|stop" ;;
+esac

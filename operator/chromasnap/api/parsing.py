@@ -1,0 +1,281 @@
+"""Request bodies decoded into ``models``: JSON, embeddings, filters and the other fields.
+
+Only shapes and types are checked here, with Chroma's wording; whether a
+write fits the collection (dimension, metadata rules) is the write backend's
+call. Filters are compiled once here so a malformed or over-deep one is a 400
+before any backend sees it. Integers Chroma parses as ``u32`` (``n_results``,
+``limit``, ``offset``) are bounded the same way, so a huge one is a 400 rather
+than an overflow further down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+
+from chromasnap.api.models import (
+    GET_DEFAULT_INCLUDE,
+    INCLUDE_VALUES,
+    QUERY_DEFAULT_INCLUDE,
+    GetRequest,
+    QueryRequest,
+    WriteRequest,
+)
+from chromasnap.engine.distances import Float32Array
+from chromasnap.engine.errors import InvalidArgument
+from chromasnap.engine.filters import compile_where, compile_where_document
+from chromasnap.engine.ops import OpKind
+
+U32_MAX = (1 << 32) - 1
+N_RESULTS_CAP = (1 << 31) - 1
+"""Where a valid ``n_results`` is clamped: far above any collection's size, so answers are
+unchanged, with room for a backend to ask its snapshot for ``n_results`` plus the ids its
+tail overrides without leaving chromadb's u32."""
+INLINE_DECODE_BYTES = 64 << 10
+"""Bodies up to this size are decoded on the event loop (a query's typical body, where a
+thread hop would cost more than the work); larger ones — big batches, filters with
+thousands of clauses — and any with a regex (compiling one can take a good fraction of a
+second) in a worker thread, so the loop keeps answering other requests (and probes)."""
+
+T = TypeVar("T")
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a request body; ``InvalidArgument`` when it is empty or not JSON.
+
+    orjson refuses nesting over 1024 levels itself, so parsing never recurses unboundedly.
+    """
+    if not raw.strip():
+        raise InvalidArgument("request body is empty: send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidArgument(f"Failed to parse the request body as JSON: {e}") from e
+
+
+async def decode_body(raw: bytes, parse: Callable[[Any], T]) -> T:
+    """``parse(load_json(raw))``, in a worker thread when that may take a while."""
+    # A substring test costs microseconds; "regex" catches $regex and $not_regex.
+    if len(raw) <= INLINE_DECODE_BYTES and b"regex" not in raw:
+        return parse(load_json(raw))
+    return await asyncio.to_thread(lambda: parse(load_json(raw)))
+
+
+def decode_embeddings(value: Any, name: str = "embeddings") -> Float32Array | None:
+    """Embeddings as the client sends them — lists of numbers, or base64 of little-endian
+    float32 (chromadb >= 1.0 when the server advertises it) — as a float32 ``(n, dim)`` array.
+
+    Raises ``InvalidArgument`` for ragged, non-numeric, undecodable or non-finite input.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{name} must be a list of embeddings, got {type(value).__name__}")
+    if not value:
+        return np.zeros((0, 0), dtype=np.float32)
+    first = value[0]
+    if isinstance(first, str):
+        rows: list[bytes] = []
+        for i, s in enumerate(value):
+            if not isinstance(s, str):
+                raise InvalidArgument(f"{name}[{i}] must be a base64 string like the others")
+            try:
+                rows.append(binascii.a2b_base64(s, strict_mode=True))
+            except (binascii.Error, ValueError) as e:
+                raise InvalidArgument(f"Invalid base64 string in {name}[{i}]: {e}") from e
+        width = len(rows[0])
+        if width % 4 or any(len(r) != width for r in rows):
+            raise InvalidArgument("Inconsistent dimensions in provided embeddings")
+        arr = np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), width // 4)
+        arr = arr.astype(np.float32, copy=False)
+    else:
+        for i, row in enumerate(value):
+            if not isinstance(row, list):
+                raise InvalidArgument(
+                    f"{name}[{i}] must be a list of numbers (or every row a base64 string), "
+                    f"got {type(row).__name__}"
+                )
+        try:
+            arr = np.array(value, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError) as e:
+            if len({len(r) for r in value}) > 1:
+                raise InvalidArgument("Inconsistent dimensions in provided embeddings") from e
+            raise InvalidArgument(f"{name} must contain only numbers: {e}") from e
+        if arr.ndim != 2:
+            raise InvalidArgument(f"{name} must be a list of lists of numbers")
+    if not np.isfinite(arr).all():
+        bad = int(np.argmin(np.isfinite(arr).all(axis=1)))
+        raise InvalidArgument(f"{name}[{bad}] contains NaN or infinity; send finite numbers")
+    return arr
+
+
+def body_object(body: Any) -> dict[str, Any]:
+    """``body`` if it is a JSON object, else ``InvalidArgument``."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(
+            f"request body must be a JSON object, got {type(body).__name__}"
+        )
+    return body
+
+
+def _str_list(body: Mapping[str, Any], name: str, *, required: bool = False) -> list[str] | None:
+    v = body.get(name)
+    if v is None:
+        if required:
+            raise InvalidArgument(f"missing field `{name}`: send a list of strings")
+        return None
+    if not isinstance(v, list) or any(type(x) is not str for x in v):
+        raise InvalidArgument(f"{name} must be a list of strings")
+    return v
+
+
+def _optional_str_column(body: Mapping[str, Any], name: str) -> list[str | None] | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, list) or any(x is not None and type(x) is not str for x in v):
+        raise InvalidArgument(f"{name} must be a list of strings or nulls")
+    return v
+
+
+def _metadatas(body: Mapping[str, Any]) -> list[dict[str, Any] | None] | None:
+    v = body.get("metadatas")
+    if v is None:
+        return None
+    if not isinstance(v, list) or any(x is not None and not isinstance(x, dict) for x in v):
+        raise InvalidArgument("metadatas must be a list of objects or nulls")
+    return v
+
+
+def _u32_overflow(name: str, v: int) -> InvalidArgument:
+    # Chroma's server reads these fields as u32 and answers a larger one with this wording.
+    return InvalidArgument(f"{name}: invalid value: integer `{v}`, expected u32 "
+                           f"(at most {U32_MAX})")
+
+
+def _non_negative_int(body: Mapping[str, Any], name: str) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if type(v) is not int or v < 0:
+        raise InvalidArgument(f"{name} must be a non-negative integer, got {v!r}")
+    if v > U32_MAX:
+        raise _u32_overflow(name, v)
+    return v
+
+
+def _filters(body: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    # Old clients send {} for "no filter"; chromadb treats a falsy filter as none.
+    where = body.get("where") or None
+    where_document = body.get("where_document") or None
+    if where is not None:
+        compile_where(where)
+    if where_document is not None:
+        compile_where_document(where_document)
+    return where, where_document
+
+
+def _include(body: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    v = body.get("include")
+    if v is None:
+        return default
+    if not isinstance(v, list):
+        raise InvalidArgument("include must be a list")
+    for i, x in enumerate(v):
+        if x not in INCLUDE_VALUES:
+            raise InvalidArgument(
+                f"include[{i}]: unknown value {x!r}, expected one of {', '.join(INCLUDE_VALUES)}"
+            )
+    return tuple(v)
+
+
+def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> WriteRequest:
+    """Decode an add/upsert/update/delete body (shapes only: the backend validates content)."""
+    b = body_object(body)
+    if kind == OpKind.DELETE:
+        ids = _str_list(b, "ids")
+        where, where_document = _filters(b)
+        if ids is None and where is None and where_document is None:
+            raise InvalidArgument("Either ids, where or where_document must be specified")
+        if ids is not None and not ids and where is None and where_document is None:
+            raise InvalidArgument("Either ids or where must be specified")
+        return WriteRequest(
+            ids=ids or [], where=where, where_document=where_document,
+            limit=_non_negative_int(b, "limit"), read_after=read_after,
+        )
+    ids = _str_list(b, "ids", required=True)
+    assert ids is not None
+    if kind in (OpKind.ADD, OpKind.UPSERT) and b.get("embeddings") is None and ids:
+        raise InvalidArgument(
+            "missing field `embeddings`: chromasnap stores vectors, it does not compute them; "
+            "pass embeddings= or give the client an embedding function"
+        )
+    raw = b.get("embeddings")
+    if isinstance(raw, list) and any(r is None for r in raw):
+        raise InvalidArgument(
+            "embeddings must have a vector for every record (or be omitted in update)"
+        )
+    emb = decode_embeddings(raw)
+    req = WriteRequest(
+        ids=ids,
+        embeddings=emb,
+        documents=_optional_str_column(b, "documents"),
+        metadatas=_metadatas(b),
+        uris=_optional_str_column(b, "uris"),
+        read_after=read_after,
+    )
+    n = len(ids)
+    for col in (emb, req.documents, req.metadatas, req.uris):
+        if col is not None and len(col) != n:
+            raise InvalidArgument(
+                "Inconsistent number of IDs, embeddings, documents, URIs and metadatas"
+            )
+    return req
+
+
+def parse_get(body: Any, read_after: str | None = None) -> GetRequest:
+    """Decode and validate a get body."""
+    b = body_object(body)
+    where, where_document = _filters(b)
+    return GetRequest(
+        ids=_str_list(b, "ids"),
+        where=where,
+        where_document=where_document,
+        limit=_non_negative_int(b, "limit"),
+        offset=_non_negative_int(b, "offset") or 0,
+        include=_include(b, GET_DEFAULT_INCLUDE),
+        read_after=read_after,
+    )
+
+
+def parse_query(body: Any, read_after: str | None = None) -> QueryRequest:
+    """Decode and validate a query body."""
+    b = body_object(body)
+    if b.get("query_embeddings") is None:
+        raise InvalidArgument("missing field `query_embeddings`")
+    q = decode_embeddings(b["query_embeddings"], "query_embeddings")
+    assert q is not None
+    n_results = b.get("n_results")
+    if n_results is None:
+        n_results = 10
+    elif type(n_results) is not int or n_results <= 0:
+        raise InvalidArgument(
+            f"Number of requested results {n_results!r}, cannot be negative, or zero."
+        )
+    elif n_results > U32_MAX:
+        raise _u32_overflow("n_results", n_results)
+    where, where_document = _filters(b)
+    return QueryRequest(
+        query_embeddings=q,
+        n_results=min(n_results, N_RESULTS_CAP),
+        where=where,
+        where_document=where_document,
+        include=_include(b, QUERY_DEFAULT_INCLUDE),
+        ids=_str_list(b, "ids"),
+        read_after=read_after,
+    )

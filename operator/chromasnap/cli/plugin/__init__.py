@@ -1,0 +1,16 @@
+"""``kubectl chromasnap``: day-2 operations on ChromaCollections from a workstation.
+
+A kubectl plugin (the ``kubectl-chromasnap`` executable the package installs): kubectl
+finds it on ``PATH`` and runs it for ``kubectl chromasnap ...``. It talks to the API
+server with the ``kubernetes`` client and the usual kubeconfig, ``--context`` and
+``--namespace``; bucket work (export, the bucket summary) runs the ``chromasnap``
+command line with the collection's own storage settings and credentials Secret.
+
+- :mod:`.kube`: connection, REST calls as plain JSON, errors that say what to do.
+- :mod:`.status`: ``status`` (conditions, snapshot, readers' loaded versions, runs).
+- :mod:`.compact`: ``compact`` (the compact-now annotation, then the run followed).
+- :mod:`.bucket`: ``export``, ``restore`` and the bucket summary.
+- :mod:`.logs`: ``logs`` (pods by the operator's labels).
+- :mod:`.report`: ``report`` (a support bundle without secret values).
+- :mod:`.main`: the argument parser and entry point.
+"""

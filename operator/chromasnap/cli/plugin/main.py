@@ -1,0 +1,201 @@
+"""kubectl chromasnap: status, compactions, export and restore, logs, support bundles.
+
+Installed as the ``kubectl-chromasnap`` executable; kubectl runs it for
+``kubectl chromasnap ...``. Every command takes the usual ``--kubeconfig``,
+``--context`` and ``-n/--namespace`` (default: the context's namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from chromasnap.cli.plugin.bucket import NOT_APPLIED
+from chromasnap.cli.plugin.kube import Kube, PluginError, connect
+from chromasnap.cli.plugin.logs import ROLES
+
+PROG = "kubectl chromasnap"
+
+
+def _kube(args: argparse.Namespace) -> Kube:
+    return connect(args.kubeconfig, args.context, args.namespace)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Conditions, snapshot, pending deltas, readers' loaded versions, recent runs."""
+    from chromasnap.cli.plugin import bucket, status
+
+    kube = _kube(args)
+    page = status.collect(kube, args.name, metrics=not args.no_metrics)
+    summary = None
+    if args.bucket:
+        summary, note, _ = bucket.bucket_summary(kube, kube.collection(args.name),
+                                                 endpoint=args.s3_endpoint_url,
+                                                 local_creds=args.use_local_credentials)
+        page["bucket"] = summary if summary is not None else {"error": note}
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    print(status.render(page))
+    if args.bucket:
+        print("\nBucket (chromasnap status):")
+        if summary is None:
+            print(f"  unavailable: {page['bucket']['error']}")
+        else:
+            from chromasnap.cli.status import CollectionStatus, SnapshotSummary, render
+
+            snaps = [SnapshotSummary(**s) for s in summary.pop("snapshots", [])]
+            print("  " + render(CollectionStatus(**summary, snapshots=snaps)).replace(
+                "\n", "\n  "))
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Set the compact-now annotation, then follow the run."""
+    from chromasnap.cli.plugin.compact import compact
+
+    return compact(_kube(args), args.name, request=args.request, wait=not args.no_wait,
+                   timeout=args.timeout)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a snapshot of the collection into a chromadb directory."""
+    from chromasnap.cli.plugin.bucket import export
+
+    return export(_kube(args), args.name, args.path, version=args.version, at=args.at,
+                  endpoint=args.s3_endpoint_url, local_creds=args.use_local_credentials)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """A new collection bootstrapped from this one's data."""
+    from chromasnap.cli.plugin.bucket import restore
+
+    return restore(_kube(args), args.name, args.into, at=args.at, version=args.version,
+                   prefix=args.prefix, dry_run=args.dry_run)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Recent logs of the collection's pods."""
+    from chromasnap.cli.plugin.logs import logs
+
+    return logs(_kube(args), args.name, args.role, tail=args.tail, since=args.since,
+                previous=args.previous)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a support bundle."""
+    from chromasnap.cli.plugin.report import report
+
+    target, errors = report(_kube(args), args.name, args.output, tail=args.tail,
+                            with_bucket=not args.no_bucket, endpoint=args.s3_endpoint_url,
+                            local_creds=args.use_local_credentials)
+    print(f"wrote {target} (no Secret values included)")
+    for e in errors:
+        print(f"  not collected: {e}", file=sys.stderr)
+    return 0
+
+
+def _connection_flags(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("--kubeconfig", default=default, metavar="FILE",
+                   help="kubeconfig file (default: KUBECONFIG, then ~/.kube/config)")
+    p.add_argument("--context", default=default, help="kubeconfig context to use")
+    p.add_argument("-n", "--namespace", default=default,
+                   help="namespace of the collection (default: the context's namespace)")
+
+
+def _bucket_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint-url", default=None, metavar="URL",
+                   help="reach the bucket here instead of spec.storage.endpoint (e.g. "
+                        "http://127.0.0.1:9000 through `kubectl port-forward`)")
+    p.add_argument("--use-local-credentials", action="store_true",
+                   help="use this machine's AWS credentials, not the collection's Secret")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The plugin's argument parser."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    _connection_flags(p, None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int],
+            help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        # SUPPRESS: a flag given before the command is not reset by the subparser
+        _connection_flags(sp, argparse.SUPPRESS)
+        sp.add_argument("name", help="the ChromaCollection")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    st = add("status", cmd_status, "conditions, snapshot, pending deltas, each reader's "
+             "loaded version and the recent compaction runs")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--no-metrics", action="store_true",
+                    help="do not read the readers' /metrics through the API server's proxy")
+    st.add_argument("--bucket", action="store_true",
+                    help="also list the bucket (retained versions, pending deltas) with the "
+                         "collection's credentials")
+    _bucket_flags(st)
+    c = add("compact", cmd_compact, "run a compaction now (the compact-now annotation) and "
+            "follow it until the run reports")
+    c.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
+                   help="give up waiting after this long (default 600)")
+    c.add_argument("--no-wait", action="store_true", help="request it and return")
+    c.add_argument("--request", default=None, metavar="VALUE",
+                   help="annotation value (default: the time); the same value never "
+                        "starts a second run")
+    e = add("export", cmd_export, "restore a snapshot of the collection into a directory "
+            "chromadb.PersistentClient opens")
+    e.add_argument("path", help="new or empty directory to write")
+    when = e.add_mutually_exclusive_group()
+    when.add_argument("--version", default=None, help="a retained version (default: current)")
+    when.add_argument("--at", default=None, metavar="TIME",
+                      help="the state at this time (needs point-in-time recovery)")
+    _bucket_flags(e)
+    r = add("restore", cmd_restore, "create a new collection that starts from this one's "
+            "data (spec.bootstrap.from)")
+    r.add_argument("--into", required=True, metavar="NEW", help="name of the new collection")
+    rwhen = r.add_mutually_exclusive_group()
+    rwhen.add_argument("--at", default=None, metavar="TIME", help="the state at this time")
+    rwhen.add_argument("--version", default=None, help="a retained version")
+    r.add_argument("--prefix", default=None,
+                   help="storage prefix of the new collection (default: the source's "
+                        "parent prefix + NEW)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the manifest (e.g. to commit it to Git) instead of creating it")
+    lg = add("logs", cmd_logs, "recent logs of the collection's pods")
+    lg.add_argument("--role", choices=ROLES, default=None, help="only these pods")
+    lg.add_argument("--tail", type=int, default=200, help="lines per container (default 200)")
+    lg.add_argument("--since", type=int, default=None, metavar="SECONDS",
+                    help="only lines newer than this")
+    lg.add_argument("-p", "--previous", action="store_true",
+                    help="the previous (crashed) container's logs")
+    rp = add("report", cmd_report, "write a support bundle (never Secret values)")
+    rp.add_argument("-o", "--output", default=None, metavar="PATH",
+                    help="a directory, or FILE.tar.gz (default: "
+                         "./chromasnap-report-NS-NAME-TIME.tar.gz)")
+    rp.add_argument("--tail", type=int, default=500, help="log lines per container")
+    rp.add_argument("--no-bucket", action="store_true", help="skip the bucket summary")
+    _bucket_flags(rp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kubectl-chromasnap``."""
+    args = build_parser().parse_args(argv)
+    fn: Callable[[argparse.Namespace], int] = args.fn
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except PluginError as e:
+        print(f"{PROG} {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+__all__ = ["NOT_APPLIED", "build_parser", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

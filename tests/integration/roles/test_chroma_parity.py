@@ -1,0 +1,189 @@
+"""Answers that must equal chromadb's own, before and after a compaction (issue #9).
+
+A real writer and a fresh-read reader on MinIO, driven by ``chromadb.HttpClient``,
+next to a ``chromadb.PersistentClient`` that gets the same writes. Every write
+goes through the reader (which forwards it to the writer), so the client's
+read-your-writes cookie makes the reader's next read see it: no polling for
+visibility. Each check runs twice: while the writes are only in the reader's
+fresh tail, and after a compaction folded them into the snapshot it serves.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import httpx
+import pytest
+from chromadb.errors import InternalError
+
+from chromasnap.cli.localstack import free_port
+from chromasnap.config import CollectionSettings, Space
+from chromasnap.storage import manifest as mf
+from chromasnap.storage.store import open_store
+from dataplane import compactor
+from minio_server import MinioServer
+from servers import Proc, Stack, stack_env
+
+pytestmark = pytest.mark.minio
+DIM = 4
+SETTINGS = CollectionSettings(name="docs", dimension=DIM, space=Space.L2)
+
+
+class Pair:
+    """chromasnap (one writer, one reader) and a chromadb reference, written alike."""
+
+    def __init__(self, minio: MinioServer, tmp: Path) -> None:
+        self.tmp = tmp
+        url = minio.new_bucket_url()
+        self.store = open_store(url, minio.endpoint)
+        self.compact()  # the empty first version: a snapshot without an index
+        self.stack = Stack(stack_env(url, minio.endpoint, SETTINGS.name, DIM, "l2"), tmp)
+        reader_port = free_port()
+        writer = self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{reader_port}")
+        self.reader: Proc = self.stack.start(
+            "reader", reader_port, CHROMASNAP_WRITER_URL=writer.url
+        )
+        self.stack.wait(self.reader, "/readyz")
+        self.col = chromadb.HttpClient(host="127.0.0.1", port=self.reader.port).get_collection(
+            SETTINGS.name
+        )
+        self.ref_client = chromadb.PersistentClient(path=str(tmp / "reference"))
+        self.ref = self.ref_client.create_collection(
+            SETTINGS.name, configuration={"hnsw": {"space": "l2"}}, embedding_function=None
+        )
+
+    def compact(self) -> int:
+        res = compactor(self.store, self.tmp / "compactor", settings=SETTINGS).run()
+        assert res.result == "succeeded", res.message
+        return mf.version_seq(res.version)
+
+    def write(self, verb: str, **kw: Any) -> None:
+        """The same write to chromasnap (through the reader) and to the reference."""
+        for target in (self.col, self.ref):
+            getattr(target, verb)(**kw)
+
+    def compact_and_wait(self) -> None:
+        """Fold the tail into a new version and wait until the reader serves it."""
+        seq = self.compact()
+        deadline = time.monotonic() + 30
+        while self.loaded_seq() != seq:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reader did not load snapshot seq {seq}")
+            time.sleep(0.05)
+
+    def loaded_seq(self) -> int | None:
+        text = httpx.get(f"{self.reader.url}/metrics").text
+        m = re.search(r"^chromasnap_reader_snapshot_seq (\S+)$", text, re.M)
+        return int(float(m.group(1))) if m else None
+
+    def in_both_states(self, check: Callable[[], None]) -> None:
+        """``check`` on the fresh tail, then again once the snapshot holds everything."""
+        check()
+        self.compact_and_wait()
+        check()
+
+    def close(self) -> None:
+        self.stack.stop()
+
+
+@pytest.fixture
+def pair(minio: MinioServer, tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(minio, tmp_path)
+    yield p
+    p.close()
+
+
+def e(i: float) -> list[float]:
+    return [float(i), 1.0, 0.0, 0.5]
+
+
+def test_get_order_matches_chroma_before_and_after_compaction(pair: Pair) -> None:
+    """Issue #9, 10: tail writes to existing ids moved them to the end of get/peek order."""
+    ids = [f"r{i}" for i in range(10)]
+    pair.write("add", ids=ids, embeddings=[e(i) for i in range(10)],
+               metadatas=[{"n": i} for i in range(10)], documents=[f"d{i}" for i in range(10)])
+    pair.compact_and_wait()  # the records are in the snapshot now
+    pair.write("update", ids=["r2"], metadatas=[{"n": 20}])  # metadata only
+    pair.write("add", ids=["r4"], embeddings=[e(99)])  # ignored: r4 exists
+    pair.write("update", ids=["r1"], embeddings=[e(11)])  # vector update
+    pair.write("upsert", ids=["new1", "r3"], embeddings=[e(12), e(13)],
+               metadatas=[{"n": 1}, {"n": 30}])  # a new id and a vector upsert
+    pair.write("delete", ids=["r5"])
+    pair.write("add", ids=["r5"], embeddings=[e(15)], metadatas=[{"n": 5}])  # back, at the end
+    pair.write("upsert", ids=["new0"], embeddings=[e(16)])
+    pair.write("update", ids=["new1"], metadatas=[{"n": 2}])  # does not move new1
+
+    def check() -> None:
+        expected = pair.ref.get(include=[])["ids"]
+        assert expected == ["r0", "r1", "r2", "r3", "r4", "r6", "r7", "r8", "r9",
+                            "new1", "r5", "new0"]
+        assert pair.col.get(include=[])["ids"] == expected
+        for offset in range(0, 12, 5):
+            page = pair.col.get(limit=5, offset=offset, include=["metadatas"])
+            ref = pair.ref.get(limit=5, offset=offset, include=["metadatas"])
+            assert (page["ids"], page["metadatas"]) == (ref["ids"], ref["metadatas"])
+        assert pair.col.peek(3)["ids"] == pair.ref.peek(3)["ids"]
+        where = {"n": {"$gte": 2}}
+        assert pair.col.get(where=where)["ids"] == pair.ref.get(where=where)["ids"]
+        asked = ["new0", "r5", "r2", "new1", "r0"]
+        assert pair.col.get(ids=asked)["ids"] == pair.ref.get(ids=asked)["ids"]
+
+    pair.in_both_states(check)
+    # The compacted snapshot keeps that order for good, also after more writes.
+    pair.write("update", ids=["r1", "r6"], embeddings=[e(21), e(26)])
+    pair.in_both_states(check)
+
+
+def test_query_by_missing_id_fails_like_chroma_in_every_state(pair: Pair) -> None:
+    """Issue #9, 11: query(ids=[…, "missing"]) answered until the snapshot was queried."""
+    pair.write("add", ids=["a", "b", "c"], embeddings=[e(1), e(2), e(3)])
+    pair.write("delete", ids=["c"])
+
+    def raises(target: Any, ids: list[str]) -> str:
+        with pytest.raises(InternalError) as exc:
+            target.query(query_embeddings=[e(1)], ids=ids, n_results=2)
+        return str(exc.value)
+
+    def check() -> None:
+        for ids in (["a", "missing"], ["c"], ["missing", "b"]):
+            assert raises(pair.col, ids) == raises(pair.ref, ids)
+        assert "Error finding id" in raises(pair.col, ["missing"])
+        # Known ids, or a filter that narrows the ids first: an answer.
+        live = pair.ref.get(include=[])["ids"]
+        for kw in ({"ids": live}, {"ids": ["a", "missing"], "where": {"k": {"$ne": 1}}}):
+            got = pair.col.query(query_embeddings=[e(1)], n_results=2, **kw)
+            assert got["ids"] == pair.ref.query(query_embeddings=[e(1)], n_results=2, **kw)["ids"]
+
+    # The first snapshot was empty (no index): only the tail knows of a, b and c.
+    pair.in_both_states(check)
+    pair.write("delete", ids=["b"])  # now b is deleted in the tail of a snapshot that has it
+    pair.in_both_states(check)
+
+
+def test_uri_without_metadata_reads_back_as_chroma_does(pair: Pair) -> None:
+    """Issue #9, 12: a record with a URI and no metadata read None until compacted."""
+    pair.write("add", ids=["none"], embeddings=[e(0)])
+    pair.write("add", ids=["doc"], embeddings=[e(1)], documents=["only a document"])
+    pair.write("add", ids=["u1", "u2"], embeddings=[e(5), e(6)], uris=["s3://b/1", "s3://b/2"])
+    pair.write("add", ids=["ud"], embeddings=[e(7)], uris=["s3://b/3"], documents=["text"])
+    pair.write("add", ids=["um"], embeddings=[e(8)], uris=["s3://b/4"], metadatas=[{"k": 1}])
+    pair.write("update", ids=["um"], metadatas=[{"k": None}])  # every key removed
+    pair.write("update", ids=["none"], uris=["s3://b/late"])  # a URI added later
+
+    def check() -> None:
+        inc: Any = ["metadatas", "uris", "documents"]
+        got, ref = pair.col.get(include=inc), pair.ref.get(include=inc)
+        assert got["metadatas"] == ref["metadatas"]
+        assert dict(zip(got["ids"], got["metadatas"], strict=True))["u1"] == {}
+        assert (got["ids"], got["uris"], got["documents"]) == (
+            ref["ids"], ref["uris"], ref["documents"]
+        )
+        q = {"query_embeddings": [e(5)], "n_results": 3, "include": ["metadatas"]}
+        assert pair.col.query(**q)["metadatas"] == pair.ref.query(**q)["metadatas"]
+
+    pair.in_both_states(check)
