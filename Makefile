@@ -44,9 +44,12 @@ lint: $(STAMP)
 unit: $(STAMP)
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
+# Everything, the kind end-to-end tests included: they install and start Docker if
+# missing, build the image and an offline kind node image (cached), create a cluster
+# and delete it afterwards.
 test: $(STAMP) tools lint
-	@echo "==> pytest (unit + integration on real MinIO, chromadb and kube-apiserver)"
-	@CHROMASNAP_REQUIRE_CLUSTER=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	@echo "==> pytest (unit + integration on real MinIO, chromadb and kube-apiserver; kind e2e)"
+	@CHROMASNAP_REQUIRE_CLUSTER=1 CHROMASNAP_KIND_E2E=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@$(VENV)/bin/chromasnap demo

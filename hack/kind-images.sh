@@ -13,7 +13,9 @@
 #                                   kind node image from Debian packages, kind's own node
 #                                   files and Go-built Kubernetes binaries, with the
 #                                   control-plane, CoreDNS and pause images preloaded
-#   hack/kind-images.sh all         all of the above (default)
+#   hack/kind-images.sh all         all of the above (default); cold, the Go builds run in
+#                                   the background while the four debootstraps run in
+#                                   parallel and the chromasnap image builds
 #   hack/kind-images.sh --print-node-image | --print-image | --print-minio-image
 #
 # Cached: a rootfs image whose recipe label matches, or a node image whose tag exists,

@@ -95,6 +95,11 @@ class CommonSettings(BaseSettings):
         "several files separated by commas, e.g. read and write tokens); "
         "else CHROMASNAP_AUTH_TOKEN; neither: no authentication",
     )
+    drain_seconds: Annotated[float, Field(ge=0, le=300)] = Field(
+        default=0.0,
+        description="on SIGTERM, keep serving this long (not ready, closing each connection "
+        "after its response) before shutting down; the operator sets it for pods",
+    )
     push_token_file: str | None = Field(
         default=None,
         description="file with the token writers send with delta pushes and readers require "

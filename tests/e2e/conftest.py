@@ -9,6 +9,7 @@ warm run only creates the cluster — and deletes the cluster at the end unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -65,21 +66,24 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.write_line(f"(also in {STATE / 'e2e-results.json'})")
 
 
-def _sh(*args: str, timeout: float = 3600) -> None:
-    """Run a hack script with its progress streaming to the terminal."""
-    proc = subprocess.run(["bash", *args], cwd=ROOT, timeout=timeout, check=False,
-                          stdout=sys.stderr, stderr=sys.stderr)
+def _sh(config: pytest.Config, *args: str, timeout: float = 3600) -> None:
+    """Run a hack script with its progress streaming to the terminal, live (a cold
+    build takes many minutes), not into pytest's captured output."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        proc = subprocess.run(["bash", *args], cwd=ROOT, timeout=timeout, check=False,
+                              stdout=sys.stderr, stderr=sys.stderr)
     if proc.returncode != 0:
         pytest.fail(f"bash {' '.join(args)} failed with exit {proc.returncode}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def kind_cluster() -> Iterator[None]:
+def kind_cluster(pytestconfig: pytest.Config) -> Iterator[None]:
     """Docker, the images, a kind cluster with MinIO: ``hack/kind.sh cluster``."""
     log = STATE / "times.log"
     seen = len(log.read_text().splitlines()) if log.exists() else 0
     with TIMINGS.step("cluster: docker + images + kind create + load + MinIO"):
-        _sh("hack/kind.sh", "cluster")
+        _sh(pytestconfig, "hack/kind.sh", "cluster")
     TIMINGS.facts["hack/kind.sh steps"] = [
         line.split(" ", 1)[1] for line in log.read_text().splitlines()[seen:]]
     TIMINGS.facts["host quirks"] = subprocess.run(
@@ -88,7 +92,7 @@ def kind_cluster() -> Iterator[None]:
     yield
     if not KEEP:
         with TIMINGS.step("kind delete cluster"):
-            _sh("hack/kind.sh", "down")
+            _sh(pytestconfig, "hack/kind.sh", "down")
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,9 @@ class ChromaAPI:
         self.role = role
         self.auth_tokens = [t.encode() for t in auth_tokens]
         self.push_tokens = [t.encode() for t in push_tokens]
+        #: Set on SIGTERM (see ``api.server.DrainingServer``): answer, but close every
+        #: connection after its response, so clients reconnect to another pod.
+        self.draining = False
         self.internal_port = internal_port
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
@@ -126,6 +129,11 @@ class ChromaAPI:
             notify_delta=on_delta is not None,
         )
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def start_draining(self) -> None:
+        """Stop looking ready and close each connection after its next response."""
+        self.draining = True
+        self.context.draining = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI: HTTP requests and lifespan events."""
@@ -194,6 +202,8 @@ class ChromaAPI:
         ]
         if resp.headers:
             headers.extend(resp.headers)
+        if self.draining:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": resp.body})
         key = (route, method, resp.status)

@@ -3,8 +3,10 @@ tests and ``chromasnap dev``."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from types import FrameType
 from typing import Any
 
 from chromasnap.api.app import ChromaAPI
@@ -21,6 +23,35 @@ def uvicorn_config(app: ChromaAPI, host: str, port: int, *, log_level: str = "wa
         app, host=host, port=port, loop="auto", http="auto", lifespan="on",
         access_log=False, log_level=log_level, timeout_keep_alive=75, log_config=None,
     )
+
+
+log = logging.getLogger("chromasnap.api")
+
+
+def draining_server(config: Any, app: ChromaAPI, drain_seconds: float) -> Any:
+    """A ``uvicorn.Server`` that drains for ``drain_seconds`` on SIGTERM before it stops.
+
+    Kubernetes sends SIGTERM while Services may still route to the pod for a
+    moment, and clients hold kept-alive connections to it. Stopping at once
+    resets those connections mid-request. Draining keeps answering, reports
+    not-ready, and closes each connection after its response (so clients
+    reconnect to another pod), then shuts down gracefully. A second signal, or
+    ``drain_seconds`` of 0, stops at once.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if drain_seconds <= 0 or app.draining:
+                super().handle_exit(sig, frame)
+                return
+            log.info("draining before shutdown", extra={"seconds": drain_seconds})
+            app.start_draining()
+            timer = threading.Timer(drain_seconds, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+
+    return DrainingServer(config)
 
 
 class BackgroundServer:

@@ -33,6 +33,8 @@ class ServiceContext:
     read: ReadBackend | None = None
     write: WriteBackend | None = None
     ready: Callable[[], bool] | None = None
+    #: Shutting down: readiness says no while requests are still answered.
+    draining: bool = False
     #: A line /readyz adds when ready but not all is well (e.g. a stale snapshot).
     ready_note: Callable[[], str | None] | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -89,6 +91,8 @@ class ServiceContext:
 
     def is_ready(self) -> bool:
         """The readiness callback's answer (``True`` without one; ``False`` if it fails)."""
+        if self.draining:
+            return False
         if self.ready is None:
             return True
         try:

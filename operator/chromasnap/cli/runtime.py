@@ -100,16 +100,16 @@ def run_compactor(s: CompactorSettings, loop_interval: float | None = None) -> i
             return 0
 
 
-def _serve(app: Any, host: str, port: int, internal_port: int | None = None) -> int:
+def _serve(app: Any, host: str, port: int, drain_seconds: float,
+           internal_port: int | None = None) -> int:
     import socket
 
-    import uvicorn
-
-    from chromasnap.api.server import uvicorn_config
+    from chromasnap.api.server import draining_server, uvicorn_config
 
     config = uvicorn_config(app, host, port)
+    server = draining_server(config, app, drain_seconds)
     if internal_port is None:
-        uvicorn.Server(config).run()
+        server.run()
         return 0
     # One server on two sockets: the app tells them apart by the local port.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -119,7 +119,7 @@ def _serve(app: Any, host: str, port: int, internal_port: int | None = None) -> 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, p))
         sockets.append(sock)
-    uvicorn.Server(config).run(sockets=sockets)
+    server.run(sockets=sockets)
     return 0
 
 
@@ -160,7 +160,7 @@ def build_writer_app(s: WriterSettings) -> Any:
 
 def run_writer(s: WriterSettings) -> int:
     """Serve the writer until terminated."""
-    return _serve(build_writer_app(s), s.host, s.port)
+    return _serve(build_writer_app(s), s.host, s.port, s.drain_seconds)
 
 
 def build_reader_app(s: ReaderSettings) -> Any:
@@ -220,4 +220,4 @@ def build_reader_app(s: ReaderSettings) -> Any:
 
 def run_reader(s: ReaderSettings) -> int:
     """Serve the reader until terminated."""
-    return _serve(build_reader_app(s), s.host, s.port, s.internal_port)
+    return _serve(build_reader_app(s), s.host, s.port, s.drain_seconds, s.internal_port)

@@ -87,6 +87,12 @@ def config_map(cc: ChromaCollection) -> Manifest:
     }
 
 
+#: Seconds a writer or reader keeps answering after SIGTERM (not ready, closing each
+#: connection after its response) so that Services and clients move off it without a
+#: failed request; well within the pods' terminationGracePeriodSeconds.
+DRAIN_SECONDS = 5
+
+
 def writer_env(cc: ChromaCollection, settings: OperatorSettings) -> dict[str, str]:
     """Writer-only settings (``WriterSettings``), set inline on the writer container.
 
@@ -101,6 +107,7 @@ def writer_env(cc: ChromaCollection, settings: OperatorSettings) -> dict[str, st
         _env("flush_max_delay_ms"): str(fw.max_delay_ms),
         _env("notify_dns"): f"{headless}:{INTERNAL_PORT}",
         _env("port"): str(HTTP_PORT),
+        _env("drain_seconds"): str(DRAIN_SECONDS),
     } | auth_env(cc, COMPONENT_WRITER)
 
 
@@ -125,6 +132,7 @@ def reader_env(cc: ChromaCollection, settings: OperatorSettings) -> dict[str, st
         _env("writer_url"): f"http://{writer_host}:{HTTP_PORT}",
         _env("port"): str(HTTP_PORT),
         _env("internal_port"): str(INTERNAL_PORT),
+        _env("drain_seconds"): str(DRAIN_SECONDS),
     } | auth_env(cc, COMPONENT_READER)
 
 
