@@ -93,8 +93,9 @@ get/patch on its status) and bind it, the operator must hold those permissions i
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, create, update, patch, delete]
-# Pods: why a writer, reader or compaction run is not ready (image pull errors, missing
-# Secret, termination messages) for the collection's conditions. Read-only.
+# Pods (watched by label, like the children): why a writer, reader or compaction run is
+# stuck (unschedulable, image pull errors, missing Secret keys), for the collection's
+# conditions. Read-only: get, list, watch.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]

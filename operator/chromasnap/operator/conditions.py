@@ -9,7 +9,8 @@ children, patches what comes out, and posts an Event per :class:`Transition`.
 Status is derived from what is true now, never from what the operator hopes:
 a Deployment is ready when Kubernetes says its pods are ready, a snapshot
 exists when a compactor reported publishing one, a compaction failed when it
-said so or its Job failed.
+said so or its Job failed; a pod is stuck when the scheduler or the kubelet says why it
+cannot start (unschedulable, image pull, a missing Secret or ConfigMap key).
 """
 
 from __future__ import annotations
@@ -28,9 +29,21 @@ from chromasnap.operator.crd import (
     CONDITION_SNAPSHOT_AVAILABLE,
     CONDITION_WRITERS_READY,
 )
-from chromasnap.operator.observed import DeploymentState, JobState, Observed
+from chromasnap.operator.observed import (
+    IMAGE_PULL_REASONS,
+    UNSCHEDULABLE,
+    DeploymentState,
+    JobState,
+    Observed,
+    PodState,
+)
 from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION
-from chromasnap.operator.specs.naming import COMPONENT_COMPACTOR, reader_selector
+from chromasnap.operator.specs.naming import (
+    COMPONENT_COMPACTOR,
+    COMPONENT_READER,
+    COMPONENT_WRITER,
+    reader_selector,
+)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 #: Condition the purge Job adds to the collection's status once the prefix is empty.
@@ -68,9 +81,43 @@ class Verdict:
     message: str
 
 
+def stuck_kind(pod: PodState) -> str:
+    """``Unschedulable``, ``ImagePullFailed`` or ``ContainerConfigError``."""
+    if pod.stuck == UNSCHEDULABLE:
+        return "Unschedulable"
+    if pod.stuck in IMAGE_PULL_REASONS:
+        return "ImagePullFailed"
+    return "ContainerConfigError"
+
+
+#: Condition reasons for stuck pods, by :func:`stuck_kind`.
+WORKLOAD_STUCK_REASONS = {
+    "Unschedulable": "PodsUnschedulable",
+    "ImagePullFailed": "ImagePullFailed",
+    "ContainerConfigError": "ContainerConfigError",
+}
+COMPACTION_STUCK_REASONS = {
+    "Unschedulable": "CompactionUnschedulable",
+    "ImagePullFailed": "CompactionImagePullFailed",
+    "ContainerConfigError": "CompactionContainerConfigError",
+}
+#: Reasons that need someone to act (a bigger node, an image, a Secret): warned about even
+#: when the condition was never True (a new collection that cannot start).
+STUCK_REASONS = frozenset({*WORKLOAD_STUCK_REASONS.values(), *COMPACTION_STUCK_REASONS.values()})
+
+
+def stuck_summary(pods: Sequence[PodState]) -> str:
+    """What the first stuck pod reports, and how many more there are."""
+    first = pods[0]
+    more = f" (and {len(pods) - 1} more)" if len(pods) > 1 else ""
+    what = "cannot be scheduled" if first.stuck == UNSCHEDULABLE else "cannot start"
+    return f"pod {first.name}{more} {what}: {first.message}"
+
+
 def _workload_verdict(
     ctype: str, what: str, dep: DeploymentState | None, desired: int | None, created: bool,
-    waiting_for_snapshot: bool = False,
+    waiting_for_snapshot: bool = False, stuck: Sequence[PodState] = (),
+    compactor_stuck: Verdict | None = None,
 ) -> Verdict:
     if dep is None:
         if not created:
@@ -83,16 +130,25 @@ def _workload_verdict(
     if want == 0:
         return Verdict(ctype, FALSE, "ScaledToZero",
                        f"{what} are scaled to 0 replicas; scale them up to serve")
+    if stuck and dep.ready < want:
+        return Verdict(ctype, FALSE, WORKLOAD_STUCK_REASONS[stuck_kind(stuck[0])],
+                       f"{dep.ready}/{want} {what} ready{rollout}; {stuck_summary(stuck)}")
     if dep.stalled:
         return Verdict(ctype, FALSE, "ProgressDeadlineExceeded",
                        f"{dep.ready}/{want} {what} ready; Deployment {dep.name}: {dep.stalled}")
     if dep.ready >= want:
+        # New pods of a rollout may be stuck while the old ones still serve.
+        held = f"; new pods are stuck: {stuck_summary(stuck)}" if stuck else ""
         return Verdict(ctype, TRUE, "RollingUpdate" if dep.rolling_out else "AllReplicasReady",
-                       f"{dep.ready}/{want} {what} ready{rollout}")
+                       f"{dep.ready}/{want} {what} ready{rollout}{held}")
     if waiting_for_snapshot:
+        blocked = (
+            f"; no compaction can run ({compactor_stuck.reason}, see CompactorHealthy)"
+            if compactor_stuck is not None else ""
+        )
         return Verdict(ctype, FALSE, "WaitingForSnapshot",
                        f"{dep.ready}/{want} {what} ready: readers become ready once a snapshot "
-                       "is published (see SnapshotAvailable)")
+                       f"is published (see SnapshotAvailable){blocked}")
     return Verdict(ctype, FALSE, "ReplicasNotReady",
                    f"{dep.ready}/{want} {what} ready{rollout}; see "
                    f"`kubectl describe deployment {dep.name}` and its pods")
@@ -117,6 +173,12 @@ def _compactor_verdict(obs: Observed, last: Mapping[str, Any] | None, created: b
     suspended = (
         "; scheduled runs are suspended (spec.compactor.suspend)" if obs.cronjob.suspend else ""
     )
+    stuck = obs.stuck(COMPONENT_COMPACTOR)
+    if stuck:
+        # A compaction pod that cannot start is today's news, whatever the last run said;
+        # its Job waits (and the snapshot with it) until this is fixed.
+        return Verdict(ctype, FALSE, COMPACTION_STUCK_REASONS[stuck_kind(stuck[0])],
+                       f"a compaction Job's {stuck_summary(stuck)}{suspended}")
     last_time = str((last or {}).get("time") or "")
     compaction_jobs = [j for j in obs.jobs if j.component == COMPONENT_COMPACTOR]
     failed = _newest(j for j in compaction_jobs if j.failed and (j.finished or "") > last_time)
@@ -144,8 +206,15 @@ def _compactor_verdict(obs: Observed, last: Mapping[str, Any] | None, created: b
                    f"{when}: {result.lower()}" + (f" ({message})" if message else "") + suspended)
 
 
-def _snapshot_verdict(name: str, status: Mapping[str, Any]) -> Verdict:
+def _snapshot_verdict(name: str, status: Mapping[str, Any],
+                      compactor_stuck: Verdict | None = None) -> Verdict:
     snap = status.get("snapshot") or {}
+    if not snap.get("version") and compactor_stuck is not None:
+        return Verdict(
+            CONDITION_SNAPSHOT_AVAILABLE, FALSE, "NoSnapshot",
+            "no snapshot has been published yet: the first compaction cannot run "
+            f"({compactor_stuck.reason}, see CompactorHealthy)",
+        )
     if not snap.get("version"):
         return Verdict(
             CONDITION_SNAPSHOT_AVAILABLE, FALSE, "NoSnapshot",
@@ -183,16 +252,20 @@ def verdicts(
     created: bool,
 ) -> list[Verdict]:
     """All five conditions, ``Ready`` first, before timestamps are attached."""
-    snapshot = _snapshot_verdict(name, status)
+    compactor = _compactor_verdict(obs, status.get("lastCompaction"), created)
+    compactor_stuck = compactor if compactor.reason in COMPACTION_STUCK_REASONS.values() else None
+    snapshot = _snapshot_verdict(name, status, compactor_stuck)
     writer_spec = spec.get("writer") or {}
     reader_spec = spec.get("reader") or {}
     parts = [
         _workload_verdict(CONDITION_WRITERS_READY, "writers", obs.writer,
-                          _int_or_none(writer_spec.get("replicas")), created),
+                          _int_or_none(writer_spec.get("replicas")), created,
+                          stuck=obs.stuck(COMPONENT_WRITER)),
         _workload_verdict(CONDITION_READERS_READY, "readers", obs.reader,
                           _int_or_none(reader_spec.get("replicas")), created,
-                          waiting_for_snapshot=snapshot.status != TRUE),
-        _compactor_verdict(obs, status.get("lastCompaction"), created),
+                          waiting_for_snapshot=snapshot.status != TRUE,
+                          stuck=obs.stuck(COMPONENT_READER), compactor_stuck=compactor_stuck),
+        compactor,
         snapshot,
     ]
     if problem is not None:
@@ -302,7 +375,8 @@ def transitions(
 
     ``Ready`` becoming True is Normal; a problem with the spec, or a condition that
     was True turning False, is a Warning. Reaching readiness for the first time
-    (False while starting up) is not warned about: that is how every collection starts.
+    (False while starting up) is not warned about: that is how every collection starts;
+    a pod that cannot start (unschedulable, image pull, …) is, whatever came before.
     """
     old = {c.get("type"): c for c in before}
     out: list[Transition] = []
@@ -321,7 +395,9 @@ def transitions(
                 out.append(Transition("Warning", reason, message))
             elif prev is not None and prev.get("status") == TRUE:
                 out.append(Transition("Warning", "NotReady", f"{reason}: {message}"))
-        elif prev is not None and prev.get("status") == TRUE and status == FALSE:
+        elif status == FALSE and (
+            (prev is not None and prev.get("status") == TRUE) or reason in STUCK_REASONS
+        ):
             out.append(Transition("Warning", reason, f"{ctype}: {message}"))
     return out
 

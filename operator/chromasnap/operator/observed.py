@@ -1,6 +1,6 @@
 """What the cluster reports about a collection's workloads, reduced to what status needs.
 
-Plain frozen values parsed from API objects (Deployments, the CronJob, Jobs), so
+Plain frozen values parsed from API objects (Deployments, the CronJob, Jobs, pods), so
 that the status logic in :mod:`.conditions` is pure and the kopf indexes hold
 a few fields per object rather than whole manifests.
 """
@@ -141,6 +141,55 @@ class OwnedChild:
         )
 
 
+#: Why a pod is stuck, by what Kubernetes reports: the scheduler's ``PodScheduled`` reason,
+#: or a container's waiting reason that does not go away by waiting.
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
+CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError"})
+STUCK_WAITING_REASONS = IMAGE_PULL_REASONS | CONFIG_ERROR_REASONS
+#: Stuck messages kept per pod (the scheduler's can list every node).
+MAX_POD_MESSAGE = 512
+
+
+@dataclass(frozen=True)
+class PodState:
+    """One of a collection's pods: its component and, if it is stuck, why."""
+
+    name: str
+    component: str
+    stuck: str = ""  # Unschedulable, or a container's waiting reason (ImagePullBackOff…)
+    message: str = ""  # the scheduler's or the kubelet's message
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodState:
+        """From a Pod object. Pods being deleted and finished pods are never stuck."""
+        meta = body.get("metadata") or {}
+        st = body.get("status") or {}
+        name = str(meta.get("name") or "")
+        component = str((meta.get("labels") or {}).get(LABEL_COMPONENT) or "")
+        if meta.get("deletionTimestamp") or st.get("phase") in ("Succeeded", "Failed"):
+            return cls(name, component)
+        for c in st.get("conditions") or []:
+            if (c.get("type") == "PodScheduled" and c.get("status") == "False"
+                    and c.get("reason") == UNSCHEDULABLE):
+                return cls(name, component, UNSCHEDULABLE,
+                           _short(c.get("message") or "no node fits the pod"))
+        for cs in [*(st.get("initContainerStatuses") or []),
+                   *(st.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason") or "")
+            if reason in STUCK_WAITING_REASONS:
+                detail = str(waiting.get("message") or "")
+                text = f"container {cs.get('name')}: {reason}" + (f": {detail}" if detail else "")
+                return cls(name, component, reason, _short(text))
+        return cls(name, component)
+
+
+def _short(text: object) -> str:
+    out = " ".join(str(text).split())
+    return out if len(out) <= MAX_POD_MESSAGE else out[: MAX_POD_MESSAGE - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything about one collection's children that the status is computed from."""
@@ -149,3 +198,9 @@ class Observed:
     reader: DeploymentState | None = None
     cronjob: CronJobState | None = None
     jobs: tuple[JobState, ...] = field(default_factory=tuple)
+    pods: tuple[PodState, ...] = field(default_factory=tuple)
+
+    def stuck(self, component: str) -> tuple[PodState, ...]:
+        """The component's stuck pods, by name."""
+        return tuple(sorted((p for p in self.pods if p.component == component and p.stuck),
+                            key=lambda p: p.name))

@@ -82,7 +82,8 @@ OPERATOR_NEEDS = [
     *(Can(v, res) for res in CHILDREN for v in ("get", "list", "watch", "create", "patch",
                                                  "delete")),
     Can("get", "core/secrets"),
-    Can("list", "core/pods"),
+    # pods: watched read-only, for why a workload or a compaction is stuck
+    *(Can(v, "core/pods") for v in ("get", "list", "watch")),
     Can("create", "core/events"),
     # it may grant only what it holds: the collection Role's rules
     Can("update", "coordination.k8s.io/leases"), Can("get", f"{CR}/status"),
@@ -91,6 +92,9 @@ OPERATOR_MUST_NOT = [
     Can("list", "core/secrets"), Can("watch", "core/secrets"), Can("create", "core/secrets"),
     Can("update", "core/secrets"), Can("delete", "core/secrets"),
     Can("create", "core/pods"), Can("delete", "core/pods"), Can("create", "core/pods/exec"),
+    Can("update", "core/pods"), Can("patch", "core/pods"), Can("deletecollection", "core/pods"),
+    Can("get", "core/pods/log"), Can("create", "core/pods/eviction"),
+    Can("patch", "core/pods/status"),
     Can("create", "core/serviceaccounts/token"),
     Can("create", CR), Can("delete", CR), Can("update", CR),
     Can("get", "core/nodes", namespaced=False), Can("list", "core/namespaces", namespaced=False),

@@ -642,9 +642,15 @@ def test_chart_rbac_is_least_privilege() -> None:
     for verb in ("list", "watch", "create", "update", "patch", "delete"):
         assert not allowed(rules, "", "secrets", verb)
     assert not allowed(chart_rules(read_secrets=False), "", "secrets", "get")
-    # Pods are only read; namespaces and CRDs are not needed in --standalone mode.
-    for verb in ("create", "update", "patch", "delete"):
+    # Pods are only read (watched for why they are stuck: unschedulable, image pull);
+    # namespaces and CRDs are not needed in --standalone mode.
+    (pod_rule,) = [r for r in rules if "pods" in r["resources"]]
+    assert pod_rule["apiGroups"] == [""] and pod_rule["resources"] == ["pods"]
+    assert sorted(pod_rule["verbs"]) == ["get", "list", "watch"]
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
         assert not allowed(rules, "", "pods", verb)
+    assert not any(r["resources"] == ["pods/exec"] or "pods/log" in r["resources"]
+                   or "pods/exec" in r["resources"] for r in rules)
     assert not allowed(rules, "", "namespaces", "list")
     assert not allowed(rules, "apiextensions.k8s.io", "customresourcedefinitions", "list")
     # networking: its own NetworkPolicies only, not ingresses or cluster-wide policy kinds.

@@ -1,7 +1,7 @@
 """The operator's view of the cluster: kopf's in-memory indexes, read by key.
 
 kopf keeps the indexes current from its watches (collections, and the
-Deployments, CronJobs, Jobs and NetworkPolicies the operator labels as its own); reading them
+Deployments, CronJobs, Jobs, NetworkPolicies and pods the operator labels as its own); reading them
 costs no API call, so every child event can recompute a status cheaply.
 """
 
@@ -21,7 +21,7 @@ from chromasnap.resource import API_VERSION, KIND
 #: seen.
 STORAGE_PREFIX = "kopf.chromasnap.dev"
 #: The ids of the kopf indexes (see the ``@kopf.index`` handlers).
-INDEXES = ("collections", "deployments", "cronjobs", "jobs", "networkpolicies")
+INDEXES = ("collections", "deployments", "cronjobs", "jobs", "networkpolicies", "pods")
 
 Key = tuple[str, str]  # (namespace, name) of a ChromaCollection
 
@@ -78,11 +78,13 @@ class ClusterCache:
         deps = self.indices.get("deployments")
         crons = self.indices.get("cronjobs")
         jobs = self.indices.get("jobs")
+        pods = self.indices.get("pods")
         return Observed(
             writer=_first(deps.get((ns, name, COMPONENT_WRITER))) if deps else None,
             reader=_first(deps.get((ns, name, COMPONENT_READER))) if deps else None,
             cronjob=_first(crons.get(key)) if crons else None,
             jobs=tuple(jobs.get(key, ())) if jobs else (),
+            pods=tuple(pods.get(key, ())) if pods else (),
         )
 
     def network_policies(self, key: Key) -> list[OwnedChild]:

@@ -40,7 +40,13 @@ from chromasnap.operator.controller.cache import INDEXES, STORAGE_PREFIX, Key, m
 from chromasnap.operator.controller.retry import backoff
 from chromasnap.operator.controller.wiring import Operator, Parts
 from chromasnap.operator.kubeapi import ApiError, load_connection
-from chromasnap.operator.observed import CronJobState, DeploymentState, JobState, OwnedChild
+from chromasnap.operator.observed import (
+    CronJobState,
+    DeploymentState,
+    JobState,
+    OwnedChild,
+    PodState,
+)
 from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION
 from chromasnap.operator.settings import OperatorSettings, RuntimeSettings
 from chromasnap.operator.specs.naming import (
@@ -73,6 +79,8 @@ CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("batch", "v1", "jobs"),
     ("networking.k8s.io", "v1", "networkpolicies"),
 )
+#: Watched read-only (never repaired): their pods say why a workload or a compaction is stuck.
+POD_RESOURCE = ("", "v1", "pods")
 
 
 class _WaitingIsNotAnError(logging.Filter):
@@ -118,7 +126,7 @@ def configure(settings: kopf.OperatorSettings, runtime: RuntimeSettings) -> None
     settings.execution.max_workers = 4
     # Only our own children are watched: the API server filters by label, so the
     # operator never receives (or holds) the cluster's other ConfigMaps, Services, Jobs…
-    for group, version, plural in CHILD_RESOURCES:
+    for group, version, plural in (*CHILD_RESOURCES, POD_RESOURCE):
         settings.watching.label_selectors[group, version, plural] = MANAGED_SELECTOR
 
 
@@ -191,6 +199,28 @@ async def networkpolicies(body: kopf.Body, namespace: str | None, labels: kopf.L
     """(namespace, collection) -> its NetworkPolicies (to delete them once disabled)."""
     inst = labels.get(LABEL_INSTANCE)
     return {(str(namespace), inst): OwnedChild.from_body(body)} if inst else None
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED, id="pods")
+async def pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
+               **_: Any) -> dict[Key, PodState] | None:
+    """(namespace, collection) -> its pods: component, and why one is stuck."""
+    inst = labels.get(LABEL_INSTANCE)
+    return {(str(namespace), inst): PodState.from_body(body)} if inst else None
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED, id="pod-status")
+async def pod_event(body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: Any,
+                    **_: Any) -> None:
+    """A pod changed (scheduled, stuck, gone): the owner's conditions may change."""
+    inst = labels.get(LABEL_INSTANCE)
+    if not inst or not namespace:
+        return
+    try:
+        await _parts(memo).repair.pod_event((str(namespace), inst))
+    except ApiError as e:
+        log.warning("refreshing status on a pod's event failed",
+                    extra=logs.fields(error=str(e)))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -92,6 +92,13 @@ class DriftRepair:
         if kind in STATUS_KINDS and str(meta(parent).get("uid")) in self.memory.judged:
             await self.status.refresh(key)
 
+    async def pod_event(self, key: Key) -> None:
+        """One of the collection's pods changed: refresh its status (pods are never
+        repaired; their controllers own them). Costs no API call if nothing changed."""
+        parent = self.cache.collection(key)
+        if parent is not None and str(meta(parent).get("uid")) in self.memory.judged:
+            await self.status.refresh(key)
+
     async def _repair(self, key: Key, parent: Mapping[str, Any], kind: str, name: str,
                       event_type: str | None, live: Mapping[str, Any]) -> None:
         desired = desired_by_name(parent, self.settings).get((kind, name))
