@@ -79,17 +79,17 @@ PROFILE_FRAMES: list[tuple[str, str, str]] = [
         "asyncio/runners.py",
         "event-loop thread: uvloop + httptools (native) and the app's coroutines",
     ),
-    ("ChromaAPI._http", "chromasnap/httpapi.py", "the ASGI app's own Python, on the event loop"),
-    ("parse_query", "chromasnap/httpapi.py", "request parse + embedding decode"),
-    ("_json", "chromasnap/httpapi.py", "response serialisation (orjson)"),
+    ("ChromaAPI._http", "chromasnap/api/app.py", "the ASGI app's own Python, on the event loop"),
+    ("parse_query", "chromasnap/api/parsing.py", "request parse + embedding decode"),
+    ("json_response", "chromasnap/api/responses.py", "response serialisation (orjson)"),
     ("_worker", "concurrent/futures/thread.py", "thread-pool workers (asyncio.to_thread)"),
     (
         "query_raw",
         "chromasnap/engine/reads.py",
         "chromadb's Rust bindings: HNSW search + SQLite record fetch",
     ),
-    ("ReaderBackend._overlay", "chromasnap/readserver.py", "fresh-read tail overlay"),
-    ("loop", "chromasnap/runtime.py", "background pointer / tail polling"),
+    ("ReaderBackend._overlay", "chromasnap/reader/backend.py", "fresh-read tail overlay"),
+    ("Poller._loop", "chromasnap/reader/poller.py", "background pointer / tail polling"),
 ]
 
 
