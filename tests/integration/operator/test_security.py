@@ -125,10 +125,10 @@ def test_tokens_reach_the_pods_as_files_and_nowhere_else(
     cron_pod = as_dict(kube_api, cron)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert all(v["name"] != "auth" for v in cron_pod["volumes"])
     assert "TOKEN_FILE" not in json.dumps(cron_pod)
-    # and the live children are what the builders make
+    # and the live children are what the builders make (once the operator applied them all)
     for (kind, name), m in _desired(colls, ns, "docs", operator).items():
-        live = get_manifest(kube_api, m)
-        assert live is not None and drift(m, live) == [], f"{kind} {name}"
+        live = wait_for(f"{kind} {name}", lambda m=m: get_manifest(kube_api, m), timeout=30)
+        assert drift(m, live) == [], f"{kind} {name}"
 
     # kwok makes the pods (and reports them ready): no token in their spec or status,
     # nor in the collection, its Events or the operator's log.
