@@ -67,6 +67,18 @@ _shared: dict[str, Any] = {}
 # --- waiting ----------------------------------------------------------------------------
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM a running process (as the kubelet does), SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
              interval: float = 0.1) -> T:
     """Poll ``probe`` until it returns something truthy; fail naming ``what`` on timeout."""
@@ -222,13 +234,8 @@ class OperatorProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, grace=20)
 
     def start(self) -> None:
         """(Re)start the process with the same command line, env and log; wait until live."""
@@ -448,13 +455,7 @@ class PodProcess:
 
     def stop(self) -> None:
         """SIGTERM (as the kubelet does), then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=30)
 
 
 class PodRunner:

@@ -63,6 +63,7 @@ from kubeops import (
     create_secret,
     maybe,
     operator,  # noqa: F401 - fixture
+    stop_process,
     wait_for,
 )
 from minio_server import MinioServer, free_port
@@ -117,13 +118,7 @@ class Prometheus:
         return float(samples[0]["value"][1]) if samples else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=30)
 
 
 def start_prometheus(workdir: Path, rules: Path, targets: dict[str, Any]) -> Prometheus:
