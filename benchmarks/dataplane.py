@@ -1,4 +1,4 @@
-"""Data-plane benchmarks: compaction throughput, reader cold start, compaction scaling.
+"""Data-plane benchmarks: compaction throughput and reader cold start on a full version.
 
 Each figure is measured side by side with its DESIGN.md peer in the same run,
 on real MinIO (loopback) and real chromadb.
@@ -208,59 +208,16 @@ def reader_cold_start(store: S3Store, endpoint: str, work: Path) -> list[Result]
     ]
 
 
-def fold_once(store: S3Store, work: Path, start: int) -> dict[str, Any]:
-    """Fold one 10k delta with a cold cache; time and bytes moved."""
-    cur = pointer.read(store).pointer
-    assert cur is not None
-    base = snapshots.load_manifest(store, cur.manifest)
-    delta_bytes = upload_deltas(store, start, DELTA_RECORDS, start + 7)
-    c = new_compactor(store, work / "compactor")
-    t0 = time.perf_counter()
-    res = c.run()
-    secs = time.perf_counter() - t0
-    assert res.result == "succeeded", res.message
-    return {
-        "base_records": base.record_count,
-        "seconds": round(secs, 2),
-        "downloaded_bytes": base.byte_size + delta_bytes,
-        "uploaded_bytes": res.snapshot_bytes,
-        "steps_seconds": res.steps,
-    }
+def run(minio_endpoint: str, new_bucket_url: Any, n: int) -> list[Result]:
+    """Compaction throughput and reader cold start on one full version of ``n`` records.
 
-
-def compaction_scaling(
-    store_small: S3Store, store_big: S3Store, bases: list[int], work: Path
-) -> dict[str, Any]:
-    """How one 10k-record compaction grows with the base snapshot's size."""
-    rows = []
-    c = new_compactor(store_small, work / "compactor")
-    assert c.run().result == "succeeded"
-    rows.append(fold_once(store_small, work, 10_000_000))
-    log(f"scaling: {rows[-1]}")
-    for base in sorted(b for b in bases if b > 0):
-        cur = pointer.read(store_big).pointer
-        have = snapshots.load_manifest(store_big, cur.manifest).record_count if cur else 0
-        if have < base:
-            log(f"scaling: growing base from {have} to {base} records")
-            upload_deltas(store_big, have, base - have, base)
-            assert new_compactor(store_big, work / "compactor").run().result == "succeeded"
-        rows.append(fold_once(store_big, work, 20_000_000 + base))
-        log(f"scaling: {rows[-1]}")
-    return {"delta_records": DELTA_RECORDS, "rows": rows}
-
-
-def run(
-    minio_endpoint: str, new_bucket_url: Any, n: int, bases: list[int]
-) -> tuple[list[Result], dict[str, Any] | None]:
-    """All data-plane benchmarks; returns results and the scaling table (None: no bases)."""
+    (The scaling curve comes from ``benchmarks.segments``.)
+    """
     work = Path(tempfile.mkdtemp(prefix="chromasnap-bench-"))
     try:
         big = S3Store(new_bucket_url(), endpoint_url=minio_endpoint)
         results, _ = compaction_throughput(big, n, work)
         results += reader_cold_start(big, minio_endpoint, work)
-        if not bases:
-            return results, None
-        small = S3Store(new_bucket_url(), endpoint_url=minio_endpoint)
-        return results, compaction_scaling(small, big, bases, work)
+        return results
     finally:
         shutil.rmtree(work, ignore_errors=True)

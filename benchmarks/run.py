@@ -1,6 +1,7 @@
 """``make bench``: run benchmarks side by side with their peers; write docs/benchmarks.*.
 
-Usage: python -m benchmarks.run [--only dataplane,...] [--records N] [--bases 0,100000,300000]
+Usage: python -m benchmarks.run [--only dataplane,segments,...] [--records N]
+       [--segment-records N]
 """
 
 from __future__ import annotations
@@ -20,34 +21,44 @@ from minio_server import MinioServer, minio_binary, s3_env  # noqa: E402
 
 SCALING_START = "<!-- scaling:start -->"
 SCALING_END = "<!-- scaling:end -->"
+INGEST_START = "<!-- ingest:start -->"
+INGEST_END = "<!-- ingest:end -->"
+
+
+def _replace_block(start_marker: str, end_marker: str, lines: list[str]) -> None:
+    text = report.MD_PATH.read_text()
+    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
+    block = "\n".join([start_marker, *lines, end_marker])
+    report.MD_PATH.write_text(text[:start] + block + text[end:])
 
 
 def write_scaling(scaling: dict[str, object]) -> None:
-    """Record the compaction-vs-base-size curve in docs/benchmarks.md."""
+    """Record the compaction-vs-base-size curve and the ingest's rounds in docs/benchmarks.md."""
     rows = [
-        "| base records | compaction s | downloaded MB | uploaded MB | apply s | upload s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| base records | run | compaction s | downloaded MB | uploaded MB |",
+        "| ---: | --- | ---: | ---: | ---: |",
     ]
     for r in scaling["rows"]:  # type: ignore[attr-defined]
         rows.append(
-            f"| {r['base_records']:,} | {r['seconds']:.1f} | "
-            f"{r['downloaded_bytes'] / 1e6:.0f} | {(r['uploaded_bytes'] or 0) / 1e6:.0f} | "
-            f"{r['steps_seconds'].get('apply', 0):.1f} | "
-            f"{r['steps_seconds'].get('upload', 0):.1f} |"
+            f"| {r['base_records']:,} | {r['kind']} | {r['seconds']:.1f} | "
+            f"{r['downloaded_bytes'] / 1e6:.1f} | {(r['uploaded_bytes'] or 0) / 1e6:.1f} |"
         )
-    block = "\n".join(
-        [
-            SCALING_START,
-            f"Fixed delta: {scaling['delta_records']:,} records; "
-            "compactor cache cold (as in a CronJob pod).",
-            "",
-            *rows,
-            SCALING_END,
-        ]
-    )
-    text = report.MD_PATH.read_text()
-    start, end = text.index(SCALING_START), text.index(SCALING_END) + len(SCALING_END)
-    report.MD_PATH.write_text(text[:start] + block + text[end:])
+    _replace_block(SCALING_START, SCALING_END, [
+        f"Fixed delta: {scaling['delta_records']:,} records; "
+        "compactor cache cold (as in a CronJob pod).", "", *rows])
+    ingest = [
+        "| round | records after | run | merged segments | segments after | uploaded MB "
+        "| downloaded MB | s | version MB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in scaling["ingest"]:  # type: ignore[attr-defined]
+        ingest.append(
+            f"| {r['round']} | {r['records']:,} | {r['kind']} | {r['segments_merged']} | "
+            f"{r['segments']} | {r['uploaded_bytes'] / 1e6:.1f} | "
+            f"{r['downloaded_bytes'] / 1e6:.1f} | {r['seconds']:.1f} | "
+            f"{r['version_bytes'] / 1e6:.1f} |"
+        )
+    _replace_block(INGEST_START, INGEST_END, ingest)
     data = json.loads(report.JSON_PATH.read_text())
     data["compaction_scaling"] = scaling
     report.JSON_PATH.write_text(json.dumps(data, indent=2) + "\n")
@@ -58,14 +69,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--only",
-        default="dataplane,servers,operator",
-        help="comma list of: dataplane, servers, operator",
+        default="dataplane,segments,servers,operator",
+        help="comma list of: dataplane, segments, servers, operator",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(
-        "--bases",
-        default="0,100000,300000",
-        help="base sizes for the scaling curve (empty: skip it)",
+        "--segment-records", type=int, default=300_000,
+        help="records the segment benchmarks ingest (in 30 rounds)",
     )
     p.add_argument(
         "--serving-records", type=int, default=10_000, help="snapshot size for `servers`"
@@ -79,13 +89,18 @@ def main() -> int:
         if "dataplane" in only:
             from benchmarks import dataplane
 
-            bases = [int(b) for b in args.bases.split(",") if b]
-            results, scaling = dataplane.run(
-                minio.endpoint, minio.new_bucket_url, args.records, bases
-            )
+            results = dataplane.run(minio.endpoint, minio.new_bucket_url, args.records)
             report.save(results, command)
-            if scaling is not None:
-                write_scaling(scaling)
+        if "segments" in only:
+            import tempfile
+
+            from benchmarks import segments
+
+            with tempfile.TemporaryDirectory(prefix="chromasnap-bench-segments-") as tmp:
+                seg_results, scaling = segments.run(
+                    minio.endpoint, minio.new_bucket_url, args.segment_records, Path(tmp))
+            report.save(seg_results, command)
+            write_scaling(scaling)
         if "servers" in only:
             from benchmarks import servers
 

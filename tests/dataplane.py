@@ -9,11 +9,12 @@ from pathlib import Path
 
 from chromasnap.compactor.compaction import Compactor, CompactorOptions
 from chromasnap.compactor.lock import Lock, NoLock
+from chromasnap.compactor.policy import MergePolicy
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import persistence, reads
 from chromasnap.engine.merge import Record
 from chromasnap.engine.ops import Op
-from chromasnap.storage import deltas, pointer, snapshots
+from chromasnap.storage import deltas, pointer, segments, snapshots
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import ObjectStore
 from modelgen import Delta
@@ -35,24 +36,32 @@ def compactor(
     grace: float = 3600.0,
     retain: int = 3,
     identity: str = "test-compactor",
+    policy: MergePolicy | None = None,
 ) -> Compactor:
-    """An in-process compactor on ``store``."""
+    """An in-process compactor on ``store`` (``FULL``: every run writes a full version)."""
     return Compactor(
         store,
         settings,
         lock or NoLock(),
         CompactorOptions(
-            identity=identity, cache_dir=cache, delta_grace_seconds=grace, retain_snapshots=retain
+            identity=identity, cache_dir=cache, delta_grace_seconds=grace, retain_snapshots=retain,
+            policy=policy or MergePolicy(),
         ),
     )
 
 
+FULL = MergePolicy(full_merge_ratio=0.0)
+#: Every run writes a segment (merging tiers of 3), never a full version after the first.
+SEGMENTS = MergePolicy(segments_per_tier=3, full_merge_ratio=1e9, shadowed_ratio=1e9,
+                       floor_ops=1, max_segments=1000)
+
+
 def current_records(store: ObjectStore, tmp: Path) -> tuple[mf.Manifest, dict[str, Record]]:
-    """Download and verify the current snapshot, and read every record from it."""
+    """Download and verify the current version (base and segments); read every record."""
     cur = pointer.read(store).pointer
     assert cur is not None, "no pointer"
     man = snapshots.load_manifest(store, cur.manifest)
-    dest = snapshots.fetch(store, man, tmp / f"check-{man.version}")
+    dest = segments.materialize(store, man, tmp / f"check-{man.version}")
     with persistence.open_collection(
         dest / mf.DB_DIR, man.collection.settings.name, flush_on_exit=False
     ) as (_, col):

@@ -167,6 +167,12 @@ class CompactorSettings(CommonSettings):
     retain_snapshots: Annotated[int, Field(ge=1, le=1000)] = 3
     delta_grace_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 600
     max_deltas_per_run: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # The merge policy (compactor/policy.py): when a run writes a full version
+    # instead of a segment, and how many segments of one tier merge.
+    merge_segments_per_tier: Annotated[int, Field(ge=2, le=100)] = 10
+    merge_full_ratio: Annotated[float, Field(ge=0)] = 1.0
+    merge_shadowed_ratio: Annotated[float, Field(ge=0)] = 0.2
+    merge_max_segments: Annotated[int, Field(ge=1, le=1000)] = 30
     result_file: str | None = Field(
         default=None, description="write the run's JSON result here (e.g. /dev/termination-log)"
     )
@@ -186,6 +192,11 @@ class ReaderSettings(CommonSettings):
     poll_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     read_level: ReadLevel = ReadLevel.FRESH
     read_after_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    fold_segments: bool = Field(
+        default=True,
+        description="fold a version's segments into the local copy in the background (off: "
+        "serve them as an overlay until the next full version; for tests and diagnosis)",
+    )
     writer_url: str | None = Field(
         default=None,
         description="base URL of the writers' Service; writes sent to a reader are forwarded "

@@ -18,7 +18,7 @@ import chromadb
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import chromadir, persistence, reads
 from chromasnap.storage import manifest as mf
-from chromasnap.storage import pointer, snapshots
+from chromasnap.storage import pointer, segments, snapshots
 from chromasnap.storage.progress import transfer_progress
 from chromasnap.storage.store import ObjectStore
 
@@ -143,11 +143,11 @@ def export_snapshot(
     man = snapshots.load_manifest(store, key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".chromasnap-export-", dir=dest.parent) as tmp:
-        total = sum(f.size for f in man.files)
         with transfer_progress(
-            "downloading snapshot", total, enabled=_bar(show_progress)
+            "downloading snapshot", man.byte_size, enabled=_bar(show_progress)
         ) as on_bytes:
-            got = snapshots.fetch(store, man, Path(tmp) / "snap", on_bytes)
+            # Base and segments, folded into one plain directory.
+            got = segments.materialize(store, man, Path(tmp) / "snap", on_bytes)
         if dest.exists():
             dest.rmdir()
         (got / mf.DB_DIR).rename(dest)

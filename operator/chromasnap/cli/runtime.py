@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from chromasnap.compactor.compaction import CompactionResult, Compactor, CompactorOptions
 from chromasnap.compactor.lock import LocalLock, Lock, NoLock
+from chromasnap.compactor.policy import MergePolicy
 from chromasnap.config import CompactorSettings, LockKind, ReaderSettings, WriterSettings
 from chromasnap.logs import fields
 from chromasnap.storage.store import open_store
@@ -52,6 +53,12 @@ def make_compactor(s: CompactorSettings) -> Compactor:
             retain_snapshots=s.retain_snapshots,
             delta_grace_seconds=s.delta_grace_seconds,
             max_deltas_per_run=s.max_deltas_per_run,
+            policy=MergePolicy(
+                segments_per_tier=s.merge_segments_per_tier,
+                full_merge_ratio=s.merge_full_ratio,
+                shadowed_ratio=s.merge_shadowed_ratio,
+                max_segments=s.merge_max_segments,
+            ),
         ),
     )
 
@@ -194,11 +201,17 @@ def build_reader_app(s: ReaderSettings) -> Any:
         return not reader.failing
 
     poller = Poller(poll_once, s.poll_interval_seconds)
+    fold_stop = threading.Event()
+    folder = threading.Thread(target=reader.run_folds, args=(fold_stop,), name="reader-fold",
+                              daemon=True)
 
     async def start() -> None:
         poller.start()
+        if s.fold_segments:
+            folder.start()
 
     async def shutdown() -> None:
+        fold_stop.set()
         await asyncio.to_thread(poller.stop)
         reader.close()
 

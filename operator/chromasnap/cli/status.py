@@ -25,6 +25,16 @@ class SnapshotSummary:
 
 
 @dataclass
+class SegmentSummary:
+    """One segment of the current version, in the order it applies."""
+
+    name: str
+    ops: int
+    shadowing: int
+    bytes: int
+
+
+@dataclass
 class CollectionStatus:
     """Pointer, retained versions and pending work of one collection root."""
 
@@ -35,6 +45,10 @@ class CollectionStatus:
     records: int | None = None
     snapshot_bytes: int | None = None
     snapshot_created_at: str | None = None
+    base_version: str | None = None
+    base_records: int | None = None
+    base_bytes: int | None = None
+    segments: list[SegmentSummary] = field(default_factory=list)
     snapshots: list[SnapshotSummary] = field(default_factory=list)
     pending_deltas: int = 0
     pending_bytes: int = 0
@@ -59,6 +73,11 @@ def collect(store: ObjectStore) -> CollectionStatus:
         st.records = current.record_count
         st.snapshot_bytes = current.byte_size
         st.snapshot_created_at = current.created_at.isoformat()
+        st.base_version = current.base_version
+        st.base_records = current.base_record_count
+        st.base_bytes = current.base_bytes
+        st.segments = [SegmentSummary(s.name, s.ops, s.shadowing, s.byte_size)
+                       for s in current.segments]
     sizes: dict[str, int] = {}
     for o in store.list(mf.SNAPSHOT_PREFIX):
         v = o.key[len(mf.SNAPSHOT_PREFIX):].split("/", 1)[0]
@@ -102,7 +121,12 @@ def render(st: CollectionStatus) -> str:
             f"current version: {st.current_version}  created {st.snapshot_created_at}",
             f"records:         {st.records}",
             f"snapshot size:   {_human(st.snapshot_bytes or 0)}",
+            f"base:            {st.base_version}  {st.base_records} records  "
+            f"{_human(st.base_bytes or 0)}",
+            f"segments:        {len(st.segments)}",
         ]
+        lines += [f"   {g.name}  {g.ops} writes  {g.shadowing} shadowed  {_human(g.bytes)}"
+                  for g in st.segments]
     lines.append(f"pending deltas:  {st.pending_deltas} ({_human(st.pending_bytes)})")
     lines.append(f"applied deltas awaiting clean-up: {st.applied_deltas_kept}")
     if st.quarantined_deltas:

@@ -1,10 +1,15 @@
-"""The compactor: folds pending deltas into a new full snapshot, fenced.
+"""The compactor: folds pending deltas into a new version, fenced.
 
 One run is exactly DESIGN.md's eight steps; each is timed and named so the
 result says where time went and crash tests can stop the process at any of
-them. A crash anywhere leaves the pointer on a complete, verified snapshot:
-files and manifest are uploaded before the pointer moves, and deltas are
-removed only after a pointer that lists them as applied is published.
+them. The merge policy (``policy.py``) decides what the run writes: usually
+a *segment* (the deltas' surviving writes, on top of the same base: nothing
+of the base is downloaded but the version tables), sometimes a *full*
+version (base and segments folded into a new base, as every run did before
+segments). A crash anywhere leaves the pointer on a complete, verified
+version: files and manifest are uploaded before the pointer moves, deltas
+are removed only after a pointer that lists them as applied is published,
+and nothing reachable from a retained version is collected (``collect.py``).
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any
 
 import chromadb
 
+from chromasnap.compactor import collect, policy
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.config import CollectionSettings
 from chromasnap.engine import chromadir, persistence, reads, replay
-from chromasnap.engine.merge import plan, prune_tombstones
+from chromasnap.engine.merge import Version, plan, prune_tombstones, settle
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
-from chromasnap.storage import deltas, pointer, snapshots
+from chromasnap.storage import deltas, pointer, segments, snapshots
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import NotFound, ObjectInfo, ObjectStore, StoreError
 
@@ -67,8 +73,12 @@ class CompactionResult:
     snapshot_bytes: int | None = None
     snapshot_created_at: str | None = None
     lock_contended: bool = False
+    kind: str | None = None  # full | segment: what the run wrote
+    segments: int | None = None  # segments of the version it published
+    segments_merged: int = 0  # existing segments the new one absorbed
     deltas_deleted: int = 0
     snapshots_deleted: int = 0
+    segments_deleted: int = 0
     steps: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     duration_seconds: float = 0.0
@@ -87,6 +97,7 @@ class CompactorOptions:
     retain_snapshots: int = 3
     delta_grace_seconds: float = 600.0
     max_deltas_per_run: int = 10_000
+    policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
 
 
 def _failpoint(step: str, where: str = "") -> None:
@@ -200,6 +211,7 @@ class Compactor:
                 base.byte_size,
             )
             res.snapshot_created_at = base.created_at.isoformat()
+            res.segments = len(base.segments)
             with self._step(res, "cleanup"):
                 self._cleanup(res, listed)
             return
@@ -207,74 +219,49 @@ class Compactor:
         version = mf.new_version(base.seq + 1 if base else 1)
         work = self.work_dir / version
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        work.mkdir(parents=True)
         with self._step(res, "fetch_base"):
-            collection_id = self._prepare_base(base, work)
-        self.lock.check()
-
-        with self._step(res, "apply"):
             ops, folded = self._load_deltas(todo, res)
-            versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
-            fold = plan(ops, versions)
-            versions.update(fold.versions)
-            horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
-            versions = prune_tombstones(versions, horizon)
-            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
-                replay.apply_ops(col, fold.ops, dimension=self.settings.dimension)
-                record_count = int(col.count())
-                model = reads.collection_info(col)
-            persistence.finalize(work / mf.DB_DIR)
-            snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
-            res.deltas_folded = len(folded)
-            res.records_folded = len(fold.ops)
-            res.superseded_ops = fold.superseded
-            res.pending_deltas = len(pending) - len(todo)
+            decision = policy.decide(base, len(ops), self.opt.policy)
+            res.kind = "full" if decision.full else "segment"
+            res.segments_merged = decision.merge
+            prepared = (self._prepare_full(base, work) if decision.full
+                        else self._prepare_segment(base, decision.merge, ops))
         self.lock.check()
 
         still_there = (set(base.deltas) & listed.keys()) if base else set()
-        applied_now = sorted(still_there | set(folded))
-
-        def make_manifest(files: list[mf.FileEntry]) -> mf.Manifest:
-            return mf.Manifest(
-                version=version,
-                seq=mf.version_seq(version),
-                parent=base.version if base else None,
-                chromadb_version=chromadb.__version__,
-                collection=mf.CollectionInfo(
-                    id=collection_id, settings=self.settings, model=model
-                ),
-                record_count=record_count,
-                byte_size=sum(f.size for f in files),
-                files=files,
-                deltas=applied_now,
-                created_at=mf.now(),
-                compactor=self.opt.identity,
-            )
-
-        with self._step(res, "upload"):
-            new = snapshots.publish(
-                self.store,
-                work,
-                mf.snapshot_prefix(version),
-                make_manifest,
-                self.on_bytes,
-                after_first_file=lambda: _failpoint("upload", "mid"),
-            )
+        fields_ = _NewVersion(version, base, sorted(still_there | set(folded)), self.opt.identity,
+                              self.settings)
+        if isinstance(prepared, _FullBase):
+            new = self._write_full(res, work, prepared, ops, fields_)
+        else:
+            assert isinstance(prepared, _SegmentBase)
+            new = self._write_segment(res, work, prepared, ops, fields_)
+        res.deltas_folded = len(folded)
+        res.pending_deltas = len(pending) - len(todo)
         self.lock.check()
         with self._step(res, "swap"):
             try:
                 pointer.swap(self.store, version, new.key, cur.etag, self.opt.identity)
             except pointer.Fenced:
-                # Our snapshot lost the race; delete it so it is not mistaken for a live one.
-                self._delete_snapshot(version)
+                # Our version lost the race; delete it so it is not mistaken for a live one.
+                collect.delete_prefix(self.store, mf.snapshot_prefix(version))
+                for seg in new.segments:
+                    if seg.name == version:
+                        collect.delete_prefix(self.store, seg.prefix)
                 raise
         res.result, res.reason = "succeeded", "Compacted"
-        res.version, res.record_count, res.snapshot_bytes = version, record_count, new.byte_size
+        res.version, res.record_count, res.snapshot_bytes = version, new.record_count, new.byte_size
+        res.segments = len(new.segments)
         res.snapshot_created_at = new.created_at.isoformat()
-        res.message = f"folded {len(folded)} deltas ({len(fold.ops)} writes) into {version}" + (
-            f"; {len(pending) - len(todo)} deltas still pending" if len(pending) > len(todo) else ""
+        res.message = (
+            f"folded {len(folded)} deltas ({res.records_folded} writes) into {version} "
+            f"({decision.why})"
+            + (f"; {res.pending_deltas} deltas still pending" if res.pending_deltas else "")
         )
-        # The new snapshot is verified and local: keep it as the next run's base.
-        self._adopt_into_cache(work, version)
+        if decision.full:
+            # The new snapshot is verified and local: keep it as the next full run's base.
+            self._adopt_into_cache(work, version)
         with self._step(res, "cleanup"):
             try:
                 self._cleanup(res, listed)
@@ -282,12 +269,13 @@ class Compactor:
                 # The version is published; leftovers are collected by the next run.
                 log.warning("clean-up failed after publishing", extra=fields(error=str(e)))
 
-    def _prepare_base(self, base: mf.Manifest | None, work: Path) -> str:
-        """Put a writable copy of the base (or a new empty collection) at ``work``."""
-        work.mkdir(parents=True)
+    # -- a full version: base and segments folded into a new base ---------------------
+
+    def _prepare_full(self, base: mf.Manifest | None, work: Path) -> _FullBase:
+        """Put a writable copy of the base at ``work``; read the version's segments."""
         if base is None:
-            return chromadir.create_collection(work / mf.DB_DIR, self.settings)
-        cached = self.snap_cache / base.version
+            return _FullBase(chromadir.create_collection(work / mf.DB_DIR, self.settings), [], {})
+        cached = self.snap_cache / base.base_version
         if not cached.is_dir():
             shutil.rmtree(self.snap_cache, ignore_errors=True)
             snapshots.fetch(self.store, base, cached, self.on_bytes)
@@ -295,7 +283,108 @@ class Compactor:
         shutil.copytree(cached / mf.DB_DIR, work / mf.DB_DIR)
         if (cached / mf.VERSIONS_FILE).exists():
             shutil.copy2(cached / mf.VERSIONS_FILE, work / mf.VERSIONS_FILE)
-        return base.collection.id
+        ops, versions = segments.read_all(self.store, base.segments, self.settings.dimension,
+                                          self.on_bytes)
+        return _FullBase(base.collection.id, ops, versions)
+
+    def _write_full(self, res: CompactionResult, work: Path, fb: _FullBase,
+                    ops: list[Op], new: _NewVersion) -> mf.Manifest:
+        with self._step(res, "apply"):
+            versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
+            versions.update(fb.segment_versions)
+            fold = plan(ops, versions)
+            touched, _ = settle(fold, versions)
+            versions.update(touched)
+            horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
+            versions = prune_tombstones(versions, horizon)
+            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
+                # The base's segments first, in their order, then the deltas: one open.
+                replay.apply_ops(col, [*fb.segment_ops, *fold.ops],
+                                 dimension=self.settings.dimension)
+                record_count = int(col.count())
+                model = reads.collection_info(col)
+            persistence.finalize(work / mf.DB_DIR)
+            snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
+            res.records_folded = len(fold.ops)
+            res.superseded_ops = fold.superseded
+        self.lock.check()
+
+        def make_manifest(files: list[mf.FileEntry]) -> mf.Manifest:
+            return new.manifest(fb.collection_id, model, record_count, files=files,
+                                byte_size=sum(f.size for f in files))
+
+        with self._step(res, "upload"):
+            return snapshots.publish(
+                self.store,
+                work,
+                mf.snapshot_prefix(new.version),
+                make_manifest,
+                self.on_bytes,
+                after_first_file=lambda: _failpoint("upload", "mid"),
+            )
+
+    # -- a segment: the deltas (and the newest segments) on top of the same base ------
+
+    def _prepare_segment(self, base: mf.Manifest | None, merge: int,
+                         ops: list[Op]) -> _SegmentBase:
+        """Read what the conflict rules need, never the base's records.
+
+        That is the version of every id the deltas touch (from the base's
+        version table and every segment's, newest last), plus the ops and
+        versions of the segments this one absorbs.
+        """
+        assert base is not None
+        touched = {op.id for op in ops}
+        prior = self._base_versions(base, touched)
+        for seg in base.segments:
+            seg_versions = segments.read_versions(self.store, seg, self.on_bytes)
+            prior.update({rid: v for rid, v in seg_versions.items() if rid in touched})
+        absorbed = base.segments[len(base.segments) - merge:] if merge else []
+        old_ops: list[Op] = []
+        old_versions: dict[str, Version] = {}
+        for seg in absorbed:
+            old_ops += segments.read_ops(self.store, seg, self.settings.dimension, self.on_bytes)
+            old_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
+        return _SegmentBase(base, prior, absorbed, old_ops, old_versions)
+
+    def _base_versions(self, base: mf.Manifest, ids: set[str]) -> dict[str, Version]:
+        entry = next((f for f in base.files if f.path == mf.VERSIONS_FILE), None)
+        if entry is None:
+            return {}
+        cached = self.opt.cache_dir / "versions" / f"{base.base_version}.arrow"
+        if not cached.exists():
+            shutil.rmtree(cached.parent, ignore_errors=True)
+            cached.parent.mkdir(parents=True)
+            self.store.download_file(base.base_prefix + entry.path, cached, entry.size,
+                                     entry.sha256, on_bytes=self.on_bytes)
+        return snapshots.lookup_versions(cached, ids)
+
+    def _write_segment(self, res: CompactionResult, work: Path, sb: _SegmentBase,
+                       ops: list[Op], new: _NewVersion) -> mf.Manifest:
+        with self._step(res, "apply"):
+            fold = plan(ops, sb.prior)
+            touched, change = settle(fold, sb.prior)
+            shadowing = sum(1 for rid in touched if rid in sb.prior and not sb.prior[rid].deleted)
+            res.records_folded = len(fold.ops)
+            res.superseded_ops = fold.superseded
+        self.lock.check()
+        with self._step(res, "upload"):
+            seg = segments.write(
+                self.store, new.version, [*sb.old_ops, *fold.ops], {**sb.old_versions, **touched},
+                self.settings.dimension, shadowing + sum(s.shadowing for s in sb.absorbed),
+                work, self.on_bytes,
+            )
+            _failpoint("upload", "mid")
+            kept = sb.base.segments[: len(sb.base.segments) - len(sb.absorbed)]
+            man = new.manifest(
+                sb.base.collection.id, _model_after(sb.base.collection.model, fold.ops),
+                sb.base.record_count + change,
+                files=sb.base.files, byte_size=0, base=sb.base.base_version,
+                base_records=sb.base.base_record_count, segments=[*kept, seg],
+            )
+            man.byte_size = man.base_bytes + sum(s.byte_size for s in man.segments)
+            self.store.put_if_absent(man.key, man.to_json())
+            return man
 
     def _load_deltas(self, names: list[str], res: CompactionResult) -> tuple[list[Op], list[str]]:
         """Download and decode deltas; corrupt ones are quarantined, never applied."""
@@ -323,91 +412,76 @@ class Compactor:
         self.snap_cache.mkdir(parents=True, exist_ok=True)
         work.rename(self.snap_cache / version)
 
-    def _delete_snapshot(self, version: str) -> int:
-        keys = [o.key for o in self.store.list(mf.snapshot_prefix(version))]
-        # Manifest first: a snapshot without a manifest is never used by anyone.
-        keys.sort(key=lambda k: not k.endswith(mf.MANIFEST_FILE))
-        self.store.delete_many(keys)
-        return len(keys)
-
     def _cleanup(self, res: CompactionResult, listed: dict[str, ObjectInfo]) -> None:
-        """Remove applied deltas and unreachable snapshots, judged by the pointer *now*.
-
-        Safety never rests on the lock or the grace period: the pointer is
-        re-read here, after any stall, and only what it can no longer reach is
-        deleted. A delta goes only once the live snapshot lists it as applied
-        (every later version descends from that one, so none needs it again); a
-        snapshot goes only if it is outside the live lineage's retention *and*
-        can never become live: its lineage depth is not above the pointer's, so
-        any compaction that built it read an older pointer and its swap is
-        fenced. Versions above the pointer may be a compaction in flight and
-        are left for a later run. The grace period only spares objects a reader
-        may still be downloading.
-        """
+        """Remove applied deltas and unreachable versions and segments (see collect.py)."""
         _failpoint("cleanup", "start")
-        live = self._live_manifest()
-        if live is None:
+        cur = pointer.read(self.store).pointer
+        if cur is None:
             return
+        live = snapshots.load_manifest(self.store, cur.manifest)
         cutoff = time.time() - self.opt.delta_grace_seconds
-        old_applied = [
-            deltas.DELTA_PREFIX + n
-            for n in live.deltas
-            if n in listed and listed[n].last_modified < cutoff
-        ]
+        old_applied = collect.applied_deltas(live, listed, cutoff)
         if old_applied:
             half = len(old_applied) // 2
             self.store.delete_many(old_applied[:half])
             _failpoint("cleanup", "mid")
             self.store.delete_many(old_applied[half:])
         res.deltas_deleted = len(old_applied)
-        res.snapshots_deleted = self._apply_retention(live, cutoff)
-
-    def _live_manifest(self) -> mf.Manifest | None:
-        """The manifest the pointer names at this moment (``None`` if there is none)."""
-        cur = pointer.read(self.store).pointer
-        return snapshots.load_manifest(self.store, cur.manifest) if cur else None
-
-    def _lineage(self, current: mf.Manifest) -> list[str]:
-        """The current version and its ancestors, newest first, up to the retention count."""
-        chain = [current.version]
-        parent = current.parent
-        while parent is not None and len(chain) < self.opt.retain_snapshots:
-            chain.append(parent)
-            try:
-                parent = snapshots.load_manifest(
-                    self.store, mf.snapshot_prefix(parent) + mf.MANIFEST_FILE
-                ).parent
-            except mf.CorruptSnapshot:
-                break
-        return chain
-
-    def _apply_retention(self, live: mf.Manifest, cutoff: float) -> int:
-        """Drop snapshots outside the live lineage that can never become live, once old enough."""
-        newest: dict[str, float] = {}
-        for o in self.store.list(mf.SNAPSHOT_PREFIX):
-            v = o.key[len(mf.SNAPSHOT_PREFIX) :].split("/", 1)[0]
-            newest[v] = max(newest.get(v, 0.0), o.last_modified)
-        keep = set(self._lineage(live))
-        deleted = 0
-        for v, modified in newest.items():
-            # Recent objects may be a reader's download source or a racing upload.
-            if v in keep or modified >= cutoff or not _below_pointer(v, live):
-                continue
-            deleted += 1
-            self._delete_snapshot(v)
-        return deleted
+        keep = collect.reachable(collect.lineage(self.store, live, self.opt.retain_snapshots))
+        res.snapshots_deleted, res.segments_deleted = collect.collect_unreachable(
+            self.store, live, keep, cutoff)
 
 
-def _below_pointer(version: str, live: mf.Manifest) -> bool:
-    """Whether ``version`` can never become live: its depth is at most the pointer's.
+def _model_after(model: dict[str, Any] | None, ops: list[Op]) -> dict[str, Any] | None:
+    """The collection's JSON once ``ops`` are applied: Chroma sets ``dimension`` at the
+    first write that carries a vector, and nothing else in it changes with records."""
+    if model is None or model.get("dimension") is not None:
+        return model
+    vector = next((op.embedding for op in ops if op.embedding is not None), None)
+    return model if vector is None else {**model, "dimension": int(vector.shape[0])}
 
-    A compaction names its version ``base.seq + 1`` and swaps with ``If-Match``
-    on the pointer it read, so a version at depth ``<= live.seq`` that is not
-    live was built on an older pointer and its swap fails. Unparseable names
-    are not ours to judge and are kept.
-    """
-    try:
-        return mf.version_seq(version) <= live.seq
-    except ValueError:
-        return False
 
+@dataclass(frozen=True)
+class _FullBase:
+    """What a full run starts from: the base's copy at ``work`` and its segments' writes."""
+
+    collection_id: str
+    segment_ops: list[Op]
+    segment_versions: dict[str, Version]
+
+
+@dataclass(frozen=True)
+class _SegmentBase:
+    """What a segment run starts from: the live version and the conflict rules' inputs."""
+
+    base: mf.Manifest
+    prior: dict[str, Version]  # versions of the ids the deltas touch, before them
+    absorbed: list[mf.Segment]  # the newest segments the new one replaces
+    old_ops: list[Op]
+    old_versions: dict[str, Version]
+
+
+@dataclass(frozen=True)
+class _NewVersion:
+    """The manifest fields every kind of run fills in the same way."""
+
+    version: str
+    parent: mf.Manifest | None
+    deltas: list[str]
+    identity: str
+    settings: CollectionSettings
+
+    def manifest(self, collection_id: str, model: dict[str, Any] | None, record_count: int,
+                 **kw: Any) -> mf.Manifest:
+        return mf.Manifest(
+            version=self.version,
+            seq=mf.version_seq(self.version),
+            parent=self.parent.version if self.parent else None,
+            chromadb_version=chromadb.__version__,
+            collection=mf.CollectionInfo(id=collection_id, settings=self.settings, model=model),
+            record_count=record_count,
+            deltas=self.deltas,
+            created_at=mf.now(),
+            compactor=self.identity,
+            **kw,
+        )

@@ -94,6 +94,8 @@ def compaction_patch(
             "records": int(res.record_count),
             "bytes": int(res.snapshot_bytes) if res.snapshot_bytes is not None else None,
         }
+        if res.segments is not None:
+            snap["segments"] = int(res.segments)
         created = data.get("snapshot_created_at")
         previous = (current or {}).get("snapshot") or {}
         if created:

@@ -121,9 +121,10 @@ class Folded:
     """The result of :func:`fold_tracked`."""
 
     records: dict[str, Record | None]  # final state of every touched id (None: absent)
-    # Live ids whose record the ops created (absent before, present after), with the key
-    # of the last op that did so. A live touched id not in here existed all along.
-    created: dict[str, OpKey]
+    # Live ids whose record the ops created (absent before, present after), with the
+    # position in ``ops`` of the last op that did so. A live touched id not in here
+    # existed all along.
+    created: dict[str, int]
 
 
 def fold_tracked(base: Mapping[str, Record], ops: Iterable[Op]) -> Folded:
@@ -134,12 +135,12 @@ def fold_tracked(base: Mapping[str, Record], ops: Iterable[Op]) -> Folded:
     again) goes after every existing one, in creation order.
     """
     out: dict[str, Record | None] = {}
-    created: dict[str, OpKey] = {}
-    for op in ops:
+    created: dict[str, int] = {}
+    for i, op in enumerate(ops):
         cur = out[op.id] if op.id in out else base.get(op.id)
         new = apply_op(cur, op)
         if cur is None and new is not None:
-            created[op.id] = op.key
+            created[op.id] = i
         out[op.id] = new
     return Folded(out, {rid: k for rid, k in created.items() if out[rid] is not None})
 
@@ -154,3 +155,34 @@ def prune_tombstones(versions: Mapping[str, Version], older_than_us: int) -> dic
     return {
         rid: v for rid, v in versions.items() if not (v.deleted and v.key.ts_us < older_than_us)
     }
+
+
+def liveness(ops: Iterable[Op], live_before: Mapping[str, bool]) -> dict[str, bool]:
+    """Whether each touched id holds a record after ``ops`` (planned, in order).
+
+    The same presence rules as :func:`apply_op`, without the records: a
+    compaction that does not have the base's records (a minor one) still
+    knows how many records its version holds and which ids are tombstones.
+    """
+    out: dict[str, bool] = {}
+    for op in ops:
+        cur = out.get(op.id, live_before.get(op.id, False))
+        if op.kind == OpKind.DELETE:
+            out[op.id] = False
+        elif op.kind == OpKind.UPDATE:
+            out[op.id] = cur
+        else:
+            out[op.id] = cur or op.embedding is not None
+    return out
+
+
+def settle(plan_: FoldPlan, prior: Mapping[str, Version]) -> tuple[dict[str, Version], int]:
+    """The touched ids' new versions, ``deleted`` meaning *no record*, and the count change.
+
+    ``prior`` holds the versions before the plan for (at least) every touched
+    id; an id without one held no record.
+    """
+    before = {rid: rid in prior and not prior[rid].deleted for rid in plan_.versions}
+    after = liveness(plan_.ops, before)
+    versions = {rid: Version(v.key, deleted=not after[rid]) for rid, v in plan_.versions.items()}
+    return versions, sum(after.values()) - sum(before.values())

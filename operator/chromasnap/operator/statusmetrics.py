@@ -75,6 +75,7 @@ GAUGES: tuple[Family, ...] = (
     _g("snapshot_age_seconds", "Seconds since the current snapshot was published"),
     _g("snapshot_records", "Records in the current snapshot"),
     _g("snapshot_bytes", "Snapshot size: bytes of the current snapshot version"),
+    _g("snapshot_segments", "Segments on top of the current version's base"),
     _g("last_compaction_timestamp_seconds", "When the last reported compaction run ended"),
     _g("last_compaction_duration_seconds", "Compaction duration: how long the last "
        "reported run took"),
@@ -238,6 +239,7 @@ def collection_samples(body: Mapping[str, Any], now: float,
         put("snapshot_age_seconds", max(0.0, now - created) if created is not None else None)
         put("snapshot_records", _num(snap.get("records")))
         put("snapshot_bytes", _num(snap.get("bytes")))
+        put("snapshot_segments", _num(snap.get("segments")))
 
     run = run_of(status)
     if run is not None:

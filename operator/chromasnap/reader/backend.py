@@ -2,9 +2,10 @@
 
 ``ReaderBackend`` implements ``httpapi.ReadBackend``. Every read borrows the
 current snapshot for its whole duration (``SnapshotReader.use``), so a swap
-never pulls a snapshot out from under a running query. With read level
-``fresh`` the tail's overlay is merged in (``freshview``); with ``snapshot``
-the snapshot answers alone.
+never pulls a snapshot out from under a running query. The version's
+segments not yet folded into the local copy are merged in as an overlay
+(``freshview``); with read level ``fresh`` the tail's writes go on top of
+them; with ``snapshot`` the version answers alone.
 """
 
 from __future__ import annotations
@@ -21,24 +22,14 @@ from chromasnap.api.models import GetRequest, QueryRequest
 from chromasnap.api.responses import collection_model_json
 from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
-from chromasnap.engine.merge import Record
 from chromasnap.logs import fields
 from chromasnap.reader import freshview
-from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
+from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, records_of
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, StoreError
 
 log = logging.getLogger("chromasnap.reader")
-
-
-def _lookup(snap: LoadedSnapshot) -> Any:
-    def lookup(ids: list[str]) -> Mapping[str, Record]:
-        got = reads.get_records(snap.collection, ids)
-        return {rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
-                for rid, r in got.items()}
-
-    return lookup
 
 
 class ReaderBackend:
@@ -71,9 +62,9 @@ class ReaderBackend:
 
     def _overlay(self, snap: LoadedSnapshot) -> freshview.Overlay:
         if self.tail is None:
-            return freshview.EMPTY
+            return snap.pending
         return self.tail.overlay(snap.manifest.version, snap.applied, snap.versions,
-                                 _lookup(snap))
+                                 records_of(snap.collection), under=snap.pending)
 
     # -- read-your-writes --------------------------------------------------------------
 

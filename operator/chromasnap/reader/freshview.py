@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ class Overlay:
     ops: int = 0
     stays: frozenset[str] = frozenset()  # live ids that existed in the snapshot throughout
     inserts: bool = False  # the tail adds or upserts vectors (Chroma then has an index)
+    created: tuple[str, ...] = ()  # live ids the ops created, in creation order
 
     @property
     def empty(self) -> bool:
@@ -64,24 +65,58 @@ EMPTY = Overlay({}, frozenset(), [], np.zeros((0, 0), dtype=np.float32))
 
 
 def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension: int,
-                  base_lookup: Callable[[list[str]], Mapping[str, Record]]) -> Overlay:
-    """Fold tail ops over the snapshot records they touch (``base_lookup`` reads those)."""
+                  base_lookup: Callable[[list[str]], Mapping[str, Record]],
+                  under: Overlay = EMPTY) -> Overlay:
+    """Fold tail ops over what they touch: ``under``'s records, else the snapshot's.
+
+    ``base_lookup`` reads snapshot records. ``under`` is an overlay the tail
+    sits on (a version's segments the reader has not folded into its copy
+    yet); ``versions`` must then include its versions.
+    """
     p = plan(ops, versions)
     if not p.ops:
-        return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32),
-                       p.superseded, 0)
-    touched = list(dict.fromkeys(op.id for op in p.ops))
-    base = base_lookup(touched)
-    folded = fold_tracked(base, p.ops)
-    finals = folded.records
-    stays = [rid for rid in touched if finals[rid] is not None and rid not in folded.created]
-    created = sorted(folded.created, key=lambda r: folded.created[r])
-    live = stays + created
-    matrix = (np.stack([finals[r].embedding for r in live]).astype(np.float32)  # type: ignore[union-attr]
-              if live else np.zeros((0, dimension), dtype=np.float32))
-    inserts = any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in p.ops)
-    return Overlay(finals, frozenset(base), live, matrix, p.superseded, len(p.ops),
-                   frozenset(stays), inserts)
+        if under.empty:
+            return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32),
+                           p.superseded, 0)
+        return replace(under, superseded=under.superseded + p.superseded)
+    return _fold(p.ops, p.superseded, dimension, base_lookup, under)
+
+
+def build_planned(ops: Sequence[Op], dimension: int,
+                  base_lookup: Callable[[list[str]], Mapping[str, Record]]) -> Overlay:
+    """The overlay of ops already planned and ordered, as a segment stores them."""
+    if not ops:
+        return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32))
+    return _fold(list(ops), 0, dimension, base_lookup, EMPTY)
+
+
+def _fold(ops: list[Op], superseded: int, dimension: int,
+          base_lookup: Callable[[list[str]], Mapping[str, Record]], under: Overlay) -> Overlay:
+    touched = list(dict.fromkeys(op.id for op in ops))
+    found = base_lookup([rid for rid in touched if rid not in under.records])
+    base: dict[str, Record] = dict(found)
+    for rid in touched:
+        rec = under.records.get(rid)
+        if rec is not None:
+            base[rid] = rec
+    folded = fold_tracked(base, ops)
+    finals = {**under.records, **folded.records}
+    new = folded.created
+
+    def live(rid: str) -> bool:
+        return finals[rid] is not None and rid not in new
+
+    stays = ([rid for rid in under.live if rid in under.stays and live(rid)]
+             + [rid for rid in touched if rid in found and live(rid)])
+    created = ([rid for rid in under.created if live(rid)]
+               + sorted(new, key=lambda r: new[r]))
+    order = stays + created
+    matrix = (np.stack([finals[r].embedding for r in order]).astype(np.float32)  # type: ignore[union-attr]
+              if order else np.zeros((0, dimension), dtype=np.float32))
+    inserts = under.inserts or any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in ops)
+    return Overlay(finals, under.in_base | frozenset(found), order, matrix,
+                   under.superseded + superseded, under.ops + len(ops), frozenset(stays),
+                   inserts, tuple(created))
 
 
 def count(base_count: int, ov: Overlay) -> int:

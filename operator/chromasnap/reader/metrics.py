@@ -37,3 +37,12 @@ READER_LAST_REFRESH = Gauge(
     "chromasnap_reader_last_refresh_timestamp_seconds",
     "When the reader last checked the pointer (and tail) successfully",
 )
+READER_SEGMENTS_PENDING = Gauge(
+    "chromasnap_reader_segments_pending",
+    "Segments of the served version not yet folded into the local copy (served as an overlay)",
+)
+READER_FOLD_SECONDS = Histogram(
+    "chromasnap_reader_fold_seconds",
+    "Folding a version's segments into a new local copy",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)

@@ -1,9 +1,13 @@
-"""The reader core: keeps the newest verified snapshot open and serves reads from it.
+"""The reader core: keeps the newest verified version open and serves reads from it.
 
-``refresh`` polls the pointer with a conditional GET; on a new version it
-downloads into the cache, verifies every file, opens it, and swaps it in.
-Queries hold a reference to the snapshot they started on, so the old one is
-closed and deleted only after its last in-flight query finishes. A snapshot
+``refresh`` polls the pointer with a conditional GET. On a new version it
+downloads only what its local copy lacks: the new segments when the base is
+the one it already has, else the base too; every byte is verified. The
+version is swapped in at once, its new segments served as an overlay
+(``freshview``); ``fold_pending`` then folds them into a fresh local copy in
+the background and swaps that in, so queries go back to one chromadb index.
+Queries hold a reference to the version they started on, so an old copy is
+closed and deleted only after its last in-flight query finishes. A version
 that fails verification is discarded and the current one keeps serving.
 """
 
@@ -13,36 +17,89 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from chromasnap.engine import persistence
-from chromasnap.engine.merge import Version
+from chromasnap.engine import persistence, reads, replay
+from chromasnap.engine.merge import Record, Version
+from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
+from chromasnap.reader.freshview import EMPTY, Overlay, build_planned
 from chromasnap.storage import manifest as mf
-from chromasnap.storage import pointer, snapshots
+from chromasnap.storage import pointer, segments, snapshots
 from chromasnap.storage.store import ObjectStore, StoreError
 
 log = logging.getLogger("chromasnap.reader")
 
+#: Records per chromadb call while folding (bounds how long a call holds the GIL).
+FOLD_BATCH = 256
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def records_of(collection: Any) -> Callable[[list[str]], Mapping[str, Record]]:
+    """A lookup of ``collection``'s records by id, as the overlays need them."""
+
+    def lookup(ids: list[str]) -> Mapping[str, Record]:
+        got = reads.get_records(collection, ids)
+        return {rid: Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
+                for rid, r in got.items()}
+
+    return lookup
+
 
 @dataclass
-class LoadedSnapshot:
-    """An open snapshot and the number of reads currently using it."""
+class LocalCopy:
+    """A reader's own chromadb copy: a version's base with its first ``segments`` folded in.
 
-    manifest: mf.Manifest
+    Several loaded versions can share one copy (a new version that only adds
+    segments); it is closed and deleted when the last of them is.
+    """
+
     path: Path
     handle: ExitStack
     collection: Any
+    versions: Mapping[str, Version]
+    base: str
+    segments: tuple[str, ...] = ()
+    users: int = 1
+
+
+@dataclass
+class LoadedSnapshot:
+    """An open version and the number of reads currently using it.
+
+    Reads see ``local`` with ``pending`` (the overlay of the version's
+    segments the copy does not hold yet) merged on top; ``versions`` are the
+    version's, segments included.
+    """
+
+    manifest: mf.Manifest
+    local: LocalCopy
+    pending: Overlay
+    pending_ops: list[Op]
     versions: Mapping[str, Version]
     applied: frozenset[str]
     refs: int = 0
     retired: bool = False
     loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def collection(self) -> Any:
+        """The local chromadb collection (the base, plus the segments folded so far)."""
+        return self.local.collection
+
+    @property
+    def path(self) -> Path:
+        """Where the local copy lives."""
+        return self.local.path
 
 
 class CacheFull(OSError):
@@ -132,47 +189,156 @@ class SnapshotReader:
                   extra=fields(error=self.last_error, kind=kind))
         return False
 
-    def _check_room(self, man: mf.Manifest) -> None:
-        """Fail before downloading a snapshot that cannot fit, instead of filling the disk."""
+    def _check_room(self, what: str, needed: int) -> None:
+        """Fail before writing what cannot fit, instead of filling the disk."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         cur = self._current
-        in_use = cur.manifest.byte_size if cur is not None else 0
-        if self.cache_max_bytes and in_use + man.byte_size > self.cache_max_bytes:
+        in_use = _dir_bytes(cur.local.path) if cur is not None else 0
+        if self.cache_max_bytes and in_use + needed > self.cache_max_bytes:
             raise CacheFull(
-                f"snapshot {man.version} needs {man.byte_size} bytes next to the "
+                f"{what} needs {needed} bytes next to the "
                 f"{in_use} in use, over the cache budget of {self.cache_max_bytes}: "
                 "raise spec.reader.cacheSize"
             )
         free = shutil.disk_usage(self.cache_dir).free
-        if man.byte_size > free:
+        if needed > free:
             raise CacheFull(
-                f"snapshot {man.version} needs {man.byte_size} bytes; the cache volume has "
+                f"{what} needs {needed} bytes; the cache volume has "
                 f"{free} free: raise spec.reader.cacheSize or free the volume"
             )
 
+    def _shareable(self, man: mf.Manifest) -> LocalCopy | None:
+        """The current copy, if ``man`` is its base plus more segments (taken for ``man``)."""
+        with self._lock:
+            cur = self._current
+            if cur is None or cur.local.users <= 0:
+                return None
+            local = cur.local
+            if (local.base != man.base_version
+                    or man.segment_names[: len(local.segments)] != local.segments):
+                return None
+            local.users += 1
+            return local
+
     def _load(self, man: mf.Manifest) -> LoadedSnapshot:
+        local = self._shareable(man)
+        if local is None:
+            local = self._load_base(man)
+        try:
+            return self._with_segments(man, local)
+        except BaseException:
+            self._release(local)
+            raise
+
+    def _load_base(self, man: mf.Manifest) -> LocalCopy:
         path = self.cache_dir / man.version
-        self._check_room(man)
+        self._check_room(f"snapshot {man.version}", man.base_bytes)
         try:
             snapshots.fetch(self.store, man, path, self.on_bytes)
         except BaseException:
             # A partial download would hold the space a retry needs.
             shutil.rmtree(path, ignore_errors=True)
             raise
+        return self._open(man, path, ())
+
+    def _open(self, man: mf.Manifest, path: Path, folded: tuple[str, ...]) -> LocalCopy:
         handle = ExitStack()
         try:
             versions = snapshots.open_versions(path / mf.VERSIONS_FILE)
             # Readers never write, so there is nothing to flush on close.
             opened = handle.enter_context(
                 persistence.open_collection(path / mf.DB_DIR, man.collection.settings.name,
-                                       flush_on_exit=False)
+                                            flush_on_exit=False)
             )
         except Exception as e:
             handle.close()
             shutil.rmtree(path, ignore_errors=True)
             raise mf.CorruptSnapshot(f"snapshot {man.version} does not open: {e}") from e
-        return LoadedSnapshot(man, path, handle, opened.collection, versions,
+        return LocalCopy(path, handle, opened.collection, versions, man.base_version, folded)
+
+    def _with_segments(self, man: mf.Manifest, local: LocalCopy) -> LoadedSnapshot:
+        """The version ``man`` on ``local``: download the segments it lacks, overlay them."""
+        ops: list[Op] = []
+        seg_versions: dict[str, Version] = {}
+        dim = man.collection.settings.dimension
+        for seg in man.segments[len(local.segments):]:
+            ops += segments.read_ops(self.store, seg, dim, self.on_bytes)
+            seg_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
+        pending = build_planned(ops, dim, records_of(local.collection))
+        # ChainMap only ever writes to its first map; the copy's table is read-only.
+        below = cast(MutableMapping[str, Version], local.versions)
+        return LoadedSnapshot(man, local, pending, ops, ChainMap(seg_versions, below),
                               frozenset(man.deltas))
+
+    def _release(self, local: LocalCopy) -> None:
+        with self._lock:
+            local.users -= 1
+            if local.users > 0:
+                return
+        local.handle.close()
+        shutil.rmtree(local.path, ignore_errors=True)
+
+    # -- folding segments into the local copy -------------------------------------------
+
+    def fold_pending(self) -> bool:
+        """Fold the current version's pending segments into a new local copy, then swap.
+
+        Reads keep using the current copy and overlay meanwhile; the result
+        is the same version without an overlay (what a full compaction would
+        have written), so queries go back to one chromadb index. True when a
+        fold was swapped in.
+        """
+        with self._lock:
+            cur = self._current
+            if cur is None or not cur.pending_ops:
+                return False
+            cur.refs += 1  # keeps the copy being read from alive
+        try:
+            return self._fold(cur)
+        finally:
+            with self._lock:
+                cur.refs -= 1
+            self._maybe_close(cur)
+
+    def _fold(self, cur: LoadedSnapshot) -> bool:
+        man = cur.manifest
+        path = self.cache_dir / f"{man.version}-folded-{len(man.segments)}"
+        self._check_room(f"folding version {man.version}", _dir_bytes(cur.local.path))
+        t0 = time.perf_counter()
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(cur.local.path / mf.DB_DIR, path / mf.DB_DIR)
+            settings = man.collection.settings
+            with persistence.open_collection(path / mf.DB_DIR, settings.name) as (_, col):
+                # Small batches: a write call holds the GIL, and queries run meanwhile.
+                replay.apply_ops(col, cur.pending_ops, dimension=settings.dimension,
+                                 max_batch_size=FOLD_BATCH)
+            updates = {rid: cur.versions[rid] for rid in cur.pending.records}
+            snapshots.merge_versions_file(cur.local.path / mf.VERSIONS_FILE, updates,
+                                          path / mf.VERSIONS_FILE)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        local = self._open(man, path, man.segment_names)
+        folded = LoadedSnapshot(man, local, EMPTY, [], local.versions, cur.applied)
+        with self._refresh_lock:
+            if self._current is not cur:
+                self._release(local)  # a newer version arrived meanwhile: fold that one
+                return False
+            self._swap(folded)
+        metrics.READER_FOLD_SECONDS.observe(time.perf_counter() - t0)
+        return True
+
+    def run_folds(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Fold pending segments in the background until ``stop`` is set (a thread's target)."""
+        while not stop.is_set():
+            try:
+                self.fold_pending()
+            except Exception as e:
+                metrics.READER_ERRORS.labels("fold").inc()
+                log.error("folding segments failed; serving them as an overlay",
+                          extra=fields(error=f"{type(e).__name__}: {e}"))
+            stop.wait(interval_s)
 
     def _swap(self, new: LoadedSnapshot) -> None:
         with self._lock:
@@ -185,18 +351,19 @@ class SnapshotReader:
         metrics.READER_SWAPS.inc()
         metrics.READER_SNAPSHOT_VERSION_SEQ.set(new.manifest.seq)
         metrics.READER_SNAPSHOT_CREATED.set(new.manifest.created_at.timestamp())
-        log.info("snapshot loaded", extra=fields(version=new.manifest.version,
-                                                 records=new.manifest.record_count))
+        metrics.READER_SEGMENTS_PENDING.set(len(new.manifest.segments) - len(new.local.segments))
+        log.info("snapshot loaded", extra=fields(
+            version=new.manifest.version, records=new.manifest.record_count,
+            segments=len(new.manifest.segments), folded=len(new.local.segments)))
         if old is not None:
             self._maybe_close(old)
 
     def _maybe_close(self, snap: LoadedSnapshot) -> None:
         with self._lock:
-            if not snap.retired or snap.refs > 0:
+            if not snap.retired or snap.refs != 0:  # -1: already closed
                 return
             snap.refs = -1  # closed: never lent again
-        snap.handle.close()
-        shutil.rmtree(snap.path, ignore_errors=True)
+        self._release(snap.local)
 
     @contextmanager
     def use(self) -> Iterator[LoadedSnapshot]:

@@ -48,6 +48,7 @@ class DeltaTail:
         self._lock = threading.Lock()
         self._generation = 0
         self._overlay_key: tuple[str, int] | None = None
+        self._overlay_under: Overlay = EMPTY
         self._overlay: Overlay = EMPTY
         self.changed = threading.Condition(self._lock)
 
@@ -104,8 +105,8 @@ class DeltaTail:
         Raises :class:`UnconfirmedDelta` when the bucket does not confirm it.
         """
         deltas.parse_name(name)
-        if self.knows(name):
-            return False
+        # Checked even for a delta the tail already has (fetched by a LIST first), so a
+        # forged push is refused as such whatever the timing.
         try:
             stored = self.store.get(deltas.DELTA_PREFIX + name).data
         except NotFound as e:
@@ -143,16 +144,21 @@ class DeltaTail:
         return added
 
     def overlay(self, version: str, applied: frozenset[str], versions: Mapping[str, Version],
-                base_lookup: Callable[[list[str]], Mapping[str, Record]]) -> Overlay:
-        """The overlay on snapshot ``version`` (which contains ``applied``), cached per change."""
+                base_lookup: Callable[[list[str]], Mapping[str, Record]],
+                under: Overlay = EMPTY) -> Overlay:
+        """The overlay on snapshot ``version`` (which contains ``applied``), cached per change.
+
+        ``under`` is the overlay of the version's segments that the reader's
+        copy does not hold yet; the tail's writes go on top of it.
+        """
         with self._lock:
             key = (version, self._generation)
-            if key == self._overlay_key:
+            if key == self._overlay_key and under is self._overlay_under:
                 return self._overlay
             ops = [op for name in sorted(self._ops) if name not in applied
                    for op in self._ops[name]]
-        ov = build_overlay(ops, versions, self.dimension, base_lookup) if ops else EMPTY
+        ov = build_overlay(ops, versions, self.dimension, base_lookup, under) if ops else under
         with self._lock:
             if self._generation == key[1]:
-                self._overlay_key, self._overlay = key, ov
+                self._overlay_key, self._overlay, self._overlay_under = key, ov, under
         return ov

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from chromasnap.engine.ops import Op, OpKey, OpKind
@@ -174,7 +175,7 @@ def _ops_from_table(table: pa.Table, dim: int) -> list[Op]:
                 key=OpKey(ts[i], writers[i], seqs[i]),
                 embedding=matrix[i] if valid[i] else None,
                 document=docs[i],
-                metadata=None if metas[i] is None else json.loads(metas[i]),
+                metadata=None if metas[i] is None else orjson.loads(metas[i]),
                 uri=uris[i],
             )
         )

@@ -1,10 +1,22 @@
-"""Snapshot manifests: what a snapshot is, which files it has, which deltas it contains.
+"""Snapshot manifests: what a version is, which files it has, which deltas it contains.
 
-Layout of one snapshot under ``snapshots/<version>/``:
+A version is a *base* plus an ordered list of *segments* (format 2; see
+docs/design.md, "Segmented snapshots"):
 
-- ``db/…``            the ``chromadb.PersistentClient`` directory, as closed by the compactor
-- ``versions.arrow``  per-id newest applied write (the last-writer-wins memory, see merge.py)
-- ``manifest.json``   this model; written last, so a manifest means the files are all there
+- the base is a full snapshot under ``snapshots/<base>/``: ``db/…`` (the
+  ``chromadb.PersistentClient`` directory, as closed by the compactor) and
+  ``versions.arrow`` (per-id newest applied write, the last-writer-wins
+  memory of merge.py). A version whose base is itself is a *full* version;
+- each segment lives under ``segments/<name>/``: ``ops.arrow`` (the writes a
+  minor compaction folded, already planned against everything before them,
+  in the order they apply) and ``versions.arrow`` (the touched ids' new
+  versions). Segments are immutable and shared by every later version that
+  lists them;
+- ``snapshots/<version>/manifest.json`` is this model; written last, so a
+  manifest means every file it names is there.
+
+Format 1 manifests (no ``base``, no ``segments``) are full versions: buckets
+written before segments keep working unchanged.
 
 Versions are ``<seq:010d>-<random>``: they sort by lineage depth, and two
 compactors racing from the same base never write to the same keys.
@@ -21,8 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chromasnap.config import CollectionSettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_FORMATS = (1, 2)
 SNAPSHOT_PREFIX = "snapshots/"
+SEGMENT_PREFIX = "segments/"
+OPS_FILE = "ops.arrow"
 DB_DIR = "db"
 VERSIONS_FILE = "versions.arrow"
 MANIFEST_FILE = "manifest.json"
@@ -54,6 +69,36 @@ class CollectionInfo(BaseModel):
     )
 
 
+class Segment(BaseModel):
+    """One immutable segment: writes folded on top of the base, with their versions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    ops: int = Field(ge=0, description="writes in ops.arrow")
+    shadowing: int = Field(
+        ge=0, default=0, description="ids it touched that held a record before it (upper bound)"
+    )
+    files: list[FileEntry]
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix of this segment's objects."""
+        return segment_prefix(self.name)
+
+    @property
+    def byte_size(self) -> int:
+        """Bytes of the segment's files."""
+        return sum(f.size for f in self.files)
+
+    def file(self, path: str) -> FileEntry:
+        """The entry of ``path`` (``ops.arrow`` or ``versions.arrow``)."""
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise CorruptSnapshot(f"segment {self.name} has no {path}")
+
+
 class Manifest(BaseModel):
     """Everything needed to fetch, verify and describe one snapshot version."""
 
@@ -67,7 +112,14 @@ class Manifest(BaseModel):
     collection: CollectionInfo
     record_count: int = Field(ge=0)
     byte_size: int = Field(ge=0)
-    files: list[FileEntry]
+    files: list[FileEntry] = Field(description="the base's files, under the base's prefix")
+    base: str | None = Field(
+        default=None, description="version holding the base files; None: this version itself"
+    )
+    base_records: int | None = Field(
+        default=None, ge=0, description="records in the base alone; None: record_count"
+    )
+    segments: list[Segment] = Field(default_factory=list)
     deltas: list[str] = Field(
         description="names of deltas folded into this snapshot or an ancestor that still exist"
     )
@@ -84,6 +136,31 @@ class Manifest(BaseModel):
         """Key of this manifest."""
         return self.prefix + MANIFEST_FILE
 
+    @property
+    def base_version(self) -> str:
+        """The version whose ``db/`` and ``versions.arrow`` are this version's base."""
+        return self.base or self.version
+
+    @property
+    def base_prefix(self) -> str:
+        """Key prefix of the base's files."""
+        return snapshot_prefix(self.base_version)
+
+    @property
+    def base_bytes(self) -> int:
+        """Bytes of the base's files."""
+        return sum(f.size for f in self.files)
+
+    @property
+    def base_record_count(self) -> int:
+        """Records in the base alone."""
+        return self.record_count if self.base_records is None else self.base_records
+
+    @property
+    def segment_names(self) -> tuple[str, ...]:
+        """The segments' names, in the order they apply."""
+        return tuple(s.name for s in self.segments)
+
     def to_json(self) -> bytes:
         """Canonical JSON bytes."""
         return self.model_dump_json(indent=2).encode()
@@ -92,6 +169,11 @@ class Manifest(BaseModel):
 def snapshot_prefix(version: str) -> str:
     """``snapshots/<version>/``."""
     return f"{SNAPSHOT_PREFIX}{version}/"
+
+
+def segment_prefix(name: str) -> str:
+    """``segments/<name>/``."""
+    return f"{SEGMENT_PREFIX}{name}/"
 
 
 def new_version(seq: int) -> str:
@@ -115,9 +197,9 @@ def parse(data: bytes) -> Manifest:
         m = Manifest.model_validate(json.loads(data))
     except (ValueError, ValidationError) as e:
         raise CorruptSnapshot(f"manifest is not valid: {e}") from e
-    if m.format_version != FORMAT_VERSION:
+    if m.format_version not in SUPPORTED_FORMATS:
         raise CorruptSnapshot(
-            f"manifest format {m.format_version} is not supported (expected {FORMAT_VERSION}); "
-            "upgrade chromasnap"
+            f"manifest format {m.format_version} is not supported (this chromasnap reads "
+            f"{', '.join(map(str, SUPPORTED_FORMATS))}); upgrade chromasnap"
         )
     return m

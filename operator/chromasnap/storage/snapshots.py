@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chromasnap.engine.merge import Version
 from chromasnap.engine.ops import OpKey
@@ -73,7 +74,9 @@ def load_manifest(store: ObjectStore, key: str) -> mf.Manifest:
 def fetch(
     store: ObjectStore, manifest: mf.Manifest, dest: Path, on_bytes: Progress | None = None
 ) -> Path:
-    """Download and verify a snapshot into ``dest`` (replaced atomically); return ``dest``.
+    """Download and verify a version's base into ``dest`` (replaced atomically); return ``dest``.
+
+    Segments are not included: see :mod:`chromasnap.storage.segments`.
 
     Raises CorruptSnapshot, leaving nothing at ``dest``, if any file is missing
     or does not match its size and SHA-256.
@@ -86,7 +89,7 @@ def fetch(
             target = tmp / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
             store.download_file(
-                manifest.prefix + f.path, target, f.size, f.sha256, on_bytes=on_bytes
+                manifest.base_prefix + f.path, target, f.size, f.sha256, on_bytes=on_bytes
             )
 
         with ThreadPoolExecutor(PARALLEL_FILES) as pool:
@@ -187,8 +190,45 @@ def read_versions(path: Path) -> dict[str, Version]:
     """Load the per-id version table written by ``write_versions``."""
     if not path.exists():
         return {}
+    return table_versions(_read_table(path))
+
+
+def lookup_versions(path: Path, ids: Iterable[str]) -> dict[str, Version]:
+    """The versions of ``ids`` in a version table file, decoding only those rows.
+
+    A minor compaction asks the base's table (hundreds of thousands of rows)
+    for the few thousand ids a delta touches; filtering in Arrow keeps that
+    proportional to the table's bytes, not to Python objects per row.
+    """
+    if not path.exists():
+        return {}
     table = _read_table(path)
+    wanted = pa.array(sorted(set(ids)), type=pa.string())
+    if len(wanted) == 0 or table.num_rows == 0:
+        return {}
+    return table_versions(table.filter(pc.is_in(table.column("id"), value_set=wanted)))
+
+
+def table_versions(table: pa.Table) -> dict[str, Version]:
+    """A version table (as read from ``versions.arrow``) as a dict."""
     cols = [table.column(n).to_pylist() for n in ("id", "ts_us", "writer", "seq", "deleted")]
     return {
         rid: Version(OpKey(ts, w, s), bool(d)) for rid, ts, w, s, d in zip(*cols, strict=True)
     }
+
+
+def merge_versions_file(src: Path, updates: Mapping[str, Version], dest: Path) -> None:
+    """Write ``src``'s table with ``updates`` applied (their rows replace ``src``'s) to ``dest``."""
+    base = _read_table(src) if src.exists() else _VERSIONS_SCHEMA.empty_table()
+    if updates:
+        keep = pc.invert(pc.is_in(base.column("id"), value_set=pa.array(list(updates))))
+        base = base.filter(keep)
+    rows = dest.with_name(dest.name + ".rows")
+    write_versions(rows, updates)
+    merged = pa.concat_tables([base, _read_table(rows)]).combine_chunks()
+    # Written aside and renamed: ``src`` may be ``dest``, and it is memory-mapped.
+    tmp = dest.with_name(dest.name + ".new")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _VERSIONS_SCHEMA) as w:
+        w.write_table(merged)
+    rows.unlink()
+    tmp.replace(dest)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.storage import deltas, pointer, snapshots
 from chromasnap.storage import manifest as mf
@@ -143,9 +144,19 @@ class SteppedStore:
         return iter(list(self._inner.list(prefix)))
 
 
-def _check_final_state(store: ObjectStore, acked: set[str], tmp: Path) -> None:
+#: Odd seeds: every run writes a segment and tiers of two merge, so runs race with merges.
+MERGING = MergePolicy(segments_per_tier=2, full_merge_ratio=1e9, shadowed_ratio=1e9,
+                      floor_ops=1, max_segments=1000)
+
+
+def _policy(seed: int) -> MergePolicy | None:
+    return MERGING if seed % 2 else None
+
+
+def _check_final_state(store: ObjectStore, acked: set[str], tmp: Path,
+                       policy: MergePolicy | None = None) -> None:
     """Pointer valid, every acknowledged write present, no delta lost."""
-    res = compactor(store, tmp / "final", grace=0).run()
+    res = compactor(store, tmp / "final", grace=0, policy=policy).run()
     assert res.result in ("succeeded", "skipped"), res
     man, recs = current_records(store, tmp)
     assert set(recs) == acked, f"lost {sorted(acked - set(recs))}"
@@ -183,7 +194,8 @@ def test_seeded_interleavings_never_lose_a_write(
     def compactor_actor(name: str, runs: int) -> Callable[[], None]:
         def go() -> None:
             for _ in range(runs):
-                c = compactor(stepped, tmp_path / name, grace=0, retain=1, identity=name)
+                c = compactor(stepped, tmp_path / name, grace=0, retain=1, identity=name,
+                              policy=_policy(seed))
                 res = c.run()
                 assert res.result in ("succeeded", "skipped"), res
 
@@ -191,7 +203,7 @@ def test_seeded_interleavings_never_lose_a_write(
 
     sched.run({"writer": writer, "a": compactor_actor("a", 3), "b": compactor_actor("b", 3)})
     assert sched.steps > 20
-    _check_final_state(store, acked, tmp_path)
+    _check_final_state(store, acked, tmp_path, _policy(seed))
 
 
 def test_stale_cleanup_cannot_delete_the_live_version(store: ObjectStore, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from chromasnap.storage import deltas, pointer, snapshots
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import ObjectStore, open_store
 from dataplane import (
+    FULL,
+    SEGMENTS,
     SETTINGS,
     compactor,
     compactor_env,
@@ -57,17 +59,23 @@ def test_first_run_publishes_empty_version_1(store: ObjectStore, tmp_path: Path)
     assert pointer.read(store).pointer.version == man.version  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("policy", ["default", "segments", "full"])
 def test_seeded_model_random_batches_on_chromadb(
-    store_url: str, store_endpoint: str | None, tmp_path: Path
+    store_url: str, store_endpoint: str | None, tmp_path: Path, policy: str
 ) -> None:
-    """Random multi-writer histories, late deltas, random compaction batches == the model."""
+    """Random multi-writer histories, late deltas, random compaction batches == the model.
+
+    Under every merge policy: segments only (tier merges included), full
+    versions only, and the default mix.
+    """
+    chosen = {"default": None, "segments": SEGMENTS, "full": FULL}[policy]
     for seed in range(4):
-        root = open_store(f"{store_url.rstrip('/')}/seed{seed}", store_endpoint)
+        root = open_store(f"{store_url.rstrip('/')}/{policy}{seed}", store_endpoint)
         rng = random.Random(seed)
         history = random_history(rng, n_ops=80)
         batches = arrival_batches(rng, history)
         # Model timestamps are in 1970: a huge grace keeps their tombstones.
-        c = compactor(root, tmp_path / f"cache{seed}", grace=1e10)
+        c = compactor(root, tmp_path / f"cache{policy}{seed}", grace=1e10, policy=chosen)
         superseded = 0
         for batch in batches:
             for d in batch:
@@ -76,7 +84,8 @@ def test_seeded_model_random_batches_on_chromadb(
             assert res.result == "succeeded", res.message
             superseded += res.superseded_ops
         want, want_sup = reference_state(batches)
-        man, got = current_records(root, tmp_path / f"check{seed}")
+        man, got = current_records(root, tmp_path / f"check{policy}{seed}")
+        assert man.record_count == len(want), f"seed {seed}: record count"
         assert records_equal(got, want), f"seed {seed}"
         assert superseded == want_sup
         assert man.record_count == len(want)
@@ -159,26 +168,60 @@ def test_corrupt_base_snapshot_is_refused(store: ObjectStore, tmp_path: Path) ->
     data[len(data) // 2] ^= 0xFF
     store.put(man.prefix + victim.path, bytes(data))
     put_delta(store, upserts("w1", 2000, ["b"], "two"))
-    # A compactor without the base in its cache must download and verify it.
-    res = compactor(store, tmp_path / "fresh-cache").run()
+    # A full run without the base in its cache must download and verify it.
+    res = compactor(store, tmp_path / "fresh-cache", policy=FULL).run()
     assert (res.result, res.reason) == ("failed", "CorruptSnapshot")
     assert victim.path in res.message
     assert pointer.read(store).pointer == cur
 
 
-def test_retention_and_delta_cleanup(store: ObjectStore, tmp_path: Path) -> None:
-    c = compactor(store, tmp_path / "c", grace=0, retain=2)
-    for i in range(4):
+@pytest.mark.parametrize("victim_file", [mf.OPS_FILE, mf.VERSIONS_FILE])
+def test_corrupt_segment_is_refused(store: ObjectStore, tmp_path: Path,
+                                    victim_file: str) -> None:
+    """A damaged segment stops every run that needs it; the pointer stays put."""
+    put_delta(store, upserts("w1", 1000, ["a"], "one"))
+    assert compactor(store, tmp_path / "c1").run().kind == "full"
+    put_delta(store, upserts("w1", 2000, ["b"], "two"))
+    assert compactor(store, tmp_path / "c1").run().kind == "segment"
+    cur = pointer.read(store).pointer
+    assert cur is not None
+    seg = snapshots.load_manifest(store, cur.manifest).segments[0]
+    data = bytearray(store.get(seg.prefix + victim_file).data)
+    data[len(data) // 2] ^= 0xFF
+    store.put(seg.prefix + victim_file, bytes(data))
+    put_delta(store, upserts("w1", 3000, ["c"], "three"))
+    # A segment run reads older segments' version tables, not their writes.
+    for policy in (FULL, SEGMENTS) if victim_file == mf.VERSIONS_FILE else (FULL,):
+        res = compactor(store, tmp_path / "fresh", policy=policy).run()
+        assert (res.result, res.reason) == ("failed", "CorruptSnapshot"), policy
+        assert seg.name in res.message
+        assert pointer.read(store).pointer == cur
+
+
+@pytest.mark.parametrize("policy", ["full", "segments"])
+def test_retention_and_delta_cleanup(store: ObjectStore, tmp_path: Path, policy: str) -> None:
+    """Only what the retained versions reach stays: their manifests, bases and segments."""
+    chosen = {"full": FULL, "segments": SEGMENTS}[policy]
+    c = compactor(store, tmp_path / "c", grace=0, retain=2, policy=chosen)
+    for i in range(7):
         put_delta(store, upserts("w1", 1000 * (i + 1), [f"id{i}"], f"v{i}"))
         res = c.run()
         assert res.result == "succeeded"
     versions = {o.key.split("/")[1] for o in store.list(mf.SNAPSHOT_PREFIX)}
+    segs = {o.key.split("/")[1] for o in store.list(mf.SEGMENT_PREFIX)}
     cur = pointer.read(store).pointer
-    assert cur is not None and len(versions) == 2 and cur.version in versions
+    assert cur is not None
+    live = snapshots.load_manifest(store, cur.manifest)
+    parent = snapshots.load_manifest(store, mf.snapshot_prefix(live.parent or "") + "manifest.json")
+    assert versions == {live.version, parent.version, live.base_version, parent.base_version}
+    assert segs == {*live.segment_names, *parent.segment_names}
+    if policy == "segments":
+        # Seven runs at tiers of three: the first wrote the base, then tiers merged.
+        assert live.base_version != live.version and 1 <= len(live.segments) < 6
     # Every delta was applied and then removed; the state still has all four records.
     assert not [o for o in store.list(deltas.DELTA_PREFIX)]
     _, recs = current_records(store, tmp_path)
-    assert set(recs) == {"id0", "id1", "id2", "id3"}
+    assert set(recs) == {f"id{i}" for i in range(7)}
 
 
 CRASH_POINTS = [
@@ -195,10 +238,13 @@ CRASH_POINTS = [
 ]
 
 
+@pytest.mark.parametrize("kind", ["segment", "full"])
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_sigkill_at_every_step_loses_nothing(
-    point: str, store_url: str, store_endpoint: str | None, tmp_path: Path
+    point: str, kind: str, store_url: str, store_endpoint: str | None, tmp_path: Path
 ) -> None:
+    """A run killed at any step, writing a segment or a full version, loses nothing."""
+    policy = {"CHROMASNAP_MERGE_FULL_RATIO": "0"} if kind == "full" else {}
     store = open_store(store_url, store_endpoint)
     first = [upserts("w1", 1000, ["a", "b", "c"], "one"), upserts("w2", 1001, ["d"], "one")]
     for d in first:
@@ -211,7 +257,7 @@ def test_sigkill_at_every_step_loses_nothing(
     before = pointer.read(store)
 
     killed = run_compactor_process(
-        compactor_env(store_url, store_endpoint, cache, CHROMASNAP_TEST_KILL_AT=point)
+        compactor_env(store_url, store_endpoint, cache, CHROMASNAP_TEST_KILL_AT=point, **policy)
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     # The pointer is either unchanged or on a complete, verifiable snapshot.
@@ -221,11 +267,13 @@ def test_sigkill_at_every_step_loses_nothing(
     assert recs["a"].document == ("two a" if moved else "one a")
     result_file = tmp_path / "result.json"
     recovered = run_compactor_process(
-        compactor_env(store_url, store_endpoint, cache, CHROMASNAP_RESULT_FILE=str(result_file))
+        compactor_env(store_url, store_endpoint, cache, CHROMASNAP_RESULT_FILE=str(result_file),
+                      **policy)
     )
     assert recovered.returncode == 0, recovered.stderr[-2000:]
     result = json.loads(result_file.read_text())
     man, recs = current_records(store, tmp_path / "final")
+    assert (man.base_version == man.version) == (kind == "full")
     want, _ = reference_state([first, second])
     assert records_equal(recs, want)
     # No delta applied twice: the recovery folds the second pair only if the crashed

@@ -37,8 +37,9 @@ SETTINGS = CollectionSettings(name="docs", dimension=DIM, space=Space.L2)
 class Pair:
     """chromasnap (one writer, one reader) and a chromadb reference, written alike."""
 
-    def __init__(self, minio: MinioServer, tmp: Path) -> None:
+    def __init__(self, minio: MinioServer, tmp: Path, fold: bool = True) -> None:
         self.tmp = tmp
+        self.fold = fold
         url = minio.new_bucket_url()
         self.store = open_store(url, minio.endpoint)
         self.compact()  # the empty first version: a snapshot without an index
@@ -46,7 +47,8 @@ class Pair:
         reader_port = free_port()
         writer = self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{reader_port}")
         self.reader: Proc = self.stack.start(
-            "reader", reader_port, CHROMASNAP_WRITER_URL=writer.url
+            "reader", reader_port, CHROMASNAP_WRITER_URL=writer.url,
+            CHROMASNAP_FOLD_SEGMENTS=str(fold).lower(),
         )
         self.stack.wait(self.reader, "/readyz")
         self.col = chromadb.HttpClient(host="127.0.0.1", port=self.reader.port).get_collection(
@@ -71,15 +73,20 @@ class Pair:
         """Fold the tail into a new version and wait until the reader serves it."""
         seq = self.compact()
         deadline = time.monotonic() + 30
-        while self.loaded_seq() != seq:
+        # Folding: until the segments are in the reader's copy; else served as an overlay.
+        while self.loaded_seq() != seq or (self.fold and self.gauge("segments_pending")):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reader did not load snapshot seq {seq}")
             time.sleep(0.05)
 
-    def loaded_seq(self) -> int | None:
+    def gauge(self, name: str) -> float | None:
         text = httpx.get(f"{self.reader.url}/metrics").text
-        m = re.search(r"^chromasnap_reader_snapshot_seq (\S+)$", text, re.M)
-        return int(float(m.group(1))) if m else None
+        m = re.search(rf"^chromasnap_reader_{name} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    def loaded_seq(self) -> int | None:
+        seq = self.gauge("snapshot_seq")
+        return None if seq is None else int(seq)
 
     def in_both_states(self, check: Callable[[], None]) -> None:
         """``check`` on the fresh tail, then again once the snapshot holds everything."""
@@ -91,9 +98,10 @@ class Pair:
         self.stack.stop()
 
 
-@pytest.fixture
-def pair(minio: MinioServer, tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(minio, tmp_path)
+@pytest.fixture(params=["folded", "overlay"])
+def pair(minio: MinioServer, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    """A pair whose reader folds segments into its copy, or serves them as an overlay."""
+    p = Pair(minio, tmp_path, fold=request.param == "folded")
     yield p
     p.close()
 

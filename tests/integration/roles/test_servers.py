@@ -44,11 +44,13 @@ class Env:
         notify = ",".join(f"http://127.0.0.1:{p}" for p in reader_ports)
         self.writers = [self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=notify) for _ in range(2)]
         # Readers forward writes to the first writer (in a cluster: the writer Service).
+        # The second never folds segments into its copy: it serves them as an overlay.
         self.readers: list[Proc] = [
             self.stack.start(
-                "reader", port, CHROMASNAP_WRITER_URL=self.writers[0].url, **reader_env
+                "reader", port, CHROMASNAP_WRITER_URL=self.writers[0].url,
+                **({"CHROMASNAP_FOLD_SEGMENTS": "false"} if i else {}), **reader_env
             )
-            for port in reader_ports
+            for i, port in enumerate(reader_ports)
         ]
         for r in self.readers:
             self.stack.wait(r, "/readyz")
@@ -279,14 +281,16 @@ def test_randomized_differential_against_persistent_client(env: Env, tmp_path: P
     Every comparison includes record order (full ``get``, ``offset``/``limit``
     pages, ``peek``, filtered gets) and ``query(ids=…)`` with absent ids, and
     runs both while recent writes are in the reader's fresh tail and right
-    after a compaction folded everything into the snapshot it serves.
+    after a compaction folded everything into the version it serves: on a
+    reader that has folded the version's segments into its copy, and on one
+    that serves them as an overlay.
     """
     ref_client = chromadb.PersistentClient(path=str(tmp_path / "reference"))
     ref = ref_client.create_collection(
         "docs", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
     )
     writers = [env.client(w).get_collection("docs") for w in env.writers]
-    reader = env.client(env.readers[0]).get_collection("docs")
+    readers = [env.client(r).get_collection("docs") for r in env.readers]
     rng = random.Random(7)
     nrng = np.random.default_rng(7)
     ids = [f"id{i}" for i in range(25)]
@@ -317,27 +321,38 @@ def test_randomized_differential_against_persistent_client(env: Env, tmp_path: P
         if rng.random() < 0.1:
             assert env.compact().result == "succeeded"
         if step % 10 == 9:
-            compare(reader, ref, nrng, ids)  # recent writes are in the fresh tail
+            for reader in readers:
+                compare(reader, ref, nrng, ids)  # recent writes are in the fresh tail
             if step % 20 == 19:
-                compact_and_wait(env, env.readers[0])  # everything is in the snapshot
-                compare(reader, ref, nrng, ids)
-    compare(reader, ref, nrng, ids)
-    compact_and_wait(env, env.readers[0])
-    compare(reader, ref, nrng, ids)
+                compact_and_wait(env)  # everything is in the version
+                for reader in readers:
+                    compare(reader, ref, nrng, ids)
+    compact_and_wait(env)
+    for reader in readers:
+        compare(reader, ref, nrng, ids)
 
 
-def compact_and_wait(env: Env, reader: Proc) -> None:
-    """Compact, then wait until ``reader`` serves the new version (its metrics say which)."""
+def _gauge(reader: Proc, name: str) -> float | None:
+    text = httpx.get(f"{reader.url}/metrics").text
+    line = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line[0].split()[1]) if line else None
+
+
+def compact_and_wait(env: Env) -> None:
+    """Compact, then wait until every reader serves the new version (its metrics say which).
+
+    The first reader must also have folded the version's segments into its
+    copy; the second never does.
+    """
     res = env.compact()
     assert res.result == "succeeded" or res.reason == "NothingToDo", res.message
     seq = int(res.version.split("-", 1)[0])
-
-    def loaded() -> bool:
-        text = httpx.get(f"{reader.url}/metrics").text
-        line = [x for x in text.splitlines() if x.startswith("chromasnap_reader_snapshot_seq ")]
-        return bool(line) and int(float(line[0].split()[1])) == seq
-
-    wait_until(loaded, what=f"reader serving snapshot seq {seq}")
+    for i, reader in enumerate(env.readers):
+        wait_until(lambda r=reader: _gauge(r, "chromasnap_reader_snapshot_seq") == seq,
+                   what=f"reader serving snapshot seq {seq}")
+        want = 0 if i == 0 else float(res.segments or 0)
+        wait_until(lambda r=reader, w=want: _gauge(r, "chromasnap_reader_segments_pending") == w,
+                   what=f"reader with {want} segments pending")
 
 
 def compare(reader: Any, ref: Any, nrng: np.random.Generator, universe: list[str]) -> None:

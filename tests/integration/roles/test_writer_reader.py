@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine.errors import InvalidWrite, Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.engine.validation import Limits
@@ -18,7 +19,7 @@ from chromasnap.storage import manifest as mf
 from chromasnap.storage.s3 import S3Store
 from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter
-from dataplane import SETTINGS, compactor
+from dataplane import FULL, SETTINGS, compactor
 from faultproxy import Fault, FaultProxy
 from minio_server import MinioServer
 
@@ -99,7 +100,8 @@ def test_writer_retries_transient_s3_errors_and_never_acks_failed_ones(minio: Mi
         assert {o.key for o in store.list(deltas.DELTA_PREFIX)} == before
 
 
-def publish_generation(store: ObjectStore, cache: Path, gen: int) -> None:
+def publish_generation(store: ObjectStore, cache: Path, gen: int,
+                       policy: MergePolicy | None = None) -> None:
     async def go() -> None:
         w = GroupCommitWriter(store, LIMITS, f"writer-{gen}")
         await w.start()
@@ -114,12 +116,13 @@ def publish_generation(store: ObjectStore, cache: Path, gen: int) -> None:
             await w.stop()
 
     asyncio.run(go())
-    res = compactor(store, cache).run()
+    res = compactor(store, cache, policy=policy).run()
     assert res.result == "succeeded", res.message
 
 
 def test_reader_loads_and_swaps_new_versions(store: ObjectStore, tmp_path: Path) -> None:
-    reader = SnapshotReader(store, tmp_path / "reader")
+    downloaded: list[int] = []
+    reader = SnapshotReader(store, tmp_path / "reader", on_bytes=downloaded.append)
     assert not reader.ready() and not reader.refresh()
     publish_generation(store, tmp_path / "c", 1)
     assert reader.refresh() and reader.ready()
@@ -129,35 +132,50 @@ def test_reader_loads_and_swaps_new_versions(store: ObjectStore, tmp_path: Path)
         assert snap.collection.count() == 2
         hit = snap.collection.query(query_embeddings=[vec(0)], n_results=1)
         assert hit["ids"][0] == ["fixed"]
-        # A new version arrives while this read still holds the old snapshot.
+        # A new version (a segment on the same base) arrives while this read holds the old.
+        downloaded.clear()
         publish_generation(store, tmp_path / "c", 2)
         assert reader.refresh()
+        new = reader.current
+        assert new is not None and new.manifest.segments and new.path == first_path
+        # Only the segment was downloaded; the base copy is shared, not fetched again.
+        assert sum(downloaded) == sum(s.byte_size for s in new.manifest.segments)
+        assert new.pending.records["fixed"].document == "gen 2"  # type: ignore[union-attr]
         assert snap.collection.count() == 2  # old snapshot still open for this read
-    assert not first_path.exists()  # closed and deleted once the read ended
+    # Folding the segment into a new local copy swaps it in; the old copy goes once unused.
+    assert reader.fold_pending()
+    assert not first_path.exists()
     with reader.use() as snap:
+        assert snap.pending.empty and snap.path != first_path
         assert snap.collection.count() == 3
         assert snap.collection.get(ids=["fixed"])["documents"] == ["gen 2"]
     reader.close()
 
 
+@pytest.mark.parametrize("damaged", ["base", "segment"])
 def test_reader_rejects_corrupt_snapshot_and_keeps_serving(
-    store: ObjectStore, tmp_path: Path
+    store: ObjectStore, tmp_path: Path, damaged: str
 ) -> None:
     reader = SnapshotReader(store, tmp_path / "reader")
     publish_generation(store, tmp_path / "c", 1)
     assert reader.refresh()
-    publish_generation(store, tmp_path / "c", 2)
+    publish_generation(store, tmp_path / "c", 2, policy=FULL if damaged == "base" else None)
     cur = pointer.read(store).pointer
     assert cur is not None
     man = snapshots.load_manifest(store, cur.manifest)
-    victim = max(man.files, key=lambda f: f.size)
-    data = bytearray(store.get(man.prefix + victim.path).data)
+    if damaged == "base":
+        victim = max(man.files, key=lambda f: f.size)
+        key = man.prefix + victim.path
+    else:
+        key = man.segments[-1].prefix + mf.OPS_FILE
+    data = bytearray(store.get(key).data)
     data[-1] ^= 0xFF
-    store.put(man.prefix + victim.path, bytes(data))
+    store.put(key, bytes(data))
     assert not reader.refresh()
     assert reader.last_error is not None and man.version in reader.last_error
     with reader.use() as snap:
         assert snap.manifest.version != man.version and snap.collection.count() == 2
+        assert snap.pending.empty
     assert not (tmp_path / "reader" / "snapshots" / man.version).exists()
     reader.close()
 
@@ -196,7 +214,7 @@ def test_queries_never_fail_across_many_swaps(store: ObjectStore, tmp_path: Path
     assert done[0] > 0 and reader.swaps == 7
     remaining = [p.name for p in (tmp_path / "reader" / "snapshots").iterdir()]
     with reader.use() as snap:
-        assert remaining == [snap.manifest.version]
+        assert remaining == [snap.path.name]
         assert snap.manifest.seq == mf.version_seq(snap.manifest.version)
     reader.close()
 
@@ -226,6 +244,9 @@ def test_s3_faults_compactor_aborts_cleanly_and_readers_keep_serving(minio: Mini
         res = compactor(store, tmp_path / "c").run()
         assert res.result == "succeeded" and res.record_count == 7
         assert reader.refresh()
+        with reader.use() as snap:
+            assert snap.collection.count() + len(snap.pending.live) == 7
+        assert reader.fold_pending()
         with reader.use() as snap:
             assert snap.collection.count() == 7
         reader.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.modelgen import (
@@ -21,8 +22,10 @@ from chromasnap.engine.merge import (
     apply_op,
     fold,
     fold_tracked,
+    liveness,
     plan,
     prune_tombstones,
+    settle,
     sort_ops,
 )
 from chromasnap.engine.ops import Op, OpKey, OpKind
@@ -157,6 +160,44 @@ def test_fold_tracked_says_which_records_the_ops_created_and_when() -> None:
     ]
     folded = fold_tracked(base, ops)
     assert folded.records == fold(base, ops)
-    assert folded.created == {"new1": k(1), "new2": k(6), "back": k(7)}
+    # By the position of the op that created each one (its order of creation).
+    assert folded.created == {"new1": 0, "new2": 5, "back": 6}
     assert folded.records["gone"] is None and folded.records["tmp"] is None
     assert folded.records["old"] is not None and folded.records["old"].document == "d"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_settle_counts_exactly_what_folding_the_records_leaves(seed: int) -> None:
+    """A segment run knows the record count without the records: ``settle`` == ``fold``."""
+    rng = random.Random(seed)
+    history = random_history(rng, n_ops=60)
+    state: dict[str, Record] = {}
+    versions: dict[str, Version] = {}
+    for batch in arrival_batches(rng, history):
+        p = plan([op for d in batch for op in d.ops], versions)
+        touched, change = settle(p, versions)
+        before = len(state)
+        for rid, rec in fold(state, p.ops).items():
+            if rec is None:
+                state.pop(rid, None)
+            else:
+                state[rid] = rec
+        assert len(state) - before == change
+        versions.update(touched)
+        # ``deleted`` means "no record", whatever the last op was.
+        assert {rid for rid, v in versions.items() if not v.deleted} == set(state)
+
+
+def test_liveness_follows_chromas_presence_rules() -> None:
+    k = iter(range(1, 100))
+
+    def o(kind: OpKind, rid: str, e: np.ndarray | None = E1) -> Op:
+        n = next(k)
+        return Op(kind, rid, OpKey(n, "w", n), e)
+
+    ops = [o(OpKind.UPDATE, "ghost"), o(OpKind.UPSERT, "meta-only", None),
+           o(OpKind.ADD, "new"), o(OpKind.DELETE, "old"), o(OpKind.ADD, "kept", None),
+           o(OpKind.DELETE, "back"), o(OpKind.UPSERT, "back")]
+    assert liveness(ops, {"old": True, "kept": True, "back": True}) == {
+        "ghost": False, "meta-only": False, "new": True, "old": False, "kept": True,
+        "back": True}

@@ -7,12 +7,15 @@ these pin the pure logic down case by case.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pytest
 
+from chromasnap.engine import merge
 from chromasnap.engine.errors import Internal
-from chromasnap.engine.merge import Record
+from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.reader import freshview
 
@@ -139,3 +142,56 @@ def test_query_ids_fail_where_chroma_fails() -> None:
     # The tail's first add creates the index.
     assert not check(overlay([], [op(OpKind.ADD, "n")]), ["n", "x"], snapshot=[],
                      has_index=False)
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int) -> None:
+    """The tail's overlay on top of unfolded segments == one overlay of both, in order.
+
+    Segments hold ops already planned (their order is the applied order, not
+    the key order: merged segments and late deltas); the tail is planned on
+    top of the segments' versions. Records, order (snapshot places and
+    creation order), ``in_base`` and counts must be what folding everything
+    at once gives, which is what a full compaction writes.
+    """
+    rng = random.Random(seed)
+    ids = [f"r{i}" for i in range(8)]
+    snapshot = rng.sample(ids, 4)
+    base = {r: Record(r, np.full(DIM, 9, dtype=np.float32), f"old {r}", {"k": 0})
+            for r in snapshot}
+
+    def lookup(want: list[str]) -> dict[str, Record]:
+        return {i: base[i] for i in want if i in base}
+
+    def rand_ops(n: int) -> list[Op]:
+        out = []
+        for _ in range(n):
+            kind = rng.choice(list(OpKind))
+            t = rng.randrange(1, 10_000)
+            e = np.array([t, rng.random()], dtype=np.float32) if rng.random() < 0.8 else None
+            md = {"k": t} if rng.random() < 0.5 else None
+            out.append(Op(kind, rng.choice(ids), OpKey(t, rng.choice("ab"), t), e,
+                          f"d{t}" if rng.random() < 0.5 else None, md))  # type: ignore[arg-type]
+        return out
+
+    versions: dict[str, Version] = {}
+    seg_ops: list[Op] = []
+    for _ in range(rng.randrange(1, 4)):  # segments, each planned on the ones before
+        p = merge.plan(rand_ops(rng.randrange(0, 8)), versions)
+        versions.update(p.versions)
+        seg_ops += p.ops
+    tail = rand_ops(rng.randrange(0, 10))
+    under = freshview.build_planned(seg_ops, DIM, lookup)
+    got = freshview.build_overlay(tail, versions, DIM, lookup, under)
+    want = freshview.build_planned(seg_ops + merge.plan(tail, versions).ops, DIM, lookup)
+    assert set(got.records) == set(want.records)
+    for r, rec in want.records.items():
+        g = got.records[r]
+        assert (g is None) == (rec is None)
+        if g is not None and rec is not None:
+            assert (g.document, g.metadata, g.uri) == (rec.document, rec.metadata, rec.uri)
+            assert np.array_equal(g.embedding, rec.embedding)
+    assert got.live == want.live
+    assert got.stays == want.stays and got.in_base == want.in_base
+    assert np.array_equal(got.matrix, want.matrix)
+    assert freshview.count(len(base), got) == freshview.count(len(base), want)

@@ -208,6 +208,7 @@ def render(s: Mapping[str, Any]) -> str:
     if snap.get("version"):
         lines.append(f"Snapshot:        {snap['version']} (seq {snap.get('seq')}), "
                      f"{snap.get('records')} records, {snap.get('bytes')} bytes, "
+                     f"{snap.get('segments', 0)} segments, "
                      f"created {_age(snap.get('createdAt'))} ago")
     else:
         lines.append("Snapshot:        none published yet")
