@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import chromadb
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import chromadir, persistence, reads
 from chromasnap.storage import manifest as mf
-from chromasnap.storage import pointer, segments, snapshots
+from chromasnap.storage import pointer, recovery, segments, snapshots
 from chromasnap.storage.progress import transfer_progress
 from chromasnap.storage.store import ObjectStore
 
@@ -152,3 +153,19 @@ def export_snapshot(
             dest.rmdir()
         (got / mf.DB_DIR).rename(dest)
     return man
+
+
+def export_at(store: ObjectStore, dest: Path, at: datetime) -> recovery.Restored:
+    """Write the collection's state at time ``at`` to ``dest`` (point-in-time recovery)."""
+    if dest.exists() and any(dest.iterdir()):
+        raise ImportError_(f"{dest} is not empty; export into a new or empty directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".chromasnap-export-", dir=dest.parent) as tmp:
+        try:
+            restored = recovery.restore_at(store, Path(tmp) / "snap", recovery.us_of(at))
+        except recovery.OutsideRecoveryWindow as e:
+            raise ImportError_(str(e)) from e
+        if dest.exists():
+            dest.rmdir()
+        (Path(tmp) / "snap" / mf.DB_DIR).rename(dest)
+    return restored

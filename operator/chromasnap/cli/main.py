@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -108,10 +109,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     logs.setup("INFO", "text")
     store = open_store(args.url, args.s3_endpoint_url)
+    if args.at is not None:
+        from chromasnap.cli.importexport import export_at
+
+        restored = export_at(store, Path(args.path), args.at)
+        origin = (f"version {restored.anchor.version}" if restored.anchor else "the empty "
+                  "collection")
+        print(f"exported the state at {args.at.isoformat()} ({restored.record_count} records: "
+              f"{origin} + {restored.writes} writes replayed) to {args.path}; open it with "
+              f"chromadb.PersistentClient(path={args.path!r})")
+        return 0
     man = export_snapshot(store, Path(args.path), args.version, show_progress=True)
     print(f"exported version {man.version} ({man.record_count} records) to {args.path}; "
           f"open it with chromadb.PersistentClient(path={args.path!r})")
     return 0
+
+
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 time; without an offset it is UTC."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO 8601, e.g. 2026-12-01T17:30:00Z") from e
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -228,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = add("export", cmd_export, "restore a snapshot into a plain chromadb directory")
     e.add_argument("url", help="collection root: s3://bucket/prefix or file:///dir")
     e.add_argument("path", help="new or empty directory to write")
-    e.add_argument("--version", default=None, help="a retained version (default: current)")
+    when = e.add_mutually_exclusive_group()
+    when.add_argument("--version", default=None, help="a retained version (default: current)")
+    when.add_argument("--at", default=None, type=_timestamp, metavar="TIME",
+                      help="the state at this time (ISO 8601; needs a recovery window)")
     endpoint(e)
     st = add("status", cmd_status, "show pointer, retained versions and pending deltas")
     st.add_argument("url", help="collection root: s3://bucket/prefix or file:///dir")

@@ -59,6 +59,7 @@ def make_compactor(s: CompactorSettings) -> Compactor:
                 shadowed_ratio=s.merge_shadowed_ratio,
                 max_segments=s.merge_max_segments,
             ),
+            recovery_window_seconds=s.recovery_window_seconds,
         ),
     )
 

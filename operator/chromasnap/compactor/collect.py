@@ -62,6 +62,27 @@ def lineage(store: ObjectStore, live: mf.Manifest, retain: int) -> list[mf.Manif
     return chain
 
 
+def window(store: ObjectStore, live: mf.Manifest,
+           horizon_us: int) -> tuple[list[mf.Manifest], mf.Manifest | None]:
+    """The lineage a recovery window needs, newest first, and its anchor.
+
+    The anchor is the newest version whose writes are all older than the
+    window (``newest_write_us <= horizon_us``): restoring to any time in the
+    window starts from it or a later version, and replays the deltas folded
+    after it, so those deltas and every version down to it stay. ``None``:
+    no version is that old yet, and nothing may go.
+    """
+    chain = [live]
+    while (chain[-1].newest_write_us or 0) > horizon_us and chain[-1].parent is not None:
+        try:
+            chain.append(snapshots.load_manifest(
+                store, mf.snapshot_prefix(chain[-1].parent) + mf.MANIFEST_FILE))
+        except mf.CorruptSnapshot:
+            return chain, None
+    anchor = chain[-1] if (chain[-1].newest_write_us or 0) <= horizon_us else None
+    return chain, anchor
+
+
 def below_pointer(name: str, live: mf.Manifest) -> bool:
     """Whether a version or segment named ``name`` can never become live (see module doc).
 

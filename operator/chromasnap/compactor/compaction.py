@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import chromadb
-
 from chromasnap.compactor import collect, policy
 from chromasnap.compactor.lock import Lock, LockLost
+from chromasnap.compactor.newversion import NewVersion, model_after
 from chromasnap.config import CollectionSettings
 from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import Version, plan, prune_tombstones, settle
@@ -98,6 +97,7 @@ class CompactorOptions:
     delta_grace_seconds: float = 600.0
     max_deltas_per_run: int = 10_000
     policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
+    recovery_window_seconds: float = 0.0  # keep what restoring to any time in it needs
 
 
 def _failpoint(step: str, where: str = "") -> None:
@@ -230,8 +230,10 @@ class Compactor:
         self.lock.check()
 
         still_there = (set(base.deltas) & listed.keys()) if base else set()
-        fields_ = _NewVersion(version, base, sorted(still_there | set(folded)), self.opt.identity,
-                              self.settings)
+        newest = max([(base.newest_write_us or 0) if base else 0,
+                      *(op.key.ts_us for op in ops)])
+        fields_ = NewVersion(version, base, sorted(still_there | set(folded)), self.opt.identity,
+                              self.settings, newest)
         if isinstance(prepared, _FullBase):
             new = self._write_full(res, work, prepared, ops, fields_)
         else:
@@ -288,7 +290,7 @@ class Compactor:
         return _FullBase(base.collection.id, ops, versions)
 
     def _write_full(self, res: CompactionResult, work: Path, fb: _FullBase,
-                    ops: list[Op], new: _NewVersion) -> mf.Manifest:
+                    ops: list[Op], new: NewVersion) -> mf.Manifest:
         with self._step(res, "apply"):
             versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
             versions.update(fb.segment_versions)
@@ -360,7 +362,7 @@ class Compactor:
         return snapshots.lookup_versions(cached, ids)
 
     def _write_segment(self, res: CompactionResult, work: Path, sb: _SegmentBase,
-                       ops: list[Op], new: _NewVersion) -> mf.Manifest:
+                       ops: list[Op], new: NewVersion) -> mf.Manifest:
         with self._step(res, "apply"):
             fold = plan(ops, sb.prior)
             touched, change = settle(fold, sb.prior)
@@ -377,7 +379,7 @@ class Compactor:
             _failpoint("upload", "mid")
             kept = sb.base.segments[: len(sb.base.segments) - len(sb.absorbed)]
             man = new.manifest(
-                sb.base.collection.id, _model_after(sb.base.collection.model, fold.ops),
+                sb.base.collection.id, model_after(sb.base.collection.model, fold.ops),
                 sb.base.record_count + change,
                 files=sb.base.files, byte_size=0, base=sb.base.base_version,
                 base_records=sb.base.base_record_count, segments=[*kept, seg],
@@ -420,25 +422,25 @@ class Compactor:
             return
         live = snapshots.load_manifest(self.store, cur.manifest)
         cutoff = time.time() - self.opt.delta_grace_seconds
-        old_applied = collect.applied_deltas(live, listed, cutoff)
+        keep_versions = collect.lineage(self.store, live, self.opt.retain_snapshots)
+        deletable: mf.Manifest | None = live
+        if self.opt.recovery_window_seconds > 0:
+            horizon = int((time.time() - self.opt.recovery_window_seconds) * 1e6)
+            chain, anchor = collect.window(self.store, live, horizon)
+            # Everything from the live version back to the window's anchor stays; only
+            # deltas the anchor already folded may go.
+            keep_versions = chain if len(chain) > len(keep_versions) else keep_versions
+            deletable = anchor
+        old_applied = collect.applied_deltas(deletable, listed, cutoff) if deletable else []
         if old_applied:
             half = len(old_applied) // 2
             self.store.delete_many(old_applied[:half])
             _failpoint("cleanup", "mid")
             self.store.delete_many(old_applied[half:])
         res.deltas_deleted = len(old_applied)
-        keep = collect.reachable(collect.lineage(self.store, live, self.opt.retain_snapshots))
+        keep = collect.reachable(keep_versions)
         res.snapshots_deleted, res.segments_deleted = collect.collect_unreachable(
             self.store, live, keep, cutoff)
-
-
-def _model_after(model: dict[str, Any] | None, ops: list[Op]) -> dict[str, Any] | None:
-    """The collection's JSON once ``ops`` are applied: Chroma sets ``dimension`` at the
-    first write that carries a vector, and nothing else in it changes with records."""
-    if model is None or model.get("dimension") is not None:
-        return model
-    vector = next((op.embedding for op in ops if op.embedding is not None), None)
-    return model if vector is None else {**model, "dimension": int(vector.shape[0])}
 
 
 @dataclass(frozen=True)
@@ -459,29 +461,3 @@ class _SegmentBase:
     absorbed: list[mf.Segment]  # the newest segments the new one replaces
     old_ops: list[Op]
     old_versions: dict[str, Version]
-
-
-@dataclass(frozen=True)
-class _NewVersion:
-    """The manifest fields every kind of run fills in the same way."""
-
-    version: str
-    parent: mf.Manifest | None
-    deltas: list[str]
-    identity: str
-    settings: CollectionSettings
-
-    def manifest(self, collection_id: str, model: dict[str, Any] | None, record_count: int,
-                 **kw: Any) -> mf.Manifest:
-        return mf.Manifest(
-            version=self.version,
-            seq=mf.version_seq(self.version),
-            parent=self.parent.version if self.parent else None,
-            chromadb_version=chromadb.__version__,
-            collection=mf.CollectionInfo(id=collection_id, settings=self.settings, model=model),
-            record_count=record_count,
-            deltas=self.deltas,
-            created_at=mf.now(),
-            compactor=self.identity,
-            **kw,
-        )

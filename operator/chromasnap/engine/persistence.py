@@ -111,10 +111,18 @@ class LogState:
     metadata_seq_id: int
     vector_seq_id: int  # applied to the *saved* HNSW files
     vector_segment_id: str
+    has_vectors: bool = True  # a vector was ever written (Chroma then sets the dimension)
 
     @property
     def pending(self) -> int:
-        """Log records a reader would have to replay into HNSW on open."""
+        """Log records a reader would have to replay into HNSW on open.
+
+        None while no vector was ever written: Chroma creates no HNSW index until
+        then, so it never saves one, and such log records (deletes, updates of ids
+        that do not exist) change no record.
+        """
+        if not self.has_vectors:
+            return 0
         return max(0, self.log_max_seq_id - self.vector_seq_id)
 
 
@@ -167,7 +175,9 @@ def log_states(path: Path) -> list[LogState]:
     con = _connect_ro(path)
     try:
         states = []
-        for (cid,) in con.execute("SELECT id FROM collections ORDER BY id").fetchall():
+        for cid, dimension in con.execute(
+            "SELECT id, dimension FROM collections ORDER BY id"
+        ).fetchall():
             seqs: dict[str, int] = {}
             vector_id = ""
             rows = con.execute(
@@ -194,6 +204,7 @@ def log_states(path: Path) -> list[LogState]:
                     metadata_seq_id=seqs.get("metadata", 0),
                     vector_seq_id=seqs.get("vector", 0),
                     vector_segment_id=vector_id,
+                    has_vectors=dimension is not None,
                 )
             )
         return states
@@ -439,7 +450,7 @@ def finalize(path: Path, *, vacuum_free_ratio: float = 0.25) -> FinalizeResult:
                 f"collection {state.collection_id}: HNSW index lags the log by "
                 f"{state.pending} records (open_collection exited without flush?)"
             )
-        if state.metadata_seq_id < state.log_max_seq_id:
+        if state.has_vectors and state.metadata_seq_id < state.log_max_seq_id:
             raise IncompleteSnapshotError(
                 f"collection {state.collection_id}: metadata segment lags the log"
             )

@@ -120,6 +120,10 @@ class Manifest(BaseModel):
         default=None, ge=0, description="records in the base alone; None: record_count"
     )
     segments: list[Segment] = Field(default_factory=list)
+    newest_write_us: int | None = Field(
+        default=None, ge=0,
+        description="newest write time (µs) this version or an ancestor folded (recovery)",
+    )
     deltas: list[str] = Field(
         description="names of deltas folded into this snapshot or an ancestor that still exist"
     )

@@ -314,3 +314,28 @@ def test_racing_compactor_processes_change_the_pointer_once_per_base(
     assert sorted(seqs) == sorted(set(seqs)) == [1, 2]
     _, recs = current_records(store, tmp_path)
     assert {k: r.document for k, r in recs.items()} == {"a": "two a", "b": "two b"}
+
+
+@pytest.mark.parametrize("policy", ["full", "segments"])
+def test_writes_that_create_nothing_on_a_collection_without_vectors(
+    store: ObjectStore, tmp_path: Path, policy: str
+) -> None:
+    """Deletes and updates of ids that do not exist, before any vector was written.
+
+    Chroma builds no HNSW index until the first vector, so it never saves one and
+    the log of such writes stays "pending"; that used to fail every full run
+    (IncompleteSnapshotError) and wedge the collection.
+    """
+    chosen = {"full": FULL, "segments": SEGMENTS}[policy]
+    assert compactor(store, tmp_path / "c", policy=chosen).run().result == "succeeded"
+    put_delta(store, Delta("00000000000002000-w1.arrow", "w1", [
+        Op(OpKind.DELETE, "ghost", OpKey(2000, "w1", 1)),
+        Op(OpKind.UPDATE, "ghost", OpKey(2000, "w1", 2), None, "doc"),
+    ]))
+    res = compactor(store, tmp_path / "c", policy=chosen).run()
+    assert (res.result, res.record_count) == ("succeeded", 0), res.message
+    put_delta(store, upserts("w1", 3000, ["a"], "one"))
+    res = compactor(store, tmp_path / "c", policy=FULL).run()
+    assert (res.result, res.record_count) == ("succeeded", 1), res.message
+    _, recs = current_records(store, tmp_path / "check")
+    assert set(recs) == {"a"}
