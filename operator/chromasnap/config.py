@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CHROMASNAP_"
@@ -176,6 +177,15 @@ class CompactorSettings(CommonSettings):
     # Point-in-time recovery: keep every version and delta that restoring to any time
     # in this window needs (0: off, applied deltas go after the grace period).
     recovery_window_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = 0
+    # Bootstrap: with no version yet, the first run starts from another collection's
+    # state (read only) instead of empty; its own keys, if the source needs others.
+    bootstrap_url: str | None = None
+    bootstrap_s3_endpoint_url: str | None = None
+    bootstrap_region: str | None = None
+    bootstrap_version: str | None = None
+    bootstrap_at: datetime | None = None
+    bootstrap_aws_access_key_id: SecretStr | None = None
+    bootstrap_aws_secret_access_key: SecretStr | None = None
     result_file: str | None = Field(
         default=None, description="write the run's JSON result here (e.g. /dev/termination-log)"
     )

@@ -109,6 +109,7 @@ def import_directory(
                 deltas=[],
                 created_at=mf.now(),
                 compactor=identity,
+                origin=f"import:{name}",
             )
 
         total = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
+from chromasnap.compactor.bootstrap import Bootstrap
 from chromasnap.compactor.compaction import CompactionResult, Compactor, CompactorOptions
 from chromasnap.compactor.lock import LocalLock, Lock, NoLock
 from chromasnap.compactor.policy import MergePolicy
@@ -41,6 +42,18 @@ def make_lock(s: CompactorSettings) -> Lock:
     return LocalLock(path, s.identity)
 
 
+def bootstrap_of(s: CompactorSettings) -> Bootstrap | None:
+    """The bootstrap source the settings name (``CHROMASNAP_BOOTSTRAP_*``), if any."""
+    if not s.bootstrap_url:
+        return None
+    key_id, secret = s.bootstrap_aws_access_key_id, s.bootstrap_aws_secret_access_key
+    creds = ((key_id.get_secret_value(), secret.get_secret_value())
+             if key_id is not None and secret is not None else None)
+    source = open_store(s.bootstrap_url, s.bootstrap_s3_endpoint_url,
+                        region=s.bootstrap_region, credentials=creds)
+    return Bootstrap(source, s.bootstrap_version, s.bootstrap_at)
+
+
 def make_compactor(s: CompactorSettings) -> Compactor:
     """A compactor for the settings' collection root."""
     return Compactor(
@@ -60,6 +73,7 @@ def make_compactor(s: CompactorSettings) -> Compactor:
                 max_segments=s.merge_max_segments,
             ),
             recovery_window_seconds=s.recovery_window_seconds,
+            bootstrap=bootstrap_of(s),
         ),
     )
 

@@ -21,11 +21,12 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from chromasnap.compactor import collect, policy
+from chromasnap.compactor.bootstrap import Bootstrap, BootstrapFailed, start_from
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
 from chromasnap.config import CollectionSettings
@@ -98,6 +99,7 @@ class CompactorOptions:
     max_deltas_per_run: int = 10_000
     policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
     recovery_window_seconds: float = 0.0  # keep what restoring to any time in it needs
+    bootstrap: Bootstrap | None = None  # where version 1 comes from (else: empty)
 
 
 def _failpoint(step: str, where: str = "") -> None:
@@ -151,6 +153,8 @@ class Compactor:
             self._run_locked(res)
         except LockLost as e:
             res.result, res.reason, res.message = "failed", "LockLost", str(e)
+        except BootstrapFailed as e:
+            res.result, res.reason, res.message = "failed", "BootstrapFailed", str(e)
         except pointer.Fenced as e:
             res.result, res.reason, res.message = "skipped", "Fenced", str(e)
         except mf.CorruptSnapshot as e:
@@ -275,6 +279,10 @@ class Compactor:
 
     def _prepare_full(self, base: mf.Manifest | None, work: Path) -> _FullBase:
         """Put a writable copy of the base at ``work``; read the version's segments."""
+        if base is None and self.opt.bootstrap is not None:
+            started = start_from(self.opt.bootstrap, work, self.settings, self.on_bytes)
+            return _FullBase(started.collection_id, [], {}, started.newest_write_us,
+                             self.opt.bootstrap.origin)
         if base is None:
             return _FullBase(chromadir.create_collection(work / mf.DB_DIR, self.settings), [], {})
         cached = self.snap_cache / base.base_version
@@ -312,8 +320,9 @@ class Compactor:
         self.lock.check()
 
         def make_manifest(files: list[mf.FileEntry]) -> mf.Manifest:
-            return new.manifest(fb.collection_id, model, record_count, files=files,
-                                byte_size=sum(f.size for f in files))
+            first = replace(new, newest_write_us=max(new.newest_write_us, fb.newest_write_us))
+            return first.manifest(fb.collection_id, model, record_count, origin=fb.origin,
+                                  files=files, byte_size=sum(f.size for f in files))
 
         with self._step(res, "upload"):
             return snapshots.publish(
@@ -450,6 +459,8 @@ class _FullBase:
     collection_id: str
     segment_ops: list[Op]
     segment_versions: dict[str, Version]
+    newest_write_us: int = 0  # of a bootstrap source's state
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

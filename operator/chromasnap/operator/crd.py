@@ -18,6 +18,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
@@ -326,11 +327,62 @@ class ReaderSpec(_Model):
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
 
 
+_DURATION_RE = re.compile(r"^([0-9]+)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``30m``, ``12h``, ``7d`` as seconds; ValueError with the accepted forms otherwise."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: use a whole number and s, m, h or d "
+                         "(e.g. 7d, 12h)")
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds > 366 * 86400:
+        raise ValueError(f"{text!r} is longer than 366d")
+    return seconds
+
+
 class RetentionSpec(_Model):
-    """How many old snapshots to keep and how long folded deltas linger."""
+    """How many old snapshots to keep, how long folded deltas linger, what to keep for
+    point-in-time recovery."""
 
     snapshots_to_keep: Annotated[int, Field(ge=1, le=1000)] = 3
     delta_grace_period_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 600
+    recovery_window: str | None = None
+
+    @field_validator("recovery_window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            duration_seconds(v)
+        return v
+
+    @property
+    def recovery_window_seconds(self) -> int:
+        """The window in seconds (0: off)."""
+        return duration_seconds(self.recovery_window) if self.recovery_window else 0
+
+
+class BootstrapSource(StorageSpec):
+    """Another collection's storage (validated as storage is) and which state of it."""
+
+    version: Annotated[str, Field(pattern=r"^[0-9]{10}-[0-9a-f]{8}$")] | None = None
+    at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_point(self) -> BootstrapSource:
+        if self.version is not None and self.at is not None:
+            raise ValueError("give either version or at, not both")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at needs a time zone (e.g. 2026-12-01T17:30:00Z)")
+        return self
+
+
+class BootstrapSpec(_Model):
+    """Start a new collection from another one's data instead of empty (read-only on it)."""
+
+    from_: BootstrapSource = Field(alias="from")
 
 
 class LocalObjectReference(_Model):
@@ -545,6 +597,22 @@ class ChromaCollectionSpec(_Model):
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     auth: AuthSpec | None = None
     network_policy: NetworkPolicySpec | None = None
+    bootstrap: BootstrapSpec | None = None
+
+    @model_validator(mode="after")
+    def _bootstrap_elsewhere(self) -> ChromaCollectionSpec:
+        src = self.bootstrap.from_ if self.bootstrap else None
+        if src is not None and src.bucket == self.storage.bucket and (
+            src.prefix == self.storage.prefix
+            or src.prefix.startswith(self.storage.prefix + "/")
+            or self.storage.prefix.startswith(src.prefix + "/")
+        ):
+            raise ValueError(
+                f"bootstrap.from (s3://{src.bucket}/{src.prefix}) overlaps this collection's "
+                f"storage (s3://{self.storage.bucket}/{self.storage.prefix}): give the new "
+                "collection its own prefix"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grace_covers_poll(self) -> ChromaCollectionSpec:

@@ -120,6 +120,11 @@ class Manifest(BaseModel):
         default=None, ge=0, description="records in the base alone; None: record_count"
     )
     segments: list[Segment] = Field(default_factory=list)
+    origin: str | None = Field(
+        default=None,
+        description="first versions only: where records not from deltas came from "
+        "(import, bootstrap); such a lineage cannot be replayed from empty",
+    )
     newest_write_us: int | None = Field(
         default=None, ge=0,
         description="newest write time (µs) this version or an ancestor folded (recovery)",

@@ -66,8 +66,9 @@ def _iso(us: int) -> str:
 
 
 def full_lineage(store: ObjectStore, live: mf.Manifest) -> tuple[list[mf.Manifest], bool]:
-    """The live version and every retained ancestor, newest first; and whether it reaches
-    the first version (a missing ancestor ends it)."""
+    """The live version and every retained ancestor, newest first; and whether its first
+    version was built from deltas alone, so that it can be replayed from empty (a
+    missing ancestor, an import or a bootstrap end that)."""
     chain = [live]
     while chain[-1].parent is not None:
         try:
@@ -75,7 +76,7 @@ def full_lineage(store: ObjectStore, live: mf.Manifest) -> tuple[list[mf.Manifes
                 store, mf.snapshot_prefix(chain[-1].parent) + mf.MANIFEST_FILE))
         except mf.CorruptSnapshot:
             return chain, False
-    return chain, True
+    return chain, chain[-1].origin is None
 
 
 def newest_write(m: mf.Manifest) -> int:

@@ -130,8 +130,13 @@ class S3Store:
         multipart_threshold: int = 16 * MiB,
         multipart_chunksize: int = 8 * MiB,
         page_size: int = 1000,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
-        """Create the boto3 client; no request is made until the first call."""
+        """Create the boto3 client; no request is made until the first call.
+
+        ``credentials`` (access key id, secret) replace the standard AWS chain,
+        for a second bucket with its own keys (a bootstrap source).
+        """
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise StoreError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
@@ -142,7 +147,10 @@ class S3Store:
         self._root = f"{prefix}/" if prefix else ""
         self._page_size = page_size
 
-        session = boto3.session.Session(region_name=region)
+        key_id, secret = credentials if credentials else (None, None)
+        session = boto3.session.Session(
+            region_name=region, aws_access_key_id=key_id, aws_secret_access_key=secret
+        )
         region_name = session.region_name or ("us-east-1" if endpoint_url else None)
         config = Config(
             region_name=region_name,

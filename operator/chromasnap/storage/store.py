@@ -115,11 +115,13 @@ class ObjectStore(Protocol):
         ...
 
 
-def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
+def open_store(url: str, endpoint_url: str | None = None, *, region: str | None = None,
+               credentials: tuple[str, str] | None = None) -> ObjectStore:
     """Open ``s3://bucket/prefix`` or ``file:///path``.
 
     Credentials and region come from the standard AWS settings (env, profile,
-    workload identity); ``endpoint_url`` points boto3 at MinIO or another S3.
+    workload identity) unless given; ``endpoint_url`` points boto3 at MinIO or
+    another S3.
     """
     if url.startswith("file://"):
         from chromasnap.storage.local import LocalStore
@@ -128,7 +130,7 @@ def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
     if url.startswith("s3://"):
         from chromasnap.storage.s3 import S3Store
 
-        return S3Store(url, endpoint_url=endpoint_url)
+        return S3Store(url, endpoint_url=endpoint_url, region=region, credentials=credentials)
     raise StoreError(
         f"unsupported bucket URL {url!r}: use s3://bucket/prefix or file:///absolute/path"
     )

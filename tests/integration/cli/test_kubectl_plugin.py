@@ -9,6 +9,7 @@ through the real ``kubectl`` binary, which finds plugins on ``PATH``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -209,15 +210,23 @@ def test_export_through_the_collections_secret(env: Env) -> None:
 
 
 def test_export_at_a_time(env: Env) -> None:
-    dest = env.workdir / "at"
-    out = env.run("export", NAME, str(dest), "-n", env.live.ns, "--at", "2026-01-01T00:00:00Z")
-    if export_supports_at():
-        assert out.returncode in (0, 1), out.stderr  # the data plane decides
+    assert export_supports_at()
+    late = env.workdir / "at-2100"
+    out = env.run("export", NAME, str(late), "-n", env.live.ns, "--at", "2100-01-01T00:00:00Z")
+    assert out.returncode == 0, out.stderr
+    # Every write so far is before 2100: the state is the current one.
+    page = json.loads(env.run("status", NAME, "-n", env.live.ns, "--json", "--bucket").stdout)
+    current = next(s for s in page["bucket"]["snapshots"] if s["current"])
+    if not page["bucket"]["pending_deltas"]:
+        assert chromadb.PersistentClient(path=str(late)).get_collection("docs").count() == \
+            current["records"]
+    early = env.workdir / "at-2026"
+    out = env.run("export", NAME, str(early), "-n", env.live.ns, "--at", "2026-01-01T00:00:00Z")
+    if out.returncode == 0:  # every delta is still there: replayed from empty, nothing yet
+        assert chromadb.PersistentClient(path=str(early)).get_collection("docs").count() == 0
     else:
-        assert out.returncode == 2
-        assert "--at is not supported yet" in out.stderr
-        assert "point-in-time recovery" in out.stderr
-        assert not dest.exists()
+        assert out.returncode == 1 and "outside the recovery window" in out.stderr, out.stderr
+        assert not early.exists()
 
 
 def test_restore_writes_the_bootstrap_manifest(env: Env) -> None:

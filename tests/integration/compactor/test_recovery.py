@@ -14,6 +14,7 @@ older, insert-only writes before them.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import replace
@@ -28,10 +29,17 @@ from chromasnap.compactor.lock import NoLock
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine import persistence, reads
 from chromasnap.engine.merge import Record
-from chromasnap.engine.ops import OpKey, OpKind
+from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.storage import deltas, recovery
-from chromasnap.storage.store import ObjectStore
-from dataplane import SETTINGS, put_delta
+from chromasnap.storage.store import ObjectStore, open_store
+from dataplane import (
+    SETTINGS,
+    compactor_env,
+    current_records,
+    put_delta,
+    run_compactor_process,
+)
+from minio_server import MinioServer, s3_env
 from modelgen import Delta, arrival_batches, random_history, records_equal, reference_state
 
 DAY_US = 86_400_000_000
@@ -175,3 +183,79 @@ def test_the_window_keeps_what_it_needs_and_no_more(store: ObjectStore, tmp_path
         assert records_equal(restored_records(store, at, tmp_path), want), at
     with pytest.raises(ImportError_, match="outside the recovery window"):
         restored_records(store, base_old + 2 * 1000, tmp_path)
+
+
+# -- bootstrap: a new collection from another one's state --------------------------------
+
+
+def _listing(store: ObjectStore) -> dict[str, str]:
+    return {o.key: o.etag for o in store.list("")}
+
+
+@pytest.mark.minio
+def test_bootstrap_from_another_bucket_at_a_version_a_time_or_the_latest(
+    minio: MinioServer, tmp_path: Path
+) -> None:
+    """``chromasnap compactor`` with CHROMASNAP_BOOTSTRAP_* (what the operator renders from
+    spec.bootstrap.from): version 1 of the new collection is the source's state; the
+    source is never written; a bad point is a clear failure."""
+    src_url = minio.new_bucket_url()
+    src = open_store(src_url, minio.endpoint)
+    rng = random.Random(3)
+    batches = arrival_batches(rng, shifted(random_history(rng, n_ops=60)))
+    c = compactor(src, tmp_path / "src-cache", window_s=7 * 86_400)
+    assert c.run().result == "succeeded"
+    versions = []
+    for batch in batches:
+        for d in batch:
+            put_delta(src, d)
+        res = c.run()
+        versions.append((res.version, batch))
+    before = _listing(src)
+    mid_version, _ = versions[len(versions) // 2]
+    mid_batches = [b for _, b in versions[: len(versions) // 2 + 1]]
+    times = sorted({op.key.ts_us for b in batches for d in b for op in d.ops})
+    at = times[len(times) // 3]
+    # The source's own keys, given as the bootstrap keys; the target uses the default chain.
+    keys = {"CHROMASNAP_BOOTSTRAP_AWS_ACCESS_KEY_ID": s3_env()["AWS_ACCESS_KEY_ID"],
+            "CHROMASNAP_BOOTSTRAP_AWS_SECRET_ACCESS_KEY": s3_env()["AWS_SECRET_ACCESS_KEY"]}
+    cases = [
+        ({"CHROMASNAP_BOOTSTRAP_VERSION": mid_version}, reference_state(mid_batches)[0]),
+        ({"CHROMASNAP_BOOTSTRAP_AT": datetime.fromtimestamp(at / 1e6, UTC).isoformat()},
+         reference_state(at_or_before(batches, at))[0]),
+        ({}, reference_state(batches)[0]),
+    ]
+    for i, (point, want) in enumerate(cases):
+        url = minio.new_bucket_url()
+        env = compactor_env(url, minio.endpoint, tmp_path / f"t{i}",
+                            CHROMASNAP_BOOTSTRAP_URL=src_url,
+                            CHROMASNAP_BOOTSTRAP_S3_ENDPOINT_URL=minio.endpoint,
+                            CHROMASNAP_RESULT_FILE=str(tmp_path / f"r{i}.json"),
+                            **keys, **point)
+        done = run_compactor_process(env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        target = open_store(url, minio.endpoint)
+        man, got = current_records(target, tmp_path / f"check{i}")
+        assert records_equal(got, want), point
+        assert man.origin and man.origin.startswith(f"bootstrap:{src_url}")
+        assert "SECRET" not in done.stderr and s3_env()["AWS_SECRET_ACCESS_KEY"] not in (
+            done.stderr + (tmp_path / f"r{i}.json").read_text())
+        # A second run does not bootstrap again: the live collection is never rolled back.
+        put_delta(target, Delta(f"{times[-1] + 50:017d}-w7.arrow", "w7", [
+            Op(OpKind.DELETE, next(iter(got), "x"), OpKey(times[-1] + 50, "w7", 1))]))
+        again = run_compactor_process(env)
+        assert again.returncode == 0, again.stderr[-2000:]
+        _, after = current_records(target, tmp_path / f"again{i}")
+        assert len(after) == max(0, len(got) - 1)
+    assert _listing(src) == before
+    # A point the source cannot give: a clear failure, nothing published.
+    url = minio.new_bucket_url()
+    bad = run_compactor_process(compactor_env(
+        url, minio.endpoint, tmp_path / "bad", CHROMASNAP_BOOTSTRAP_URL=src_url,
+        CHROMASNAP_BOOTSTRAP_S3_ENDPOINT_URL=minio.endpoint,
+        CHROMASNAP_BOOTSTRAP_VERSION="0000000099-deadbeef",
+        CHROMASNAP_RESULT_FILE=str(tmp_path / "bad.json")))
+    assert bad.returncode != 0
+    result = json.loads((tmp_path / "bad.json").read_text())
+    assert result["reason"] == "BootstrapFailed" and "0000000099-deadbeef" in result["message"]
+    assert not list(open_store(url, minio.endpoint).list(""))

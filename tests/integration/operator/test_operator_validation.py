@@ -120,6 +120,13 @@ REJECTED_BY_THE_API_SERVER: list[tuple[str, dict[str, Any], str]] = [
      {"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [{"podSelector": {
          "matchExpressions": [{"key": "app", "operator": "Near", "values": ["x"]}]}}]}}},
      'Unsupported value: "Near"'),
+    ("recovery-window-in-words", {"spec": {"retention": {"recoveryWindow": "a week"}}},
+     "spec.retention.recoveryWindow in body should match"),
+    ("bootstrap-version-and-time", {"spec": {"bootstrap": {"from": {
+        "bucket": "vectors", "prefix": "old", "version": "0000000002-aabbccdd",
+        "at": "2026-11-30T12:00:00Z"}}}}, "bootstrap.from takes version or at, not both"),
+    ("bootstrap-without-prefix", {"spec": {"bootstrap": {"from": {"bucket": "vectors"}}}},
+     "spec.bootstrap.from.prefix: Required value"),
 ]
 
 # (id, spec patch after creation, message)
@@ -157,6 +164,8 @@ REPORTED_BY_THE_OPERATOR: list[tuple[str, dict[str, Any], str, str]] = [
      "AuthSecretKeyMissing", "has no key push"),
     ("auth-secret-with-empty-key", {"auth": {"secretRef": {"name": "blank-tokens"}}},
      "AuthSecretKeyMissing", "has nothing but whitespace in write"),
+    ("recovery-window-too-long", {"retention": {"recoveryWindow": "400d"}}, "InvalidSpec",
+     "spec.retention.recoveryWindow: '400d' is longer than 366d"),
 ]
 
 

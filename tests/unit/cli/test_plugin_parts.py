@@ -39,7 +39,7 @@ def source() -> dict[str, Any]:
 
 
 def test_restore_manifest_copies_the_spec_into_a_new_prefix() -> None:
-    m = bucket.restore_manifest(source(), "docs-restored", version="0000000002-aa")
+    m = bucket.restore_manifest(source(), "docs-restored", version="0000000002-aabbccdd")
     assert m["metadata"] == {"name": "docs-restored", "namespace": "search",
                              "labels": {"chromasnap.dev/restored-from": "docs"}}
     assert "status" not in m
@@ -48,9 +48,11 @@ def test_restore_manifest_copies_the_spec_into_a_new_prefix() -> None:
     assert spec["reader"] == {"replicas": 3}
     assert spec["bootstrap"] == {"from": {
         "bucket": "vectors", "prefix": "prod/docs", "endpoint": "http://minio.minio.svc:9000",
-        "credentialsSecretRef": {"name": "s3"}, "version": "0000000002-aa"}}
-    # the new collection is valid for the operator (bootstrap aside, which it ignores today)
-    assert ChromaCollection.from_body(m).spec.storage.prefix == "prod/docs-restored"
+        "credentialsSecretRef": {"name": "s3"}, "version": "0000000002-aabbccdd"}}
+    # the new collection is valid for the operator, bootstrap included
+    parsed = ChromaCollection.from_body(m).spec
+    assert parsed.storage.prefix == "prod/docs-restored"
+    assert parsed.bootstrap is not None and parsed.bootstrap.from_.version == "0000000002-aabbccdd"
     # the source is only read
     assert source()["spec"]["storage"]["prefix"] == "prod/docs"
 

@@ -148,6 +148,23 @@ def compactor_env(cc: ChromaCollection) -> dict[str, str]:
         _env("cache_dir"): CACHE_DIR,
         _env("retain_snapshots"): str(ret.snapshots_to_keep),
         _env("delta_grace_seconds"): str(ret.delta_grace_period_seconds),
+        _env("recovery_window_seconds"): str(ret.recovery_window_seconds),
         _env("result_file"): TERMINATION_LOG,
         _env("status_resource"): f"{cc.namespace}/{cc.name}",
-    }
+    } | bootstrap_env(cc)
+
+
+def bootstrap_env(cc: ChromaCollection) -> dict[str, str]:
+    """Where the first run starts from (``spec.bootstrap.from``); credentials go by
+    reference (``pods.bootstrap_credentials``)."""
+    if cc.spec.bootstrap is None:
+        return {}
+    src = cc.spec.bootstrap.from_
+    out = {_env("bootstrap_url"): src.bucket_url, _env("bootstrap_region"): src.region}
+    if src.endpoint:
+        out[_env("bootstrap_s3_endpoint_url")] = src.endpoint
+    if src.version:
+        out[_env("bootstrap_version")] = src.version
+    if src.at:
+        out[_env("bootstrap_at")] = src.at.isoformat()
+    return out

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chromasnap.config import ENV_PREFIX
 from chromasnap.operator.crd import ChromaCollection, ResourceRequirements
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.naming import (
+    COMPONENT_COMPACTOR,
     CONFIG_HASH_ANNOTATION,
     labels,
     names,
@@ -85,6 +87,19 @@ def _common_env(cc: ChromaCollection) -> list[dict[str, Any]]:
     return env
 
 
+def bootstrap_credentials(cc: ChromaCollection) -> list[dict[str, Any]]:
+    """The bootstrap source's key pair, by reference, for the compactor (which alone reads it)."""
+    ref = cc.spec.bootstrap.from_.credentials_secret_ref if cc.spec.bootstrap else None
+    if ref is None:
+        return []
+    return [
+        {"name": f"{ENV_PREFIX}BOOTSTRAP_AWS_ACCESS_KEY_ID",
+         "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}}},
+        {"name": f"{ENV_PREFIX}BOOTSTRAP_AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_access_key_key}}},
+    ]
+
+
 def _values(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in pairs.items()]
 
@@ -121,7 +136,8 @@ def container(
         # Explicit command (not just args): the tests run exactly this as a local process.
         "command": ["chromasnap", component],
         "envFrom": [{"configMapRef": {"name": names(cc).config}}],
-        "env": _common_env(cc) + _values(env),
+        "env": _common_env(cc) + _values(env)
+        + (bootstrap_credentials(cc) if component == COMPONENT_COMPACTOR else []),
         "resources": resources.manifest(),
         "securityContext": _container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,

@@ -209,3 +209,50 @@ def test_credentials_secret_change_rolls_every_workload(
     before, after = _templates(cc, settings), _templates(cc_of(b), settings)
     for component in naming.COMPONENTS:
         assert before[component] != after[component]
+
+
+def test_recovery_window_and_bootstrap_reach_only_the_compactor(
+    settings: OperatorSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cc = cc_of(body(retention={"recoveryWindow": "7d"}, bootstrap={"from": {
+        "bucket": "vectors", "prefix": "collections/old", "endpoint": "http://minio:9000",
+        "credentialsSecretRef": {"name": "old-keys"}, "at": "2026-11-30T12:00:00Z"}}))
+    env = container_env(cc, settings, "compactor")
+    for k in list(os.environ):
+        if k.startswith(config.ENV_PREFIX):
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    parsed = config.CompactorSettings()  # type: ignore[call-arg]
+    assert parsed.recovery_window_seconds == 7 * 86_400
+    assert parsed.bootstrap_url == "s3://vectors/collections/old"
+    assert parsed.bootstrap_s3_endpoint_url == "http://minio:9000"
+    assert parsed.bootstrap_at is not None and parsed.bootstrap_at.isoformat().startswith(
+        "2026-11-30T12:00:00")
+    # The source's keys by reference only, and to the compactor alone.
+    pods = dict(pod_specs(cc, settings))
+    (compactor,) = pods["compactor"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in compactor["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs["CHROMASNAP_BOOTSTRAP_AWS_ACCESS_KEY_ID"] == {
+        "name": "old-keys", "key": "AWS_ACCESS_KEY_ID"}
+    for component in ("writer", "reader"):
+        (c,) = pods[component]["containers"]
+        assert not [e for e in c["env"] if "BOOTSTRAP" in e["name"]]
+        assert "CHROMASNAP_BOOTSTRAP_URL" not in container_env(cc, settings, component)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"retention": {"recoveryWindow": "7 days"}}, "is not a duration"),
+    ({"retention": {"recoveryWindow": "400d"}}, "longer than 366d"),
+    ({"bootstrap": {"from": {"bucket": "vectors", "prefix": "collections/docs"}}},
+     "overlaps this collection's storage"),
+    ({"bootstrap": {"from": {"bucket": "vectors", "prefix": "old", "version": "0000000002-aabbccdd",
+                             "at": "2026-11-30T12:00:00Z"}}}, "either version or at"),
+    ({"bootstrap": {"from": {"bucket": "vectors", "prefix": "old/../x"}}}, "usable key prefix"),
+])
+def test_bad_recovery_and_bootstrap_specs_are_explained(spec: dict[str, Any], message: str) -> None:
+    from chromasnap.operator.crd import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        cc_of(body(**spec))
