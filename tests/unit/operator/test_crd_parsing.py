@@ -10,36 +10,10 @@ import copy
 from typing import Any
 
 import pytest
+from tests.unit.operator.specs.specsupport import body
 
 from chromasnap import config
 from chromasnap.operator.crd import ChromaCollection, SpecError, parse_quantity, parse_spec
-
-NS = "team-a"
-UID = "7f6c1a52-0d7e-4c1b-9a57-6c1f1f0e2a10"
-
-
-def body(name: str = "docs", **spec_overrides: Any) -> dict[str, Any]:
-    """A ChromaCollection as the API would hand it to a handler (defaults not filled)."""
-    spec: dict[str, Any] = {
-        "collection": {"name": "docs-v1", "dimension": 384},
-        "storage": {
-            "bucket": "vectors",
-            "prefix": "collections/docs",
-            "endpoint": "http://minio.minio.svc:9000",
-            "credentialsSecretRef": {"name": "s3-creds"},
-        },
-    }
-    spec.update(spec_overrides)
-    return {
-        "apiVersion": "chromasnap.dev/v1alpha1",
-        "kind": "ChromaCollection",
-        "metadata": {"name": name, "namespace": NS, "uid": UID, "generation": 1},
-        "spec": spec,
-    }
-
-
-def cc_of(b: dict[str, Any]) -> ChromaCollection:
-    return ChromaCollection.from_body(b)
 
 
 @pytest.mark.parametrize("name", ["a" * 41, "Docs", "1docs", "docs-", "do_cs", ""])
