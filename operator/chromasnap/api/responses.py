@@ -100,29 +100,25 @@ def paginate(scope: Scope, items: list[Any]) -> list[Any]:
     return items[offset:] if limit is None else items[offset:offset + limit]
 
 
+_GET_COLUMNS = ("embeddings", "documents", "uris", "metadatas")
+
+
+def _result_json(result: Mapping[str, Any], include: tuple[str, ...],
+                 columns: tuple[str, ...]) -> dict[str, Any]:
+    # Chroma sends every column, null unless included, in this order.
+    return {"ids": result["ids"],
+            **{c: result.get(c) if c in include else None for c in columns},
+            "include": include}
+
+
 def get_result_json(result: Mapping[str, Any], include: tuple[str, ...]) -> dict[str, Any]:
     """A get's body: every column, ``null`` unless included."""
-    return {
-        "ids": result["ids"],
-        "embeddings": result.get("embeddings") if "embeddings" in include else None,
-        "documents": result.get("documents") if "documents" in include else None,
-        "uris": result.get("uris") if "uris" in include else None,
-        "metadatas": result.get("metadatas") if "metadatas" in include else None,
-        "include": include,
-    }
+    return _result_json(result, include, _GET_COLUMNS)
 
 
 def query_result_json(result: Mapping[str, Any], include: tuple[str, ...]) -> dict[str, Any]:
     """A query's body: every column (one list per query), ``null`` unless included."""
-    return {
-        "ids": result["ids"],
-        "embeddings": result.get("embeddings") if "embeddings" in include else None,
-        "documents": result.get("documents") if "documents" in include else None,
-        "uris": result.get("uris") if "uris" in include else None,
-        "metadatas": result.get("metadatas") if "metadatas" in include else None,
-        "distances": result.get("distances") if "distances" in include else None,
-        "include": include,
-    }
+    return _result_json(result, include, (*_GET_COLUMNS, "distances"))
 
 
 def empty_query_json(include: tuple[str, ...]) -> dict[str, Any]:
