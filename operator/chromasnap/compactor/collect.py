@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 
-from chromasnap.storage import deltas, snapshots
+from chromasnap.storage import deltas, recovery, snapshots
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import ObjectInfo, ObjectStore
 
@@ -50,16 +51,7 @@ def reachable(manifests: Iterable[mf.Manifest]) -> Reachable:
 
 def lineage(store: ObjectStore, live: mf.Manifest, retain: int) -> list[mf.Manifest]:
     """The live version and its ancestors, newest first, up to ``retain`` of them."""
-    chain = [live]
-    parent = live.parent
-    while parent is not None and len(chain) < retain:
-        try:
-            m = snapshots.load_manifest(store, mf.snapshot_prefix(parent) + mf.MANIFEST_FILE)
-        except mf.CorruptSnapshot:
-            break
-        chain.append(m)
-        parent = m.parent
-    return chain
+    return list(islice(snapshots.ancestry(store, live), retain))
 
 
 def window(store: ObjectStore, live: mf.Manifest,
@@ -70,17 +62,14 @@ def window(store: ObjectStore, live: mf.Manifest,
     window (``newest_write_us <= horizon_us``): restoring to any time in the
     window starts from it or a later version, and replays the deltas folded
     after it, so those deltas and every version down to it stay. ``None``:
-    no version is that old yet, and nothing may go.
+    no version is that old yet (or the lineage breaks first), and nothing may go.
     """
-    chain = [live]
-    while (chain[-1].newest_write_us or 0) > horizon_us and chain[-1].parent is not None:
-        try:
-            chain.append(snapshots.load_manifest(
-                store, mf.snapshot_prefix(chain[-1].parent) + mf.MANIFEST_FILE))
-        except mf.CorruptSnapshot:
-            return chain, None
-    anchor = chain[-1] if (chain[-1].newest_write_us or 0) <= horizon_us else None
-    return chain, anchor
+    chain = []
+    for m in snapshots.ancestry(store, live):
+        chain.append(m)
+        if recovery.newest_write(m) <= horizon_us:
+            return chain, m
+    return chain, None
 
 
 def below_pointer(name: str, live: mf.Manifest) -> bool:

@@ -347,16 +347,17 @@ class Compactor:
         assert base is not None
         touched = {op.id for op in ops}
         prior = self._base_versions(base, touched)
-        for seg in base.segments:
-            seg_versions = segments.read_versions(self.store, seg, self.on_bytes)
-            prior.update({rid: v for rid, v in seg_versions.items() if rid in touched})
-        absorbed = base.segments[len(base.segments) - merge:] if merge else []
+        kept = len(base.segments) - merge
         old_ops: list[Op] = []
         old_versions: dict[str, Version] = {}
-        for seg in absorbed:
-            old_ops += segments.read_ops(self.store, seg, self.settings.dimension, self.on_bytes)
-            old_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
-        return _SegmentBase(base, prior, absorbed, old_ops, old_versions)
+        for i, seg in enumerate(base.segments):
+            seg_versions = segments.read_versions(self.store, seg, self.on_bytes)
+            prior.update({rid: v for rid, v in seg_versions.items() if rid in touched})
+            if i >= kept:  # absorbed: its writes and versions move into the new segment
+                old_ops += segments.read_ops(self.store, seg, self.settings.dimension,
+                                             self.on_bytes)
+                old_versions.update(seg_versions)
+        return _SegmentBase(base, prior, base.segments[kept:], old_ops, old_versions)
 
     def _base_versions(self, base: mf.Manifest, ids: set[str]) -> dict[str, Version]:
         entry = next((f for f in base.files if f.path == mf.VERSIONS_FILE), None)

@@ -69,14 +69,8 @@ def full_lineage(store: ObjectStore, live: mf.Manifest) -> tuple[list[mf.Manifes
     """The live version and every retained ancestor, newest first; and whether its first
     version was built from deltas alone, so that it can be replayed from empty (a
     missing ancestor, an import or a bootstrap end that)."""
-    chain = [live]
-    while chain[-1].parent is not None:
-        try:
-            chain.append(snapshots.load_manifest(
-                store, mf.snapshot_prefix(chain[-1].parent) + mf.MANIFEST_FILE))
-        except mf.CorruptSnapshot:
-            return chain, False
-    return chain, chain[-1].origin is None
+    chain = list(snapshots.ancestry(store, live))
+    return chain, chain[-1].parent is None and chain[-1].origin is None
 
 
 def newest_write(m: mf.Manifest) -> int:
@@ -149,16 +143,21 @@ def restore_at(store: ObjectStore, dest: Path, at_us: int,
     settings = live.collection.settings
     anchor = chain[idx] if idx is not None else None
     try:
+        # The anchor's segments and the replayed writes go into chromadb in one pass.
+        todo: list[Op] = []
         if anchor is not None:
-            segments.materialize(store, anchor, dest, on_bytes)
+            snapshots.fetch(store, anchor, dest, on_bytes)
             collection_id = anchor.collection.id
+            todo, seg_versions = segments.read_all(store, anchor.segments, settings.dimension,
+                                                   on_bytes)
         else:
             dest.mkdir(parents=True)
             collection_id = chromadir.create_collection(dest / mf.DB_DIR, settings)
+            seg_versions = {}
         versions = snapshots.read_versions(dest / mf.VERSIONS_FILE)
+        versions.update(seg_versions)
         writes = 0
         newest = newest_write(anchor) if anchor is not None else 0
-        todo: list[Op] = []
         for batch in batches:
             ops = [op for name in batch for op in _ops(store, name, settings.dimension)
                    if op.key.ts_us <= at_us]

@@ -71,6 +71,19 @@ def load_manifest(store: ObjectStore, key: str) -> mf.Manifest:
         raise mf.CorruptSnapshot(f"manifest {key} does not exist") from e
 
 
+def ancestry(store: ObjectStore, live: mf.Manifest) -> Iterator[mf.Manifest]:
+    """``live``, then each ancestor, newest first; ends at the first version or at an
+    ancestor whose manifest is gone (retention took it)."""
+    m = live
+    yield m
+    while m.parent is not None:
+        try:
+            m = load_manifest(store, mf.snapshot_prefix(m.parent) + mf.MANIFEST_FILE)
+        except mf.CorruptSnapshot:
+            return
+        yield m
+
+
 def fetch(
     store: ObjectStore, manifest: mf.Manifest, dest: Path, on_bytes: Progress | None = None
 ) -> Path:

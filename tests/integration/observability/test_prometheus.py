@@ -57,12 +57,12 @@ from kubeops import (
     OperatorProcess,
     PodProcess,
     Runner,
-    as_dict,
     chart_release,  # noqa: F401 - fixture
     collection_body,
     create_secret,
     maybe,
     operator,  # noqa: F401 - fixture
+    pod_template,
     stop_process,
     wait_for,
 )
@@ -207,15 +207,6 @@ def metered(operator: OperatorProcess) -> str:  # noqa: F811
 
     wait_for("the operator's /metrics", serving, timeout=30)
     return addr
-
-
-def pod_template(kube_api: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
-    if kind == "Deployment":
-        obj: Any = client.AppsV1Api(kube_api).read_namespaced_deployment(name, ns)
-    else:
-        obj = client.BatchV1Api(kube_api).read_namespaced_job(name, ns)
-    template: dict[str, Any] = as_dict(kube_api, obj)["spec"]["template"]
-    return template
 
 
 def run_job(runner: Runner, kube_api: Any, ns: str, job: str) -> dict[str, Any]:
