@@ -44,12 +44,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-# Everything, the kind end-to-end tests included: they install and start Docker if
-# missing, build the image and an offline kind node image (cached), create a cluster
-# and delete it afterwards.
-test: $(STAMP) tools lint
-	@echo "==> pytest (unit + integration on real MinIO, chromadb and kube-apiserver; kind e2e)"
-	@CHROMASNAP_REQUIRE_CLUSTER=1 CHROMASNAP_KIND_E2E=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+# Everything, the kind end-to-end tests included: hack/test.sh installs the system
+# packages once, builds the Go binaries and images in the background while the venv,
+# lint and the unit tests run, and prints the wall time of every step at the end.
+test:
+	@bash hack/test.sh
 
 demo: $(STAMP)
 	@$(VENV)/bin/chromasnap demo

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real infrastructure binaries the tests run (MinIO, etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kwok, Prometheus and promtool), the user tools
-# (helm, kind) and the
+# kube-controller-manager, kube-scheduler, kwok), the user tools (helm, kind, kubectl)
+# and the
 # parts of an offline kind node image (kubelet, kubeadm, kubectl, kube-proxy, crictl,
 # CoreDNS) from the Go module proxy at pinned versions.
 #
@@ -13,7 +13,8 @@
 # Usage: hack/build-tools.sh [all|test|k8s|TOOL...]   (default: all)
 #        hack/build-tools.sh --bin-dir                 (print the bin dir and exit)
 #        hack/build-tools.sh --list                    (print tools, pins and state)
-#   test = minio + k8s + helm + prometheus promtool   (what the test suite needs)
+#   test = minio + k8s + kubectl + helm   (what the integration tests need; Prometheus and
+#          promtool come from Debian's prometheus package, hack/system-packages.sh)
 #   k8s  = etcd kube-apiserver kube-controller-manager kube-scheduler kwok
 #   node = kubelet kubeadm kubectl kube-proxy crictl coredns   (hack/kind-images.sh)
 #
@@ -37,13 +38,9 @@ CRICTL_MODULE=sigs.k8s.io/cri-tools
 CRICTL_VERSION=v1.36.0         # what kind v0.33's base image ships
 COREDNS_MODULE=github.com/coredns/coredns
 COREDNS_VERSION=v1.14.6        # `kubeadm config images list` for Kubernetes v1.37
-# Prometheus 3.x is published as module versions v0.3MM.P (3.16.0 -> v0.316.0); one
-# `go install` builds the server and promtool (alert rule checks and unit tests).
-PROMETHEUS_MODULE=github.com/prometheus/prometheus
-PROMETHEUS_VERSION=v0.316.0
 
 ALL_TOOLS=(minio etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kind
-           kubelet kubeadm kubectl kube-proxy crictl coredns prometheus promtool)
+           kubelet kubeadm kubectl kube-proxy crictl coredns)
 K8S_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 NODE_TOOLS=(kubelet kubeadm kubectl kube-proxy crictl coredns)
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
@@ -54,6 +51,9 @@ STAMPS="$BIN/.stamps"
 SRC="$CACHE/src"
 TIMES_LOG="$CACHE/build-times.log"
 LDFLAGS_STRIP="-s -w"
+# The compiler spends less time collecting garbage with a larger heap target; two
+# compile jobs at GOGC=400 stay well inside this machine's memory.
+export GOGC="${GOGC:-400}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build-tools: error: $*"; exit 1; }
@@ -70,7 +70,6 @@ tool_module() {
     kind) echo "$KIND_MODULE" ;;
     crictl) echo "$CRICTL_MODULE" ;;
     coredns) echo "$COREDNS_MODULE" ;;
-    prometheus|promtool) echo "$PROMETHEUS_MODULE" ;;
     *) die "unknown tool: $1" ;;
   esac
 }
@@ -85,7 +84,6 @@ tool_version() {
     kind) echo "$KIND_VERSION" ;;
     crictl) echo "$CRICTL_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;;
-    prometheus|promtool) echo "$PROMETHEUS_VERSION" ;;
     *) die "unknown tool: $1" ;;
   esac
 }
@@ -209,23 +207,6 @@ build_coredns() {
     -ldflags "$LDFLAGS_STRIP -X $COREDNS_MODULE/coremain.GitCommit=$COREDNS_VERSION"
 }
 
-# Both binaries in one `go install` (they share most packages), with the version flags
-# Prometheus' own release build (.promu.yml) sets, so `--version` and the
-# prometheus_build_info metric are right. No `builtinassets` tag: the web UI's compiled
-# assets are not in the module (they come from an npm build), so the server answers
-# its HTTP API (all the tests use) and serves no UI.
-build_prometheus() {
-  local v="github.com/prometheus/common/version" n="${PROMETHEUS_VERSION#v0.}" semver mm
-  mm=$((10#${n%%.*}))
-  semver="$((mm / 100)).$((mm % 100)).${n#*.}"   # v0.316.0 -> 3.16.0
-  GOBIN="$BIN" go install -trimpath -tags netgo \
-    -ldflags "$LDFLAGS_STRIP -X $v.Version=$semver -X $v.Revision=$PROMETHEUS_VERSION -X $v.Branch=HEAD -X $v.BuildUser=build-tools.sh -X $v.BuildDate=19700101-00:00:00" \
-    "$PROMETHEUS_MODULE/cmd/prometheus@$PROMETHEUS_VERSION" \
-    "$PROMETHEUS_MODULE/cmd/promtool@$PROMETHEUS_VERSION"
-  [[ -x "$BIN/prometheus" && -x "$BIN/promtool" ]] || die "go install did not produce prometheus and promtool"
-}
-build_promtool() { build_prometheus; }
-
 # etcd's server module has `replace` directives pointing at sibling directories,
 # so `go install go.etcd.io/etcd/server/v3@ver` refuses to run. A wrapper module
 # that requires it (the replaces of a dependency are ignored; its requirements
@@ -302,9 +283,8 @@ expand() {
     all) echo "${ALL_TOOLS[@]}" ;;
     k8s) echo "${K8S_TOOLS[@]}" ;;
     node) echo "${NODE_TOOLS[@]}" ;;
-    test) echo minio "${K8S_TOOLS[@]}" helm prometheus promtool ;;
+    test) echo minio "${K8S_TOOLS[@]}" kubectl helm ;;
     minio|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|helm|kind) echo "$1" ;;
-    prometheus|promtool) echo "$1" ;;
     kubelet|kubeadm|kubectl|kube-proxy|crictl|coredns) echo "$1" ;;
     *) die "unknown tool or group '$1' (tools: ${ALL_TOOLS[*]}; groups: all test k8s node)" ;;
   esac
@@ -366,8 +346,6 @@ main() {
         k8s_todo=()
         ;;
       *)
-        # a tool built along with an earlier one (promtool with prometheus) is done
-        if is_built "$t"; then stamp "$t"; continue; fi
         log "building $t $(tool_version "$t") …"
         start=$(date +%s)
         "build_${t//-/_}"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import http.client
 import json
 import os
@@ -93,6 +94,55 @@ def bin_dir() -> Path:
     return cache_dir() / "bin"
 
 
+def build_running() -> bool:
+    """True while a ``hack/build-tools.sh`` holds the cache's build lock (``make test``
+    runs one in the background while the first tests run)."""
+    lock = cache_dir() / ".build.lock"
+    if not lock.exists():
+        return False
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def await_tools(*names: str, timeout: float = 3600.0) -> None:
+    """Wait while a background build is making any of ``names`` (no-op when none runs)."""
+    stamps = [bin_dir() / ".stamps" / n for n in names]
+    if all(s.is_file() for s in stamps) or not build_running():
+        return
+    log = os.environ.get("CHROMASNAP_TOOLS_LOG", "")
+    sys.__stderr__.write(f"\n==> waiting for the background build of {', '.join(names)}"
+                         f"{f' (progress: {log})' if log else ''}\n")
+    start = time.monotonic()
+    while not all(s.is_file() for s in stamps) and build_running():
+        if time.monotonic() - start > timeout:
+            raise ClusterError(f"{', '.join(names)} not built after waiting {timeout:.0f}s")
+        time.sleep(1)  # polling another process's progress: no event to wait on
+    sys.__stderr__.write(f"==> {', '.join(names)}: waited {time.monotonic() - start:.0f}s\n")
+
+
+def tool(name: str) -> Path:
+    """The built binary ``name``, after waiting for a background build that is making it.
+
+    Raises :class:`ClusterError` when it is not built and no build is running, or the
+    build ended without it (the message quotes the build log's last lines).
+    """
+    await_tools(name)
+    path = bin_dir() / name
+    if os.access(path, os.X_OK):
+        return path
+    hint = "run `hack/build-tools.sh test` (make test builds it)"
+    log = os.environ.get("CHROMASNAP_TOOLS_LOG")
+    if log and Path(log).is_file():
+        tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-30:])
+        hint += f"; the background build's last lines ({log}):\n{tail}"
+    raise ClusterError(f"{name} is not built at {path}: {hint}")
+
+
 def pinned_version(tool: str, bins: Path | None = None) -> str | None:
     """The version build-tools.sh recorded for ``tool`` (``None`` if not built)."""
     stamp = (bins or bin_dir()) / ".stamps" / tool
@@ -117,6 +167,8 @@ def kwok_stages_file(bins: Path | None = None) -> Path | None:
 
 def missing_binaries(bins: Path | None = None) -> list[str]:
     """Names of the needed binaries (and kwok's stage file) that are not built yet."""
+    if bins is None:
+        await_tools(*BINARIES)
     where = bins or bin_dir()
     missing = [b for b in BINARIES if not os.access(where / b, os.X_OK)]
     if "kwok" not in missing and kwok_stages_file(where) is None:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make a Docker engine answer on this machine, for the image build and the kind cluster.
 #
-#   hack/docker.sh ensure    install Debian's docker.io if dockerd is missing (apt-get,
-#                            needs root), start dockerd in the background if nothing
-#                            answers on its socket (no systemd needed), wait for it
+#   hack/docker.sh ensure    install Debian's docker.io if dockerd is missing
+#                            (hack/system-packages.sh, needs root), start dockerd in the
+#                            background if nothing answers on its socket (no systemd
+#                            needed), wait for it; parallel callers queue on a lock
 #   hack/docker.sh cli       print the docker CLI to use (see below)
 #   hack/docker.sh stop      stop a dockerd this script started (pid file)
 #
@@ -31,20 +32,23 @@ docker_cli() {
 answers() { "$1" info >/dev/null 2>&1; }
 
 ensure() {
-  local cli start
+  local cli
+  cli=$(docker_cli || true)
+  if [[ -n "$cli" ]] && answers "$cli"; then
+    log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
+    return 0
+  fi
+  # one starter at a time: two callers must not both start a dockerd
+  exec 7>/var/lock/chromasnap-docker.lock
+  flock 7
   cli=$(docker_cli || true)
   if [[ -n "$cli" ]] && answers "$cli"; then
     log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
     return 0
   fi
   if ! command -v dockerd >/dev/null 2>&1 || [[ ! -x /usr/bin/docker ]]; then
-    [[ $(id -u) == 0 ]] || die "docker is not installed and this is not root: install docker.io"
-    command -v apt-get >/dev/null || die "docker is not installed and there is no apt-get"
-    log "docker: installing Debian's docker.io (apt-get)"
-    start=$(date +%s)
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
-    log "docker: installed in $(( $(date +%s) - start ))s"
+    # through the one installer, so a parallel apt-get never races this one
+    bash "$(dirname "${BASH_SOURCE[0]}")/system-packages.sh" docker.io
   fi
   cli=$(docker_cli)
   local i

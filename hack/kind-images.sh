@@ -13,6 +13,9 @@
 #                                   kind node image from Debian packages, kind's own node
 #                                   files and Go-built Kubernetes binaries, with the
 #                                   control-plane, CoreDNS and pause images preloaded
+#   hack/kind-images.sh bases       the four Debian root file systems and the chromasnap
+#                                   image: what needs no Go-built binary (make test starts
+#                                   it in the background at once)
 #   hack/kind-images.sh all         all of the above (default); cold, the Go builds run in
 #                                   the background while the four debootstraps run in
 #                                   parallel and the chromasnap image builds
@@ -96,11 +99,8 @@ debootstrap_image() {  # image-name "packages" [prepare-function]
     log "$name: cached (recipe $recipe)"
     return 0
   fi
-  command -v debootstrap >/dev/null || {
-    log "installing debootstrap (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
-  }
+  # installed once by main() before any parallel build (hack/system-packages.sh)
+  command -v debootstrap >/dev/null || die "debootstrap is not installed: run hack/system-packages.sh"
   dir="$WORK/rootfs/${name//[:\/]/_}"
   rm -rf "$dir"; mkdir -p "$dir"
   if [[ -n "$pkgs" ]]; then include=(--include="$(echo $pkgs | tr ' ' ,)"); fi
@@ -362,6 +362,17 @@ build_pause() {  # tags...
   rm -rf "$ctx"
 }
 
+# The four Debian root file systems, in parallel (network and disk, little CPU).
+build_bases() {
+  local p pids=() rc=0
+  for p in debian python kube-proxy-base node-base; do
+    timed "base image $p" "build_${p//-/_}" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  (( rc == 0 )) || die "a base image failed (its error is above)"
+}
+
 main() {
   mkdir -p "$WORK"
   case "${1:-all}" in
@@ -369,7 +380,16 @@ main() {
     --print-image) echo "$IMAGE"; return ;;
     --print-minio-image) echo "$MINIO_IMAGE"; return ;;
   esac
+  # Packages first, once, before anything runs in parallel (a second apt-get would race
+  # for the dpkg lock); then one build at a time per cache: a second caller (make test's
+  # background image build, then the e2e fixture) waits and finds the images cached.
+  bash hack/system-packages.sh docker.io debootstrap
   bash hack/docker.sh ensure
+  exec 6>"$WORK/.build.lock"
+  if ! flock -n 6; then
+    log "another kind-images.sh is building in $WORK; waiting for it"
+    flock 6
+  fi
   case "${1:-all}" in
     debian) timed "base image $DEBIAN_IMAGE" build_debian ;;
     python) timed "base image $PYTHON_IMAGE" build_python ;;
@@ -378,25 +398,28 @@ main() {
     node) timed "kind node image" build_node ;;
     node-base) timed "base image $NODE_BASE_IMAGE" build_node_base ;;
     kube-proxy-base) timed "base image $KPROXY_BASE_IMAGE" build_kproxy_base ;;
+    # what needs no Go-built binary: the root file systems and the chromasnap image
+    bases)
+      build_bases
+      timed "image $IMAGE" build_chromasnap
+      ;;
     all)
       # Cold, the Go builds (CPU) and the debootstraps (network, disk) overlap: the Go
-      # build runs in the background while the root file systems and the chromasnap
-      # image are made; the node image is assembled when both are there.
-      local gopid p pids=()
+      # build runs in the background, its output in a log (shown if it fails), while
+      # the root file systems and the chromasnap image are made; the node image is
+      # assembled when both are there.
+      local gopid golog="$WORK/go-build.log"
+      log "Go-built binaries in the background (log: $golog)"
       bash hack/build-tools.sh minio node etcd kube-apiserver kube-controller-manager \
-        kube-scheduler 2>&1 | sed -u 's/^/    [go] /' >&2 &
+        kube-scheduler >"$golog" 2>&1 &
       gopid=$!
-      for p in debian python kube-proxy-base node-base; do
-        timed "base image $p" "build_${p//-/_}" &
-        pids+=($!)
-      done
-      for p in "${pids[@]}"; do wait "$p" || die "a base image failed"; done
+      build_bases
       timed "image $IMAGE" build_chromasnap
-      wait "$gopid" || die "hack/build-tools.sh failed"
+      wait "$gopid" || { tail -40 "$golog" >&2; die "hack/build-tools.sh failed (last lines above; log $golog)"; }
       timed "image $MINIO_IMAGE" build_minio
       timed "kind node image" build_node
       ;;
-    *) die "usage: hack/kind-images.sh [debian|python|chromasnap|minio|node|all]" ;;
+    *) die "usage: hack/kind-images.sh [debian|python|chromasnap|minio|node|bases|all]" ;;
   esac
 }
 

@@ -49,16 +49,25 @@ log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'kind.sh: error: %s\n' "$*" >&2; exit 1; }
 
 timed() {  # label cmd...
-  local label=$1 start rc=0 secs; shift
+  local label=$1 start rc=0 secs logf; shift
   start=$(date +%s)
+  mkdir -p "$STATE/logs"
+  logf="$STATE/logs/$(printf '%s' "$label" | tr -c 'A-Za-z0-9._-' _ | cut -c1-60).log"
   log "$label …"
-  # in the background so that `set -e` holds inside (it is off in an `||` context)
-  "$@" &
+  # streamed and kept in a log of its own; `set -e` holds inside the subshell (it would
+  # be off in an `||` context)
+  { ( set -e; "$@" ) 2>&1 | tee "$logf" >&2; exit "${PIPESTATUS[0]}"; } &
   wait $! || rc=$?
   secs=$(( $(date +%s) - start ))
-  (( rc == 0 )) || die "$label failed after ${secs}s (exit $rc)"
+  if (( rc != 0 )); then
+    # the cause is often hundreds of lines up: repeat the step's own last lines here,
+    # at the end, where a reader (and the e2e fixture's error) looks first
+    { echo "---- last 40 lines of: $label (full log: $logf) ----"
+      tail -40 "$logf"
+      echo "----"; } >&2
+    die "$label failed after ${secs}s (exit $rc)"
+  fi
   log "$label … done in ${secs}s"
-  mkdir -p "$STATE"
   printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "$label" "$secs" >>"$TIMES"
 }
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import cluster  # hack/cluster.py
 import pytest
 
 from chromasnap.storage.store import ObjectStore, open_store
@@ -25,6 +26,7 @@ def minio() -> Iterator[MinioServer]:
     While it runs, the standard AWS variables point boto3's default credential
     chain at it, and subprocesses inherit them.
     """
+    cluster.await_tools("minio")  # make test builds it in the background
     binary = minio_binary()
     if not binary.exists():
         if os.environ.get("CHROMASNAP_SKIP_MINIO") == "1":
@@ -62,3 +64,26 @@ def store_endpoint(request: pytest.FixtureRequest, store_url: str) -> str | None
 def store(store_url: str, store_endpoint: str | None) -> ObjectStore:
     """``open_store`` on the parametrized backend."""
     return open_store(store_url, endpoint_url=store_endpoint)
+
+
+#: integration test folders that need the Kubernetes control plane, helm or kubectl
+_CLUSTER_DIRS = ("cli", "cluster", "observability", "operator")
+
+
+def _phase(item: pytest.Item) -> int:
+    """Run order: what needs no built binary first, then MinIO-only integration tests,
+    then the control plane's, the kind e2e last. A cold ``make test`` builds the
+    binaries in the background in that order, so each test finds its own ready."""
+    parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+    if item.get_closest_marker("tools") is not None:
+        return 2
+    if parts[0] == "unit":
+        return 0
+    if parts[0] == "integration":
+        return 2 if parts[1] in _CLUSTER_DIRS else 1
+    return 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the session by :func:`_phase` (stable: file order within a phase)."""
+    items.sort(key=_phase)

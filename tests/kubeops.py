@@ -163,9 +163,7 @@ def as_dict(kube_api: Any, obj: Any) -> dict[str, Any]:
 
 def helm(control_plane: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real helm binary against the test control plane."""
-    binary = cluster.bin_dir() / "helm"
-    if not binary.exists():
-        pytest.fail(f"helm not built at {binary}: run `hack/build-tools.sh test`")
+    binary = cluster.tool("helm")
     proc = subprocess.run(
         [str(binary), *args, "--kubeconfig", str(control_plane.kubeconfig_path)],
         capture_output=True, text=True, check=False, timeout=180,

@@ -9,10 +9,12 @@ warm run only creates the cluster — and deletes the cluster at the end unless
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +38,8 @@ from kind_support import (
 )
 
 ENABLED = os.environ.get("CHROMASNAP_KIND_E2E") == "1"
+#: lines of a failed hack script's output quoted in the test error
+TAIL_LINES = 60
 KEEP = os.environ.get("CHROMASNAP_KIND_KEEP") == "1"
 
 
@@ -68,13 +72,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def _sh(config: pytest.Config, *args: str, timeout: float = 3600) -> None:
     """Run a hack script with its progress streaming to the terminal, live (a cold
-    build takes many minutes), not into pytest's captured output."""
+    build takes many minutes), not into pytest's captured output. On failure the
+    error carries the script's last lines (the hack scripts repeat the failing step's
+    own output there), not only its exit code."""
     capman = config.pluginmanager.getplugin("capturemanager")
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        proc = subprocess.run(["bash", *args], cwd=ROOT, timeout=timeout, check=False,
-                              stdout=sys.stderr, stderr=sys.stderr)
-    if proc.returncode != 0:
-        pytest.fail(f"bash {' '.join(args)} failed with exit {proc.returncode}", pytrace=False)
+        proc = subprocess.Popen(["bash", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert proc.stdout is not None
+        killer = threading.Timer(timeout, proc.kill)  # a hung step cannot hang the run
+        killer.start()
+        try:
+            for line in proc.stdout:
+                sys.stderr.write(line)
+                tail.append(line.rstrip("\n"))
+            rc = proc.wait()
+        finally:
+            killer.cancel()
+    if rc != 0:
+        last = "\n".join(tail)
+        pytest.fail(f"bash {' '.join(args)} failed with exit {rc}; its last "
+                    f"{len(tail)} lines:\n{last}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

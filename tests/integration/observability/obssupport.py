@@ -25,13 +25,23 @@ HERE = Path(__file__).resolve().parent
 SERIES_RE = re.compile(r"\b(chromasnap_[a-z0-9_]+)\b")
 
 
+#: Tools from Debian's packages (hack/system-packages.sh), not Go-built.
+DEBIAN_TOOLS = {"prometheus": Path("/usr/bin/prometheus"), "promtool": Path("/usr/bin/promtool")}
+
+
 def binary(name: str) -> Path:
-    """A tool built by hack/build-tools.sh (helm, promtool, prometheus)."""
-    path: Path = cluster.bin_dir() / name
-    if not path.exists():
-        pytest.fail(f"{name} not built at {path}: run `hack/build-tools.sh test`",
-                    pytrace=False)
-    return path
+    """A tool the tests run: helm built by hack/build-tools.sh, or promtool and
+    prometheus from Debian's prometheus package."""
+    if name in DEBIAN_TOOLS:
+        path = DEBIAN_TOOLS[name]
+        if not path.exists():
+            pytest.fail(f"{name} not installed at {path}: run `hack/system-packages.sh` "
+                        "(Debian's prometheus package)", pytrace=False)
+        return path
+    try:
+        return cluster.tool(name)
+    except cluster.ClusterError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 def helm_template(tmp: Path, *values: str) -> list[dict[str, Any]]:

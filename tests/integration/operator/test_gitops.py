@@ -68,9 +68,7 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _kubectl_diff(control_plane: Any, manifest: dict[str, Any], manager: str,
                   tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    kubectl = cluster.bin_dir() / "kubectl"
-    if not kubectl.exists():
-        pytest.fail(f"kubectl not built at {kubectl}: run `hack/build-tools.sh test`")
+    kubectl = cluster.tool("kubectl")
     f = tmp / f"{manifest['metadata']['name']}.yaml"
     f.write_text(yaml.safe_dump(manifest))
     return subprocess.run(

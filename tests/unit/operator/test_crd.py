@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 import types
 import typing
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import annotated_types
+import cluster  # hack/cluster.py
 import jsonschema
 import pytest
 import yaml
@@ -33,9 +33,6 @@ from chromasnap.operator.specs.children import CHILD_KINDS, desired_children
 ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "crds" / "chromasnap.dev_chromacollections.yaml"
 CHART = ROOT / "charts" / "chromasnap"
-# hack/build-tools.sh builds helm here; a helm on PATH will do too.
-_CACHED_HELM = Path.home() / ".cache" / "chromasnap" / "bin" / "helm"
-HELM = str(_CACHED_HELM) if _CACHED_HELM.exists() else shutil.which("helm")
 
 
 def load_crd() -> dict[str, Any]:
@@ -661,13 +658,14 @@ def test_chart_rbac_is_least_privilege() -> None:
 
 def _helm(*args: str) -> str:
     proc = subprocess.run(
-        [str(HELM), *args], capture_output=True, text=True, timeout=60, check=False
+        [str(cluster.tool("helm")), *args], capture_output=True, text=True, timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
-@pytest.mark.skipif(HELM is None, reason="helm not built yet (hack/build-tools.sh)")
+@pytest.mark.tools  # the real helm: runs after the unit tests, once it is built
 def test_helm_lint_and_template() -> None:
     _helm("lint", "--strict", str(CHART))
     rendered = list(yaml.safe_load_all(_helm("template", "cs", str(CHART), "-n", "chromasnap")))
