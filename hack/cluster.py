@@ -109,20 +109,29 @@ def build_running() -> bool:
     return False
 
 
+def _stderr_line(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+#: Where progress lines go; pytest's conftest points it at the terminal reporter (the
+#: tests' own stderr is captured).
+say: Callable[[str], None] = _stderr_line
+
+
 def await_tools(*names: str, timeout: float = 3600.0) -> None:
     """Wait while a background build is making any of ``names`` (no-op when none runs)."""
     stamps = [bin_dir() / ".stamps" / n for n in names]
     if all(s.is_file() for s in stamps) or not build_running():
         return
     log = os.environ.get("CHROMASNAP_TOOLS_LOG", "")
-    sys.__stderr__.write(f"\n==> waiting for the background build of {', '.join(names)}"
-                         f"{f' (progress: {log})' if log else ''}\n")
+    say(f"==> waiting for the background build of {', '.join(names)}"
+        f"{f' (progress: {log})' if log else ''}")
     start = time.monotonic()
     while not all(s.is_file() for s in stamps) and build_running():
         if time.monotonic() - start > timeout:
             raise ClusterError(f"{', '.join(names)} not built after waiting {timeout:.0f}s")
         time.sleep(1)  # polling another process's progress: no event to wait on
-    sys.__stderr__.write(f"==> {', '.join(names)}: waited {time.monotonic() - start:.0f}s\n")
+    say(f"==> {', '.join(names)}: waited {time.monotonic() - start:.0f}s")
 
 
 def tool(name: str) -> Path:

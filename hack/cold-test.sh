@@ -39,7 +39,7 @@ make_cold() {
   pkill -x dockerd 2>/dev/null || true
   pkill -x containerd 2>/dev/null || true
   local i
-  for i in $(seq 1 60); do pgrep -x 'dockerd|containerd' >/dev/null || break; sleep 1; done
+  for i in $(seq 1 60); do pgrep -x dockerd >/dev/null || pgrep -x containerd >/dev/null || break; sleep 1; done
   log "purging ${PURGE[*]} (and what they pulled in)"
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 purge -y -qq --autoremove \
     "${PURGE[@]}" >>"$REPORT" 2>&1 || true

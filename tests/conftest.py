@@ -84,6 +84,14 @@ def _phase(item: pytest.Item) -> int:
     return 3
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Progress of a background build a test waits for reaches the terminal, not the
+    test's captured output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        cluster.say = lambda msg: reporter.write_line(f"\n{msg}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order the session by :func:`_phase` (stable: file order within a phase)."""
     items.sort(key=_phase)
