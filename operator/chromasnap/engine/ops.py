@@ -14,7 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-MetadataValue = str | int | float | bool | None
+#: chromadb's metadata values: scalars, and non-empty lists of one scalar type
+#: (filtered with ``$contains`` / ``$not_contains``); None removes a key in update/upsert.
+MetadataValue = str | int | float | bool | list[str] | list[int] | list[float] | list[bool] | None
 Metadata = dict[str, MetadataValue]
 Embedding = npt.NDArray[np.float32]
 

@@ -128,14 +128,35 @@ def _check_metadata(m: Any, i: int, allow_none_values: bool) -> Metadata | None:
                     "in update and upsert"
                 )
             continue
+        if isinstance(v, list):
+            _check_metadata_list(v, i, k)
+            continue
         if isinstance(v, float) and not math.isfinite(v):
             raise InvalidWrite(f"metadatas[{i}][{k!r}] is NaN or infinity")
         if not isinstance(v, str | int | float | bool):
             raise InvalidWrite(
                 f"metadatas[{i}][{k!r}] has unsupported type {type(v).__name__}; use a string, "
-                "integer, float or boolean"
+                "integer, float, boolean or a non-empty list of one of those"
             )
     return m
+
+
+def _check_metadata_list(v: list[Any], i: int, k: str) -> None:
+    """chromadb 1.5.9's rule for array metadata: non-empty, every element a str, int,
+    float or bool, all of the same type (bool is not int, int is not float); floats
+    finite (chromadb itself accepts NaN and then fails every later write)."""
+    if not v:
+        raise InvalidWrite(
+            f"metadatas[{i}]: expected metadata list value for key {k!r} to be non-empty"
+        )
+    first = type(v[0])
+    if first not in (str, int, float, bool) or any(type(x) is not first for x in v):
+        raise InvalidWrite(
+            f"metadatas[{i}]: expected metadata list value for key {k!r} to contain only "
+            f"str, int, float, or bool and all elements must be the same type, got {v!r:.200}"
+        )
+    if first is float and not all(math.isfinite(x) for x in v):
+        raise InvalidWrite(f"metadatas[{i}][{k!r}] contains NaN or infinity")
 
 
 def _column(name: str, values: Any, n: int) -> list[Any] | None:

@@ -195,3 +195,31 @@ def test_uri_without_metadata_reads_back_as_chroma_does(pair: Pair) -> None:
         assert pair.col.query(**q)["metadatas"] == pair.ref.query(**q)["metadatas"]
 
     pair.in_both_states(check)
+
+
+def test_list_valued_metadata_reads_and_filters_as_chroma_does(pair: Pair) -> None:
+    """Issue 17, 2: array metadata is stored, merged and filtered exactly like chromadb."""
+    pair.write("add", ids=["t1", "t2", "t3", "t4"], embeddings=[e(1), e(2), e(3), e(4)],
+               metadatas=[{"tags": ["red", "blue"], "k": 1}, {"tags": ["green"]},
+                          {"n": [1, 2, 3]}, {"f": [2.0, 0.5], "b": [True]}])
+    pair.write("update", ids=["t2"], metadatas=[{"tags": ["green", "red"]}])  # list replaced
+    pair.write("update", ids=["t1"], metadatas=[{"tags": None}])  # key removed
+    pair.write("upsert", ids=["t3"], embeddings=[e(3)], metadatas=[{"n": [4]}])  # merged
+    wheres: list[Any] = [
+        {"tags": {"$contains": "red"}}, {"tags": {"$not_contains": "red"}},
+        {"n": {"$contains": 4}}, {"f": {"$contains": 2}}, {"f": {"$contains": 2.0}},
+        {"b": {"$contains": True}}, {"tags": {"$ne": "red"}}, {"tags": {"$in": ["red"]}},
+        {"$and": [{"tags": {"$contains": "green"}}, {"tags": {"$contains": "red"}}]},
+    ]
+
+    def check() -> None:
+        got, ref = pair.col.get(include=["metadatas"]), pair.ref.get(include=["metadatas"])
+        assert (got["ids"], got["metadatas"]) == (ref["ids"], ref["metadatas"])
+        for where in wheres:
+            assert pair.col.get(where=where)["ids"] == pair.ref.get(where=where)["ids"], where
+            q = {"query_embeddings": [e(2)], "n_results": 4, "where": where,
+                 "include": ["metadatas", "distances"]}
+            ours, theirs = pair.col.query(**q), pair.ref.query(**q)
+            assert (ours["ids"], ours["metadatas"]) == (theirs["ids"], theirs["metadatas"]), where
+
+    pair.in_both_states(check)

@@ -44,7 +44,13 @@ def test_valid_request_gets_increasing_keys() -> None:
         ({"ids": []}, "non-empty list"),
         ({"ids": ["a", 3]}, r"ids\[1\] must be a non-empty string"),
         ({"ids": list("abcde"), "embeddings": [[1, 2, 3]] * 5}, "over the limit of 4"),
-        ({"metadatas": [{"k": [1, 2]}, None]}, "unsupported type list"),
+        ({"metadatas": [{"k": []}, None]}, "list value for key 'k' to be non-empty"),
+        ({"metadatas": [{"k": ["a", 1]}, None]}, "all elements must be the same type"),
+        ({"metadatas": [{"k": [1, 2.5]}, None]}, "all elements must be the same type"),
+        ({"metadatas": [{"k": [True, 1]}, None]}, "all elements must be the same type"),
+        ({"metadatas": [{"k": [None]}, None]}, "all elements must be the same type"),
+        ({"metadatas": [{"k": [["a"]]}, None]}, "all elements must be the same type"),
+        ({"metadatas": [{"k": [1.0, math.inf]}, None]}, "contains NaN or infinity"),
         ({"metadatas": [{"k": {"x": 1}}, None]}, "unsupported type dict"),
         ({"metadatas": [{"k": math.nan}, None]}, "NaN or infinity"),
         ({"metadatas": [{"k": None}, None]}, "only allowed in update and upsert"),
@@ -69,6 +75,13 @@ def test_oversized_request_in_bytes() -> None:
 def test_update_allows_none_metadata_values_and_missing_embeddings() -> None:
     out = ops(OpKind.UPDATE, embeddings=None, metadatas=[{"k": None}, {"j": 1}])
     assert out[0].embedding is None and out[0].metadata == {"k": None}
+
+
+def test_list_valued_metadata_is_accepted_as_chromadb_accepts_it() -> None:
+    """Non-empty lists of one scalar type, as chromadb 1.5.9 stores them."""
+    metas = [{"tags": ["a", "b"], "n": [1, 2]}, {"f": [0.5, 1.5], "b": [True, False]}]
+    out = ops(metadatas=metas)
+    assert [o.metadata for o in out] == metas
 
 
 def test_delete_takes_only_ids() -> None:

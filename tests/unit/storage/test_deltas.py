@@ -18,7 +18,8 @@ def sample_ops() -> list[Op]:
             OpKey(10, "w-1", 1),
             e,
             "doc a",
-            {"s": "x", "i": 3, "f": 1.5, "b": True},
+            {"s": "x", "i": 3, "f": 1.5, "b": True, "tags": ["a", "b"], "ns": [1, 2],
+             "fs": [2.0, 0.5], "bs": [False]},
         ),
         Op(OpKind.UPDATE, "b", OpKey(10, "w-1", 2), None, None, {"gone": None}),
         Op(OpKind.UPSERT, "c", OpKey(11, "w-1", 3), -e, None, None, "s3://x/y"),
@@ -46,6 +47,9 @@ def test_round_trip_preserves_every_field_and_type() -> None:
             assert np.array_equal(a.embedding, b.embedding)
     meta = back[0].metadata
     assert meta is not None and isinstance(meta["i"], int) and isinstance(meta["b"], bool)
+    # list elements keep their type too: 2.0 stays a float ($contains 2 must not find it)
+    assert isinstance(meta["fs"], list) and type(meta["fs"][0]) is float
+    assert isinstance(meta["ns"], list) and type(meta["ns"][0]) is int
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
