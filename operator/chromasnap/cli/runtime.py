@@ -192,30 +192,18 @@ def build_reader_app(s: ReaderSettings) -> Any:
     from chromasnap.api.app import ChromaAPI
     from chromasnap.api.auth import load_auth_tokens
     from chromasnap.config import ReadLevel
-    from chromasnap.reader.backend import ReaderBackend
     from chromasnap.reader.poller import Poller
-    from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
-    from chromasnap.reader.tail import DeltaTail
+    from chromasnap.reader.replica import open_replica
 
     store = open_store(s.bucket_url, s.s3_endpoint_url)
     tokens = load_auth_tokens(s.auth_token_file)
-    tail = DeltaTail(store, s.dimension) if s.read_level == ReadLevel.FRESH else None
+    replica = open_replica(store, Path(s.cache_dir), s.dimension,
+                           fresh=s.read_level == ReadLevel.FRESH,
+                           cache_max_bytes=s.cache_max_bytes,
+                           read_after_timeout_s=s.read_after_timeout_seconds)
+    reader, tail, backend = replica.reader, replica.tail, replica.backend
 
-    def rebase(snap: LoadedSnapshot) -> None:
-        if tail is not None:
-            tail.rebase(snap.applied)
-
-    reader = SnapshotReader(store, Path(s.cache_dir), on_swap=rebase,
-                            cache_max_bytes=s.cache_max_bytes)
-    backend = ReaderBackend(reader, tail, s.read_after_timeout_seconds)
-
-    def poll_once() -> bool:
-        reader.refresh()
-        if tail is not None and reader.ready():
-            tail.poll()  # the LIST fallback for lost pushes; its errors go to the poller
-        return not reader.failing
-
-    poller = Poller(poll_once, s.poll_interval_seconds)
+    poller = Poller(replica.poll_once, s.poll_interval_seconds)
     fold_stop = threading.Event()
     folder = threading.Thread(target=reader.run_folds, args=(fold_stop,), name="reader-fold",
                               daemon=True)
