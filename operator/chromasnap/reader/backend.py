@@ -63,16 +63,18 @@ class ReaderBackend:
     def _overlay(self, snap: LoadedSnapshot) -> freshview.Overlay:
         if self.tail is None:
             return snap.pending
-        return self.tail.overlay(snap.manifest.version, snap.applied, snap.versions,
-                                 records_of(snap.collection), under=snap.pending)
+        return self.tail.overlay(snap.lineage, snap.versions, records_of(snap.collection),
+                                 under=snap.pending)
 
     # -- read-your-writes --------------------------------------------------------------
 
     def _visible(self, token: str) -> bool:
         snap = self.reader.current
-        if snap is not None and token in snap.applied:
+        if snap is None:
+            return self.tail is not None and token in self.tail.names()
+        if token in snap.lineage.contained:
             return True
-        return self.tail is not None and token in self.tail.names()
+        return self.tail is not None and self.tail.holds(token, snap.lineage)
 
     async def wait_visible(self, token: str | None) -> None:
         """Return once the write named by ``token`` is visible here, or raise ReadTimeout.

@@ -45,7 +45,7 @@ def open_replica(store: ObjectStore, cache_dir: Path, dimension: int, *, fresh: 
 
     def rebase(snap: LoadedSnapshot) -> None:
         if tail is not None:
-            tail.rebase(snap.applied)
+            tail.rebase(snap.lineage)
 
     reader = SnapshotReader(store, cache_dir, on_bytes=on_bytes, on_swap=rebase,
                             cache_max_bytes=cache_max_bytes)

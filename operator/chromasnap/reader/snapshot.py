@@ -21,6 +21,7 @@ from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
 from chromasnap.reader.freshview import EMPTY, Overlay, build_planned
+from chromasnap.reader.lineage import Lineage, of_chain
 from chromasnap.storage import manifest as mf
 from chromasnap.storage import pointer, segments, snapshots
 from chromasnap.storage.store import ObjectStore, StoreError
@@ -38,6 +40,9 @@ log = logging.getLogger("chromasnap.reader")
 
 #: Records per chromadb call while folding (bounds how long a call holds the GIL).
 FOLD_BATCH = 256
+#: Manifests read back to the previously loaded version when several were skipped; a
+#: longer gap leaves the tail's older deltas undecided (the next LIST reads them again).
+MAX_SKIPPED_VERSIONS = 64
 
 
 def _dir_bytes(path: Path) -> int:
@@ -78,7 +83,7 @@ class LoadedSnapshot:
 
     Reads see ``local`` with ``pending`` (the overlay of the version's
     segments the copy does not hold yet) merged on top; ``versions`` are the
-    version's, segments included.
+    version's, segments included; ``lineage`` says which deltas it folded.
     """
 
     manifest: mf.Manifest
@@ -86,7 +91,7 @@ class LoadedSnapshot:
     pending: Overlay
     pending_ops: list[Op]
     versions: Mapping[str, Version]
-    applied: frozenset[str]
+    lineage: Lineage
     refs: int = 0
     retired: bool = False
     loaded_at: float = field(default_factory=time.time)
@@ -159,7 +164,7 @@ class SnapshotReader:
                     self._etag = seen.etag
                     return False
                 man = snapshots.load_manifest(self.store, seen.pointer.manifest)
-                loaded = self._load(man)
+                loaded = self._load(man, self._lineage_of(man, cur))
             except mf.CorruptSnapshot as e:
                 metrics.READER_REJECTED_SNAPSHOTS.inc()
                 self.last_error = str(e)
@@ -220,12 +225,21 @@ class SnapshotReader:
             local.users += 1
             return local
 
-    def _load(self, man: mf.Manifest) -> LoadedSnapshot:
+    def _lineage_of(self, man: mf.Manifest, cur: LoadedSnapshot | None) -> Lineage:
+        """Which deltas ``man`` folded since ``cur``: its applied set misses deleted ones.
+
+        Reads the manifests of the versions skipped since ``cur`` (none when
+        ``man`` is ``cur``'s child), so the tail can tell the deltas they folded.
+        """
+        chain = islice(snapshots.ancestry(self.store, man), MAX_SKIPPED_VERSIONS + 1)
+        return of_chain(chain, cur.manifest.version if cur is not None else None)
+
+    def _load(self, man: mf.Manifest, lineage: Lineage) -> LoadedSnapshot:
         local = self._shareable(man)
         if local is None:
             local = self._load_base(man)
         try:
-            return self._with_segments(man, local)
+            return self._with_segments(man, local, lineage)
         except BaseException:
             self._release(local)
             raise
@@ -256,7 +270,8 @@ class SnapshotReader:
             raise mf.CorruptSnapshot(f"snapshot {man.version} does not open: {e}") from e
         return LocalCopy(path, handle, opened.collection, versions, man.base_version, folded)
 
-    def _with_segments(self, man: mf.Manifest, local: LocalCopy) -> LoadedSnapshot:
+    def _with_segments(self, man: mf.Manifest, local: LocalCopy,
+                       lineage: Lineage) -> LoadedSnapshot:
         """The version ``man`` on ``local``: download the segments it lacks, overlay them."""
         ops: list[Op] = []
         seg_versions: dict[str, Version] = {}
@@ -267,8 +282,7 @@ class SnapshotReader:
         pending = build_planned(ops, dim, records_of(local.collection))
         # ChainMap only ever writes to its first map; the copy's table is read-only.
         below = cast(MutableMapping[str, Version], local.versions)
-        return LoadedSnapshot(man, local, pending, ops, ChainMap(seg_versions, below),
-                              frozenset(man.deltas))
+        return LoadedSnapshot(man, local, pending, ops, ChainMap(seg_versions, below), lineage)
 
     def _release(self, local: LocalCopy) -> None:
         with self._lock:
@@ -320,7 +334,7 @@ class SnapshotReader:
             shutil.rmtree(path, ignore_errors=True)
             raise
         local = self._open(man, path, man.segment_names)
-        folded = LoadedSnapshot(man, local, EMPTY, [], local.versions, cur.applied)
+        folded = LoadedSnapshot(man, local, EMPTY, [], local.versions, cur.lineage)
         with self._refresh_lock:
             if self._current is not cur:
                 self._release(local)  # a newer version arrived meanwhile: fold that one

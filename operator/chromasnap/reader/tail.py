@@ -11,8 +11,14 @@ Deltas reach the tail three ways, cheapest first:
 
 With many readers S3 cost therefore stays at one LIST per reader per poll
 interval plus one GET per missed delta. Every delta is verified (checksum,
-format, dimension) before it is used; the tail forgets deltas as soon as the
-loaded snapshot contains them.
+format, dimension) before it is used.
+
+Whether the loaded version already folded a delta is decided by
+``lineage.pending_on`` against the lineage the delta was read under, never by
+the applied set alone: that set stops naming a folded delta once clean-up
+deleted it (see :mod:`chromasnap.reader.lineage`). The tail forgets deltas as
+soon as the loaded version contains them, one version later than that for
+reads still running on the previous one.
 """
 
 from __future__ import annotations
@@ -21,20 +27,34 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
 from chromasnap.reader.freshview import EMPTY, Overlay, build_overlay
+from chromasnap.reader.lineage import Lineage, pending_on
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, ObjectStore
 
 log = logging.getLogger("chromasnap.tail")
 
+#: Reads of one delta before giving up when new versions keep arriving meanwhile (the
+#: next LIST tries again).
+READ_ATTEMPTS = 3
+
 
 class UnconfirmedDelta(ValueError):
     """A pushed delta that the bucket does not hold as pushed: never merged."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A decoded delta and the lineage it was read under (None: before any version)."""
+
+    ops: list[Op]
+    stamp: Lineage | None
 
 
 class DeltaTail:
@@ -43,8 +63,12 @@ class DeltaTail:
     def __init__(self, store: ObjectStore, dimension: int) -> None:
         self.store = store
         self.dimension = dimension
-        self._ops: dict[str, list[Op]] = {}
-        self._applied: frozenset[str] = frozenset()
+        # Pending on the loaded version: what fresh reads on it merge.
+        self._pending: dict[str, _Entry] = {}
+        # Not pending on the loaded version (folded, or undecided after a gap), kept one
+        # version longer for reads still running on the previous one.
+        self._retired: dict[str, _Entry] = {}
+        self._at: Lineage | None = None
         self._lock = threading.Lock()
         self._generation = 0
         self._overlay_key: tuple[str, int] | None = None
@@ -53,48 +77,77 @@ class DeltaTail:
         self.changed = threading.Condition(self._lock)
 
     def names(self) -> frozenset[str]:
-        """Deltas currently in the tail."""
+        """Deltas currently in the tail: pending on the loaded version."""
         with self._lock:
-            return frozenset(self._ops)
+            return frozenset(self._pending)
 
     def knows(self, name: str) -> bool:
         """True when ``name`` is in the tail or in the snapshot it sits on."""
         with self._lock:
-            return name in self._ops or name in self._applied
+            return self._known(name)
 
-    def add(self, name: str, data: bytes) -> bool:
-        """Verify and add one delta; False if already known. Raises CorruptDelta/ValueError."""
+    def _known(self, name: str) -> bool:
+        return name in self._pending or (self._at is not None and name in self._at.contained)
+
+    def holds(self, name: str, on: Lineage) -> bool:
+        """True when the tail holds ``name`` as a delta version ``on`` has not folded."""
+        with self._lock:
+            e = self._pending.get(name) or self._retired.get(name)
+            return e is not None and pending_on(name, e.stamp, on)
+
+    def _admit(self, name: str, read: Callable[[], bytes]) -> bool | None:
+        """Add the delta ``read`` returns, judged against the lineage it was read under.
+
+        The lineage is taken *before* the read: a delta read after a version
+        was loaded is folded by it iff its applied set names it (lineage.py,
+        fact 1). A version loaded during the read invalidates that, so the
+        delta is read again under it. True: added; False: already known
+        (folded, or in the tail); None: versions kept moving, not added.
+        Raises what ``read`` raises, and CorruptDelta.
+        """
         deltas.parse_name(name)
-        with self._lock:
-            if name in self._ops or name in self._applied:
-                return False
-        ops = deltas.decode(data, self.dimension)
-        with self._lock:
-            if name in self._ops or name in self._applied:
-                return False
-            self._ops[name] = ops
-            self._generation += 1
-            self._publish_sizes()
-            self.changed.notify_all()
-        return True
+        for _ in range(READ_ATTEMPTS):
+            with self._lock:
+                at = self._at
+            ops = deltas.decode(read(), self.dimension)
+            with self._lock:
+                if self._at is not at:
+                    continue
+                if self._known(name):
+                    return False
+                self._retired.pop(name, None)  # undecided before: now verified
+                self._pending[name] = _Entry(ops, at)
+                self._generation += 1
+                self._publish_sizes()
+                self.changed.notify_all()
+            return True
+        return None
 
-    def rebase(self, applied: frozenset[str]) -> None:
-        """A new snapshot is loaded: forget deltas that it *and* the previous one contain.
+    def rebase(self, on: Lineage) -> None:
+        """A new version is loaded: keep what it has not folded, retire the rest.
 
-        Deltas only the new snapshot contains stay one more generation, so a
-        read still running on the previous snapshot keeps seeing them.
+        Retired deltas stay one more version, so a read still running on the
+        previous version keeps seeing the deltas only the new one contains.
         """
         with self._lock:
-            previous, self._applied = self._applied, applied
-            for name in [n for n in self._ops if n in applied and n in previous]:
-                del self._ops[name]
+            if self._at is not None and self._at.version == on.version:
+                self._at = on  # the same version on a folded copy: nothing changes
+                return
+            pending: dict[str, _Entry] = {}
+            retired: dict[str, _Entry] = {}
+            for name, e in self._pending.items():
+                if pending_on(name, e.stamp, on):
+                    pending[name] = _Entry(e.ops, on)  # as good as read under ``on``
+                else:
+                    retired[name] = e
+            self._pending, self._retired, self._at = pending, retired, on
             self._generation += 1
             self._publish_sizes()
             self.changed.notify_all()
 
     def _publish_sizes(self) -> None:
-        metrics.READER_TAIL_DELTAS.set(len(self._ops))
-        metrics.READER_TAIL_RECORDS.set(sum(len(v) for v in self._ops.values()))
+        metrics.READER_TAIL_DELTAS.set(len(self._pending))
+        metrics.READER_TAIL_RECORDS.set(sum(len(e.ops) for e in self._pending.values()))
 
     def confirm(self, name: str, pushed: bytes) -> bool:
         """Add a pushed delta only as the bucket holds it: a push is a hint, not a source.
@@ -105,32 +158,36 @@ class DeltaTail:
         Raises :class:`UnconfirmedDelta` when the bucket does not confirm it.
         """
         deltas.parse_name(name)
-        # Checked even for a delta the tail already has (fetched by a LIST first), so a
-        # forged push is refused as such whatever the timing.
-        try:
-            stored = self.store.get(deltas.DELTA_PREFIX + name).data
-        except NotFound as e:
-            metrics.READER_ERRORS.labels("unconfirmed_push").inc()
-            raise UnconfirmedDelta(f"delta {name} is not in the bucket") from e
-        if len(stored) != len(pushed) or (
-            hashlib.sha256(stored).digest() != hashlib.sha256(pushed).digest()
-        ):
-            metrics.READER_ERRORS.labels("unconfirmed_push").inc()
-            raise UnconfirmedDelta(f"delta {name} differs from the copy in the bucket")
-        return self.add(name, stored)
+        digest = hashlib.sha256(pushed).digest()
+
+        def read() -> bytes:
+            # Checked even for a delta the tail already has (fetched by a LIST first), so
+            # a forged push is refused as such whatever the timing.
+            try:
+                stored = self.store.get(deltas.DELTA_PREFIX + name).data
+            except NotFound as e:
+                metrics.READER_ERRORS.labels("unconfirmed_push").inc()
+                raise UnconfirmedDelta(f"delta {name} is not in the bucket") from e
+            if len(stored) != len(pushed) or hashlib.sha256(stored).digest() != digest:
+                metrics.READER_ERRORS.labels("unconfirmed_push").inc()
+                raise UnconfirmedDelta(f"delta {name} differs from the copy in the bucket")
+            return stored
+
+        return bool(self._admit(name, read))
 
     def fetch(self, name: str) -> bool:
         """GET one delta by name (a read-your-writes miss); False when it does not exist."""
+
+        def read() -> bytes:
+            return self.store.get(deltas.DELTA_PREFIX + name).data
+
         try:
-            data = self.store.get(deltas.DELTA_PREFIX + name).data
+            return self._admit(name, read) is not None
         except NotFound:
             return False
-        try:
-            self.add(name, data)
         except deltas.CorruptDelta as e:
             log.error("corrupt delta ignored", extra=fields(delta=name, error=str(e)))
             return False
-        return True
 
     def poll(self) -> int:
         """LIST the deltas and fetch the ones neither in the tail nor the snapshot."""
@@ -143,20 +200,23 @@ class DeltaTail:
                 added += 1
         return added
 
-    def overlay(self, version: str, applied: frozenset[str], versions: Mapping[str, Version],
+    def overlay(self, on: Lineage, versions: Mapping[str, Version],
                 base_lookup: Callable[[list[str]], Mapping[str, Record]],
                 under: Overlay = EMPTY) -> Overlay:
-        """The overlay on snapshot ``version`` (which contains ``applied``), cached per change.
+        """The overlay on the loaded version ``on``, cached per change.
 
-        ``under`` is the overlay of the version's segments that the reader's
-        copy does not hold yet; the tail's writes go on top of it.
+        It merges exactly the deltas ``on`` has not folded (``pending_on``),
+        whichever version the tail has moved to since. ``under`` is the
+        overlay of the version's segments that the reader's copy does not
+        hold yet; the tail's writes go on top of it.
         """
         with self._lock:
-            key = (version, self._generation)
+            key = (on.version, self._generation)
             if key == self._overlay_key and under is self._overlay_under:
                 return self._overlay
-            ops = [op for name in sorted(self._ops) if name not in applied
-                   for op in self._ops[name]]
+            entries = {**self._retired, **self._pending}
+            ops = [op for name in sorted(entries) if pending_on(name, entries[name].stamp, on)
+                   for op in entries[name].ops]
         ov = build_overlay(ops, versions, self.dimension, base_lookup, under) if ops else under
         with self._lock:
             if self._generation == key[1]:
