@@ -158,10 +158,12 @@ class SnapshotReader:
             try:
                 seen = pointer.poll(self.store, self._etag)
                 if seen is None or seen.pointer is None:
+                    self._reached()
                     return False
                 cur = self._current
                 if cur is not None and cur.manifest.version == seen.pointer.version:
                     self._etag = seen.etag
+                    self._reached()
                     return False
                 man = snapshots.load_manifest(self.store, seen.pointer.manifest)
                 loaded = self._load(man, self._lineage_of(man, cur))
@@ -186,6 +188,15 @@ class SnapshotReader:
             self._swap(loaded)
             metrics.READER_SWAP_SECONDS.observe(time.perf_counter() - t0)
             return True
+
+    def _reached(self) -> None:
+        """The bucket answered and the served version is current: no longer failing.
+
+        Without this a reader that lived through an outage stayed "failing"
+        until the next version arrived, and its poll loop kept backing off.
+        """
+        if self.failing:
+            self.failing, self.last_error = False, None
 
     def _failed(self, kind: str, what: str, e: Exception) -> bool:
         metrics.READER_ERRORS.labels(kind).inc()

@@ -13,6 +13,8 @@ from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine.errors import InvalidWrite, Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.engine.validation import Limits
+from chromasnap.reader.poller import Poller
+from chromasnap.reader.replica import open_replica
 from chromasnap.reader.snapshot import SnapshotReader
 from chromasnap.storage import deltas, pointer, snapshots
 from chromasnap.storage import manifest as mf
@@ -250,3 +252,24 @@ def test_s3_faults_compactor_aborts_cleanly_and_readers_keep_serving(minio: Mini
         with reader.use() as snap:
             assert snap.collection.count() == 7
         reader.close()
+
+
+@pytest.mark.minio
+def test_poll_loop_recovers_after_an_outage_without_a_new_version(minio: MinioServer,
+                                                                  tmp_path: Path) -> None:
+    url = minio.new_bucket_url()
+    with FaultProxy(minio.endpoint) as proxy:
+        store = S3Store(url, endpoint_url=proxy.endpoint, max_attempts=2, read_timeout=5)
+        publish_generation(store, tmp_path / "c", 1)
+        replica = open_replica(store, tmp_path / "reader", SETTINGS.dimension, fresh=True)
+        poller = Poller(replica.poll_once, interval_s=1.0)
+        assert poller.run_once()
+        proxy.fail_fraction(1.0, Fault.error(503, "SlowDown"))
+        assert not poller.run_once() and not poller.run_once()
+        assert replica.reader.failing and poller.delay() > 1.0
+        proxy.clear()
+        # The pointer did not move: the bucket answering again is the recovery itself.
+        assert poller.run_once()
+        assert not replica.reader.failing and replica.reader.last_error is None
+        assert poller.failures == 0 and poller.delay() == 1.0
+        replica.reader.close()
