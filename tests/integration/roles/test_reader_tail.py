@@ -1,0 +1,331 @@
+"""A fresh reader's tail never re-applies a delta its snapshot already contains (issue 20).
+
+The manifest's applied set only names folded deltas that still exist, so once
+clean-up deletes a delta the next version no longer names it. A reader that
+held the delta in its tail (it was pushed, fetched or LISTed before it was
+folded) must still recognise it as folded: otherwise its old writes are
+merged again on top of the version, and once the tombstones of later deletes
+are pruned they bring deleted records back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from chromasnap.api.models import GetRequest
+from chromasnap.compactor.policy import MergePolicy
+from chromasnap.engine.merge import Record
+from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.reader.backend import ReaderBackend
+from chromasnap.reader.replica import Replica, open_replica
+from chromasnap.reader.snapshot import records_of
+from chromasnap.reader.tail import DeltaTail, UnconfirmedDelta
+from chromasnap.storage import deltas
+from chromasnap.storage.s3 import S3Store
+from chromasnap.storage.store import Blob, NotFound, ObjectStore, StoreError, open_store
+from dataplane import FULL, SEGMENTS, SETTINGS, compactor, current_records, put_delta
+from faultproxy import Fault, FaultProxy
+from minio_server import MinioServer
+from modelgen import Delta, ideal_state, random_history, records_equal
+
+DIM = SETTINGS.dimension
+
+
+def _delta(ts: int, kind: OpKind, rids: list[str]) -> Delta:
+    rng = np.random.default_rng(ts)
+    ops = [Op(kind, rid, OpKey(ts, "w1", i + 1),
+              rng.standard_normal(DIM).astype(np.float32) if kind != OpKind.DELETE else None,
+              f"doc {rid} at {ts}" if kind != OpKind.DELETE else None)
+           for i, rid in enumerate(rids)]
+    return Delta(f"{ts:017d}-w1.arrow", "w1", ops)
+
+
+def _compact(store: ObjectStore, tmp: Path, policy: MergePolicy = FULL) -> str:
+    # Grace 0: folded deltas are deleted at once and tombstones pruned at every full run,
+    # what a long run reaches after its grace period.
+    res = compactor(store, tmp / "compactor", grace=0.0, policy=policy).run()
+    assert res.result == "succeeded", res
+    assert res.version is not None
+    return res.version
+
+
+def _fresh_reader(store: ObjectStore, tmp: Path) -> Replica:
+    return open_replica(store, tmp / "reader", DIM, fresh=True)
+
+
+def _ids(backend: ReaderBackend) -> list[str]:
+    got = asyncio.run(backend.get(GetRequest(include=())))
+    return sorted(got["ids"])
+
+
+def _push(store: ObjectStore, tail: DeltaTail, d: Delta) -> None:
+    data = store.get(deltas.DELTA_PREFIX + d.name).data
+    assert tail.confirm(d.name, data)
+
+
+def test_deleted_records_stay_deleted_when_the_reader_skips_versions(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    put_delta(store, _delta(1_000_000, OpKind.UPSERT, ["keep"]), DIM)
+    _compact(store, tmp_path)
+    replica = _fresh_reader(store, tmp_path)
+    reader, tail, backend = replica.reader, replica.tail, replica.backend
+    assert tail is not None
+    assert reader.refresh()
+    early = _delta(1_000_001, OpKind.UPSERT, ["a", "b"])
+    put_delta(store, early, DIM)
+    _push(store, tail, early)
+    assert _ids(backend) == ["a", "b", "keep"]
+    _compact(store, tmp_path)  # folds `early`, then deletes it
+    put_delta(store, _delta(1_000_002, OpKind.DELETE, ["a", "b"]), DIM)
+    _compact(store, tmp_path)  # the deletes' tombstones are pruned at once
+    assert reader.refresh()  # skips the version that folded `early`
+    assert _ids(backend) == ["keep"]
+    assert asyncio.run(backend.count(None)) == 1
+    assert tail.names() == frozenset()
+    reader.close()
+
+
+def test_deleted_records_stay_deleted_when_the_reader_sees_every_version(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    put_delta(store, _delta(1_000_000, OpKind.UPSERT, ["keep"]), DIM)
+    _compact(store, tmp_path)
+    replica = _fresh_reader(store, tmp_path)
+    reader, tail, backend = replica.reader, replica.tail, replica.backend
+    assert tail is not None
+    assert reader.refresh()
+    early = _delta(1_000_001, OpKind.UPSERT, ["a", "b"])
+    put_delta(store, early, DIM)
+    _push(store, tail, early)
+    _compact(store, tmp_path)  # folds `early` and deletes it: the next version won't name it
+    assert reader.refresh()
+    put_delta(store, _delta(1_000_002, OpKind.DELETE, ["a", "b"]), DIM)
+    _compact(store, tmp_path)
+    assert reader.refresh()
+    assert _ids(backend) == ["keep"]
+    assert tail.names() == frozenset()
+    reader.close()
+
+
+def test_a_read_on_the_previous_version_still_sees_what_only_the_new_one_folded(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    _compact(store, tmp_path)
+    replica = _fresh_reader(store, tmp_path)
+    reader, tail = replica.reader, replica.tail
+    assert tail is not None and reader.refresh()
+    early = _delta(1_000_001, OpKind.UPSERT, ["a"])
+    put_delta(store, early, DIM)
+    _push(store, tail, early)
+    with reader.use() as old:  # a read that borrowed the version before the swap
+        _compact(store, tmp_path)  # folds `early` and deletes it
+        assert reader.refresh()
+        new = reader.current
+        assert new is not None and new is not old
+        on_old = tail.overlay(old.lineage, old.versions, records_of(old.collection), old.pending)
+        on_new = tail.overlay(new.lineage, new.versions, records_of(new.collection), new.pending)
+        assert set(on_old.records) == {"a"}  # not in its snapshot: the tail still serves it
+        assert on_new.empty  # in the new snapshot: merged once, not twice
+    assert tail.names() == frozenset()
+    reader.close()
+
+
+# -- the model test -------------------------------------------------------------------
+
+INCLUDE = ("embeddings", "documents", "metadatas", "uris")
+
+
+class RacingStore:
+    """The reader's store, able to run a compaction and a refresh in the middle of a GET.
+
+    Armed, the next GET of a delta returns its bytes only after ``during``
+    ran: the version a push, fetch or LIST was judged against changes under it.
+    """
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.during: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(self, key: str) -> Blob:
+        blob = self.inner.get(key)
+        during, self.during = self.during, None
+        if during is not None and key.startswith(deltas.DELTA_PREFIX):
+            during()
+        return blob
+
+
+class Run:
+    """A writer, a compactor (both on the bucket directly) and a fresh reader behind faults."""
+
+    def __init__(self, rng: random.Random, minio: MinioServer, proxy: FaultProxy,
+                 tmp: Path) -> None:
+        self.rng = rng
+        self.tmp = tmp
+        url = minio.new_bucket_url()
+        self.store = open_store(url, minio.endpoint)
+        self.racing = RacingStore(S3Store(url, endpoint_url=proxy.endpoint, max_attempts=1,
+                                          connect_timeout=2, read_timeout=5))
+        self.proxy = proxy
+        self.history = {d.name: d for d in random_history(rng, dimension=DIM, writers=1,
+                                                          n_ops=160, ids=10)}
+        self.unwritten = sorted(self.history)
+        self.acked: list[str] = []
+        self.folded: dict[str, frozenset[str]] = {}  # version -> the deltas its lineage folded
+        self.compact()
+        self.replica = open_replica(cast(ObjectStore, self.racing), tmp / "reader", DIM,
+                                    fresh=True)
+        assert self.replica.poll_once()
+        self.tail = self.replica.tail
+        assert self.tail is not None
+
+    # -- the actors ---------------------------------------------------------------------
+
+    def write(self) -> None:
+        """A writer makes the next delta durable (acknowledged), then maybe pushes it."""
+        if not self.unwritten:
+            return
+        d = self.history[self.unwritten.pop(0)]
+        put_delta(self.store, d, DIM)
+        self.acked.append(d.name)
+        if self.rng.random() < 0.7:
+            self.push(d.name)
+
+    def push(self, name: str) -> None:
+        data = self.store.get(deltas.DELTA_PREFIX + name).data if self.exists(name) else b""
+        with contextlib.suppress(StoreError, UnconfirmedDelta):  # the writer logs and goes on
+            self.tail.confirm(name, data)  # type: ignore[union-attr]
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.store.head(deltas.DELTA_PREFIX + name)
+            return True
+        except NotFound:
+            return False
+
+    def compact(self) -> None:
+        """A compaction on the live pointer: full, segment or tiered, grace 0, short retention."""
+        policy = self.rng.choice([FULL, SEGMENTS, MergePolicy()])
+        res = compactor(self.store, self.tmp / "compactor", grace=0.0, policy=policy,
+                        retain=self.rng.randint(1, 3)).run()
+        assert res.result in ("succeeded", "skipped"), res
+        if res.result == "succeeded":
+            assert res.version is not None
+            self.folded[res.version] = frozenset(self.acked)  # every acked delta is listed
+
+    def step(self) -> str:
+        """One seeded action; returns its name for the failure message."""
+        r = self.rng.random()
+        tail = self.tail
+        assert tail is not None
+        if r < 0.25:
+            self.write()
+            return "write"
+        if r < 0.40:
+            self.compact()
+            return "compact"
+        if r < 0.55:
+            with contextlib.suppress(StoreError):  # the poll loop counts and backs off
+                self.replica.poll_once()
+            return "poll"
+        if r < 0.62:
+            self.replica.reader.refresh()
+            return "refresh"
+        if r < 0.68:
+            with contextlib.suppress(StoreError):  # a read-after catch-up LIST
+                tail.poll()
+            return "list"
+        if r < 0.75 and self.acked:
+            with contextlib.suppress(StoreError):  # a read-your-writes miss
+                tail.fetch(self.rng.choice(self.acked))
+            return "fetch"
+        if r < 0.80 and self.acked:
+            self.push(self.rng.choice(self.acked))  # a late or repeated push
+            return "push-again"
+        if r < 0.85:
+            # The version moves (maybe twice) while a push, fetch or LIST reads a delta.
+            def during() -> None:
+                for _ in range(self.rng.randint(1, 2)):
+                    self.write()
+                    self.compact()
+                self.replica.reader.refresh()
+
+            self.racing.during = during
+            return "race"
+        if r < 0.90:
+            self.replica.reader.fold_pending()
+            return "fold"
+        if r < 0.95:
+            fault = self.rng.choice([Fault.error(503, "SlowDown"), Fault.reset()])
+            self.proxy.fail_fraction(self.rng.choice([1.0, 0.3]), fault,
+                                     seed=self.rng.randrange(1 << 30))
+            return "outage"
+        self.proxy.clear()
+        return "heal"
+
+    # -- the checks ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The reader answers exactly the model's state of the deltas it says it holds."""
+        tail = self.tail
+        assert tail is not None
+        with self.replica.reader.use() as snap:
+            folded = self.folded[snap.manifest.version]
+            held = tail.names()
+            assert not held & folded, f"tail holds deltas {snap.manifest.version} folded"
+            want = ideal_state([self.history[n] for n in sorted(folded | held)])
+            backend = self.replica.backend
+            got = asyncio.run(backend.get(GetRequest(include=INCLUDE)))
+            assert asyncio.run(backend.count(None)) == len(want)
+        records = {rid: Record(rid, np.asarray(got["embeddings"][i], dtype=np.float32),
+                               got["documents"][i], got["metadatas"][i] or None,
+                               got["uris"][i])
+                   for i, rid in enumerate(got["ids"])}
+        assert records_equal(records, want), (sorted(records), sorted(want))
+
+    def catch_up(self) -> None:
+        """Without faults one poll brings every acknowledged write: the reporter's final check."""
+        self.proxy.clear()
+        assert self.replica.poll_once(), self.replica.reader.last_error
+        with self.replica.reader.use() as snap:
+            folded = self.folded[snap.manifest.version]
+        assert folded | self.tail.names() == set(self.acked)  # type: ignore[union-attr]
+        self.check()
+
+
+@pytest.mark.minio
+@pytest.mark.parametrize("seed", range(4))
+def test_fresh_reader_matches_the_model_through_outages_and_skipped_versions(
+    minio: MinioServer, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    with FaultProxy(minio.endpoint) as proxy:
+        run = Run(rng, minio, proxy, tmp_path)
+        done: list[str] = []
+        try:
+            while run.unwritten or len(done) < 60:
+                done.append(run.step())
+                if done[-1] == "heal":
+                    run.catch_up()
+                else:
+                    run.check()
+            run.write()
+            run.compact()
+            run.catch_up()
+            _, exported = current_records(run.store, tmp_path)
+            assert records_equal(exported, ideal_state(list(run.history.values())))
+        except AssertionError as e:
+            raise AssertionError(f"seed {seed}, after steps {done}: {e}") from e
+        finally:
+            run.replica.reader.close()
