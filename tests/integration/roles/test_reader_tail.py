@@ -6,6 +6,11 @@ held the delta in its tail (it was pushed, fetched or LISTed before it was
 folded) must still recognise it as folded: otherwise its old writes are
 merged again on top of the version, and once the tombstones of later deletes
 are pruned they bring deleted records back.
+
+The deterministic cases run on both backends; the seeded model test drives a
+real reader on MinIO behind the fault proxy (outages, skipped versions,
+versions that move in the middle of a read, pushes and fetches of folded
+deltas) and compares it with ``modelgen.ideal_state`` after every step.
 """
 
 from __future__ import annotations
