@@ -53,6 +53,7 @@ background() {  # name cmd...: output to .cache/logs/<name>.log; progress lines 
     name=$1; log=$2; shift 2
     start=$(date +%s)
     "$@" 2>&1 | tee -a "$log" \
+      | grep --line-buffered -v "^go: downloading" \
       | grep --line-buffered -E "done in|cached|already built|\<error|failed" \
       | sed -u "s/^/    [$name] /" >&2
     rc=$?
