@@ -146,8 +146,18 @@ class DeltaTail:
             self.changed.notify_all()
 
     def _publish_sizes(self) -> None:
-        metrics.READER_TAIL_DELTAS.set(len(self._pending))
-        metrics.READER_TAIL_RECORDS.set(sum(len(e.ops) for e in self._pending.values()))
+        """Set the tail gauges to what fresh reads on the loaded version merge.
+
+        Judged with the same rule as :meth:`overlay` (``pending_on`` the loaded
+        lineage), so the gauges read 0 as soon as the loaded version folded
+        everything, and count nothing before a version is loaded (no read
+        merges a delta then; the first version's rebase judges it afresh).
+        """
+        at = self._at
+        merged = [] if at is None else [
+            e for name, e in self._pending.items() if pending_on(name, e.stamp, at)]
+        metrics.READER_TAIL_DELTAS.set(len(merged))
+        metrics.READER_TAIL_RECORDS.set(sum(len(e.ops) for e in merged))
 
     def confirm(self, name: str, pushed: bytes) -> bool:
         """Add a pushed delta only as the bucket holds it: a push is a hint, not a source.

@@ -29,6 +29,7 @@ from chromasnap.api.models import GetRequest
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine.merge import Record
 from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.reader import metrics
 from chromasnap.reader.backend import ReaderBackend
 from chromasnap.reader.replica import Replica, open_replica
 from chromasnap.reader.snapshot import records_of
@@ -124,6 +125,37 @@ def test_a_read_on_the_previous_version_still_sees_what_only_the_new_one_folded(
         assert set(on_old.records) == {"a"}  # not in its snapshot: the tail still serves it
         assert on_new.empty  # in the new snapshot: merged once, not twice
     assert tail.names() == frozenset()
+    reader.close()
+
+
+def _tail_gauges() -> tuple[float, float]:
+    return (metrics.READER_TAIL_DELTAS._value.get(), metrics.READER_TAIL_RECORDS._value.get())
+
+
+def test_tail_gauges_count_what_fresh_reads_merge(store: ObjectStore, tmp_path: Path) -> None:
+    """Issue 17, item 5: the gauges fall to 0 once the loaded version folded the burst.
+
+    They used to count the deltas the tail kept for reads on the previous
+    version until the next swap, and pushes taken before any version was loaded.
+    """
+    replica = _fresh_reader(store, tmp_path)
+    reader, tail = replica.reader, replica.tail
+    assert tail is not None
+    first = _delta(1_000_000, OpKind.UPSERT, ["keep"])
+    put_delta(store, first, DIM)
+    _push(store, tail, first)  # no version yet: no read merges it
+    assert _tail_gauges() == (0, 0)
+    _compact(store, tmp_path)
+    assert reader.refresh()
+    assert _tail_gauges() == (0, 0)
+    burst = [_delta(1_000_001, OpKind.UPSERT, ["a", "b"]), _delta(1_000_002, OpKind.DELETE, ["a"])]
+    for d in burst:
+        put_delta(store, d, DIM)
+        _push(store, tail, d)
+    assert _tail_gauges() == (2, 3)
+    _compact(store, tmp_path)  # the burst's last compaction folds both deltas
+    assert reader.refresh()
+    assert _tail_gauges() == (0, 0)
     reader.close()
 
 
