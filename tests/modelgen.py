@@ -10,12 +10,14 @@ last-writer-wins rule must handle.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from chromasnap.engine.merge import Record, apply_op, sort_ops
-from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.engine.merge import Record, apply_op, matching_records, sort_ops
+from chromasnap.engine.ops import RECORD_KINDS, DeleteFilter, Op, OpKey, OpKind
 
 
 @dataclass
@@ -27,14 +29,38 @@ class Delta:
     ops: list[Op]
 
 
+def random_filter(rng: random.Random, ids: int) -> DeleteFilter:
+    """A filtered delete over what ``random_history`` writes (``k``, ``f0..2``, documents)."""
+    wheres: list[Any] = [
+        None, {"k": rng.randrange(5)}, {"k": {"$gte": rng.randrange(5)}},
+        {"k": {"$in": [rng.randrange(5), rng.randrange(5)]}},
+        {"f1": {"$ne": "x"}},  # also matches records without the key
+        {"$or": [{"k": rng.randrange(5)}, {"f0": {"$ne": "y"}}]},
+    ]
+    docs: list[Any] = [None, {"$contains": f"id{rng.randrange(ids)} "},
+                       {"$not_contains": f"id{rng.randrange(ids)} "}]
+    where, where_document = rng.choice(wheres), rng.choice(docs)
+    if where is None and where_document is None:
+        where = {"k": rng.randrange(5)}
+    limited = None
+    if rng.random() < 0.3:
+        limited = tuple(sorted({f"id{rng.randrange(ids)}" for _ in range(rng.randint(1, 4))}))
+    return DeleteFilter(where, where_document, limited)
+
+
 def random_history(
     rng: random.Random,
     dimension: int = 4,
     writers: int = 3,
     n_ops: int = 120,
     ids: int = 12,
+    filtered_deletes: float = 0.0,
 ) -> list[Delta]:
-    """Ops from several writers with interleaved timestamps, cut into deltas."""
+    """Ops from several writers with interleaved timestamps, cut into deltas.
+
+    ``filtered_deletes`` is the share of ops that are ``delete(where=...)``;
+    at 0 the history is what it always was for a seed.
+    """
     out: list[Delta] = []
     clock = 1_000_000
     seq = dict.fromkeys(range(writers), 0)
@@ -43,7 +69,11 @@ def random_history(
         w = rng.randrange(writers)
         clock += rng.randint(0, 3)  # equal timestamps across writers happen: ties by writer id
         seq[w] += 1
-        kind = rng.choice(list(OpKind))
+        if filtered_deletes and rng.random() < filtered_deletes:
+            pending[w].append(Op(OpKind.DELETE_WHERE, "", OpKey(clock, f"w{w}", seq[w]),
+                                 filter=random_filter(rng, ids)))
+            continue
+        kind = rng.choice(RECORD_KINDS)
         rid = f"id{rng.randrange(ids)}"
         emb = None
         doc = None
@@ -121,10 +151,46 @@ def reference_state(batches: list[list[Delta]]) -> tuple[dict[str, Record], int]
 
 def ideal_state(history: list[Delta]) -> dict[str, Record]:
     """Every op applied in total order, as one Chroma server receiving them in order would."""
-    state: dict[str, Record | None] = {}
-    for op in sort_ops(op for d in history for op in d.ops):
-        state[op.id] = apply_op(state.get(op.id), op)
-    return {k: v for k, v in state.items() if v is not None}
+    return apply_in_order(op for d in history for op in d.ops)
+
+
+def apply_in_order(ops: Iterable[Op]) -> dict[str, Record]:
+    """``ops`` applied one by one in key order: a filtered delete removes what matches then."""
+    state: dict[str, Record] = {}
+    for op in sort_ops(ops):
+        if op.kind is OpKind.DELETE_WHERE:
+            assert op.filter is not None
+            for rid in matching_records(dict(state), op.filter):
+                del state[rid]
+            continue
+        rec = apply_op(state.get(op.id), op)
+        if rec is None:
+            state.pop(op.id, None)
+        else:
+            state[op.id] = rec
+    return state
+
+
+def chroma_call(col: Any, op: Op) -> None:
+    """One op as one plain chromadb call on ``col``: the reference chromasnap must equal."""
+    server, where = col._client, {"tenant": col.tenant, "database": col.database}
+    if op.kind is OpKind.DELETE_WHERE:
+        assert op.filter is not None
+        f = op.filter
+        col.delete(ids=None if f.ids is None else list(f.ids), where=f.where,
+                   where_document=f.where_document)
+        return
+    if op.kind is OpKind.DELETE:
+        server._delete(collection_id=col.id, ids=[op.id], **where)
+        return
+    fields = {
+        "embeddings": [op.embedding.tolist()] if op.embedding is not None else None,
+        "documents": [op.document] if op.document is not None else None,
+        "metadatas": [op.metadata] if op.metadata is not None else None,
+        "uris": [op.uri] if op.uri is not None else None,
+    }
+    call = {OpKind.ADD: server._add, OpKind.UPSERT: server._upsert, OpKind.UPDATE: server._update}
+    call[op.kind](collection_id=col.id, ids=[op.id], **fields, **where)
 
 
 def records_equal(a: dict[str, Record], b: dict[str, Record]) -> bool:

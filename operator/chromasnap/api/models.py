@@ -27,7 +27,7 @@ class WriteRequest:
     cookie or header), so a backend may fold it into the token it returns.
     """
 
-    ids: list[str]
+    ids: list[str] | None  # None only in a filtered delete: every id the filter matches
     embeddings: Float32Array | None = None
     documents: list[str | None] | None = None
     metadatas: list[dict[str, Any] | None] | None = None

@@ -199,13 +199,20 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
     b = body_object(body)
     if kind == OpKind.DELETE:
         ids = _str_list(b, "ids")
+        # Chroma's server refuses an empty filter in a delete (a get or query ignores it).
+        if b.get("where") == {}:
+            raise InvalidArgument("Invalid where clause")
+        if b.get("where_document") == {}:
+            raise InvalidArgument("Invalid where document clause")
         where, where_document = _filters(b)
         if ids is None and where is None and where_document is None:
             raise InvalidArgument("Either ids, where or where_document must be specified")
         if ids is not None and not ids and where is None and where_document is None:
             raise InvalidArgument("Either ids or where must be specified")
+        filtered = where is not None or where_document is not None
         return WriteRequest(
-            ids=ids or [], where=where, where_document=where_document,
+            # With a filter, no ids means every id and [] means none (Chroma deletes nothing).
+            ids=ids if filtered else ids or [], where=where, where_document=where_document,
             limit=_non_negative_int(b, "limit"), read_after=read_after,
         )
     ids = _str_list(b, "ids", required=True)

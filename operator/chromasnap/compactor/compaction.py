@@ -31,7 +31,14 @@ from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
 from chromasnap.config import CollectionSettings
 from chromasnap.engine import chromadir, persistence, reads, replay
-from chromasnap.engine.merge import Version, plan, prune_tombstones, settle
+from chromasnap.engine.merge import (
+    Version,
+    expand_filtered_deletes,
+    has_filtered_deletes,
+    plan,
+    prune_tombstones,
+    settle,
+)
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.storage import deltas, pointer, segments, snapshots
@@ -227,6 +234,10 @@ class Compactor:
         with self._step(res, "fetch_base"):
             ops, folded = self._load_deltas(todo, res)
             decision = policy.decide(base, len(ops), self.opt.policy)
+            if not decision.full and has_filtered_deletes(ops):
+                # A filtered delete is decided on the version's records, which a
+                # segment run never reads: this run folds everything into a new base.
+                decision = policy.Decision(True, why="a filtered delete needs the records")
             res.kind = "full" if decision.full else "segment"
             res.segments_merged = decision.merge
             prepared = (self._prepare_full(base, work) if decision.full
@@ -302,17 +313,24 @@ class Compactor:
         with self._step(res, "apply"):
             versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
             versions.update(fb.segment_versions)
-            fold = plan(ops, versions)
+            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
+                # The base's segments first, in their order, then the deltas: one open.
+                below = fb.segment_ops
+                if has_filtered_deletes(ops):
+                    # Filtered deletes are decided on the version's records: apply its
+                    # segments first, then find what each one removes.
+                    replay.apply_ops(col, below, dimension=self.settings.dimension)
+                    below = []
+                    ops = expand_filtered_deletes(ops, versions, reads.state_lookup(col),
+                                                  reads.state_matching(col))
+                fold = plan(ops, versions)
+                replay.apply_ops(col, [*below, *fold.ops], dimension=self.settings.dimension)
+                record_count = int(col.count())
+                model = reads.collection_info(col)
             touched, _ = settle(fold, versions)
             versions.update(touched)
             horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
             versions = prune_tombstones(versions, horizon)
-            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
-                # The base's segments first, in their order, then the deltas: one open.
-                replay.apply_ops(col, [*fb.segment_ops, *fold.ops],
-                                 dimension=self.settings.dimension)
-                record_count = int(col.count())
-                model = reads.collection_info(col)
             persistence.finalize(work / mf.DB_DIR)
             snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
             res.records_folded = len(fold.ops)

@@ -14,6 +14,13 @@ Rule (documented in docs/consistency.md):
    applied (deleted ids keep a tombstone for the delta grace period). A write
    that arrives after a newer write to the same id was already folded is
    *superseded*: it is dropped and counted, never applied.
+4. A filtered delete (``delete(where=..., where_document=..., ids=...)``)
+   removes the records that match *at its place in that order*: before the
+   ops are planned it becomes a plain delete, with its own key, of every
+   record that is live and matches just before it (the state the ops fold
+   onto, then the ops before it), unless a write to the record newer than
+   it was already folded — that write came after the delete, so rule 3 keeps
+   it (:func:`expand_filtered_deletes`). A record written after it survives.
 
 Compactors and fresh-read readers both use these functions, so a reader's
 merged view equals what the next compaction will publish.
@@ -21,10 +28,11 @@ merged view equals what the next compaction will publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from chromasnap.engine.ops import Embedding, Metadata, Op, OpKey, OpKind
+from chromasnap.engine.filters import compile_filter
+from chromasnap.engine.ops import DeleteFilter, Embedding, Metadata, Op, OpKey, OpKind
 
 
 @dataclass(frozen=True)
@@ -102,11 +110,17 @@ class FoldPlan:
 
 
 def plan(ops: Iterable[Op], versions: Mapping[str, Version]) -> FoldPlan:
-    """Sort ``ops``, drop superseded ones, and compute the touched ids' new versions."""
+    """Sort ``ops``, drop superseded ones, and compute the touched ids' new versions.
+
+    Filtered deletes must have been expanded first (:func:`expand_filtered_deletes`).
+    """
     survivors: list[Op] = []
     superseded = 0
     new_versions: dict[str, Version] = {}
     for op in sort_ops(ops):
+        if op.kind is OpKind.DELETE_WHERE:
+            raise ValueError("a filtered delete must be expanded against the state before "
+                             "planning (merge.expand_filtered_deletes)")
         seen = new_versions.get(op.id) or versions.get(op.id)
         if seen is not None and op.key <= seen.key:
             superseded += 1
@@ -114,6 +128,75 @@ def plan(ops: Iterable[Op], versions: Mapping[str, Version]) -> FoldPlan:
         survivors.append(op)
         new_versions[op.id] = Version(op.key, deleted=op.kind == OpKind.DELETE)
     return FoldPlan(survivors, superseded, new_versions)
+
+
+Lookup = Callable[[list[str]], Mapping[str, Record]]
+"""Records of a state by id (absent ids are left out)."""
+
+Matching = Callable[[DeleteFilter], Iterable[str]]
+"""Ids of a state's live records that a filter matches, its ``ids`` limit included."""
+
+
+def matching_records(records: Mapping[str, Record | None], f: DeleteFilter) -> list[str]:
+    """Ids of the live ``records`` that ``f`` matches, in their order (Chroma's filter rules)."""
+    pred = compile_filter(f.where, f.where_document)
+    allowed = None if f.ids is None else set(f.ids)
+    return [rid for rid, rec in records.items()
+            if rec is not None and (allowed is None or rid in allowed)
+            and (pred is None or pred(rec.metadata, rec.document))]
+
+
+def has_filtered_deletes(ops: Iterable[Op]) -> bool:
+    """True when ``ops`` hold a filtered delete (which needs the state's records)."""
+    return any(op.kind is OpKind.DELETE_WHERE for op in ops)
+
+
+def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
+                            lookup: Lookup, matching: Matching) -> list[Op]:
+    """``ops`` in total order, each filtered delete replaced by deletes of what it removes.
+
+    The state the ops fold onto is given by ``lookup`` (its records),
+    ``matching`` (which of them a filter matches: chromadb's own ``get(where=...)``
+    where the state is a chromadb copy) and ``versions`` (its newest folded
+    write per id). A filtered delete at key ``K`` removes a record when it is
+    live just before ``K`` — the state, then this batch's surviving ops before
+    ``K``, tested with :mod:`filters` — and matches, unless a write to it newer
+    than ``K`` was already folded (rule 3: that write came later and stays).
+    Each removal is a plain ``DELETE`` keyed ``K``, so planning, tombstones,
+    segments and replay treat it like any delete; nothing downstream sees a filter.
+    """
+    ordered = sort_ops(ops)
+    if not has_filtered_deletes(ordered):
+        return ordered
+    written = list(dict.fromkeys(op.id for op in ordered if op.kind is not OpKind.DELETE_WHERE))
+    base = dict(lookup(written)) if written else {}
+    state: dict[str, Record | None] = {}  # ids this batch changed so far: their state
+    newest: dict[str, OpKey] = {}  # the batch's surviving writes per id
+
+    def newer_than(rid: str, key: OpKey) -> bool:
+        seen = newest.get(rid)
+        if seen is None and rid in versions:
+            seen = versions[rid].key
+        return seen is not None and key <= seen
+
+    out: list[Op] = []
+    for op in ordered:
+        if op.kind is not OpKind.DELETE_WHERE:
+            out.append(op)
+            if not newer_than(op.id, op.key):  # else superseded: plan drops it too
+                state[op.id] = apply_op(state[op.id] if op.id in state else base.get(op.id), op)
+                newest[op.id] = op.key
+            continue
+        f = op.filter
+        assert f is not None, "a filtered delete carries its filter"
+        hits = [rid for rid in matching(f) if rid not in state]  # unchanged since the state
+        for rid in [*hits, *matching_records(state, f)]:
+            if newer_than(rid, op.key):
+                continue
+            out.append(Op(OpKind.DELETE, rid, op.key))
+            state[rid] = None
+            newest[rid] = op.key
+    return out
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,27 @@ class OpKind(IntEnum):
     UPSERT = 1
     UPDATE = 2
     DELETE = 3
+    #: ``delete(where=..., where_document=..., ids=...)``: one op for the whole request,
+    #: its ``filter`` says what it deletes. It names no record (``id`` is ``""``): the
+    #: records it deletes are found where the state is (``merge.expand_filtered_deletes``).
+    DELETE_WHERE = 4
+
+
+#: The kinds that name one record: all but ``DELETE_WHERE``.
+RECORD_KINDS = (OpKind.ADD, OpKind.UPSERT, OpKind.UPDATE, OpKind.DELETE)
+
+
+@dataclass(frozen=True)
+class DeleteFilter:
+    """What a filtered delete removes: the records that match, at its place in the order.
+
+    ``where``/``where_document`` are Chroma filters (already validated); ``ids``,
+    when given, limits the delete to those ids (Chroma deletes the ids that match).
+    """
+
+    where: dict[str, Any] | None = None
+    where_document: dict[str, Any] | None = None
+    ids: tuple[str, ...] | None = None
 
 
 class OpKey(NamedTuple):
@@ -45,6 +66,7 @@ class Op:
     ``embedding``/``document``/``metadata`` are ``None`` when the client did not
     send them (meaningful for update and upsert: the field is left as it was).
     In ``metadata`` a ``None`` value removes that key (Chroma's update rule).
+    ``filter`` is set exactly for ``DELETE_WHERE`` ops.
     """
 
     kind: OpKind
@@ -54,3 +76,4 @@ class Op:
     document: str | None = None
     metadata: Metadata | None = None
     uri: str | None = None
+    filter: DeleteFilter | None = None

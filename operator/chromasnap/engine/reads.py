@@ -12,7 +12,7 @@ what Chroma would send, in Chroma's order (see
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -20,10 +20,10 @@ import numpy as np
 from chromadb.api.models.Collection import Collection
 from chromadb.errors import InternalError
 
-from chromasnap.engine import persistence
+from chromasnap.engine import merge, persistence
 from chromasnap.engine.chromadir import directory_of, server_api
 from chromasnap.engine.errors import Internal
-from chromasnap.engine.ops import Embedding
+from chromasnap.engine.ops import DeleteFilter, Embedding
 
 _PAGE = 5000  # records per page in read_all: bounds memory, not semantics
 # What chromadb (and ``chroma run``, as a 500 InternalError) answers to a query whose
@@ -166,6 +166,29 @@ def get_raw(collection: Collection, *, ids: Sequence[str] | None = None, where: 
         )
     return {"ids": r.ids, "embeddings": r.embeddings, "documents": r.documents,
             "uris": r.uris, "metadatas": r.metadatas}
+
+
+def matching_ids(collection: Collection, f: DeleteFilter) -> list[str]:
+    """Ids of ``collection``'s records a filtered delete's filter matches (chromadb's rules)."""
+    if f.ids is not None and not f.ids:
+        return []  # ids=[] limits the delete to nothing (a get with ids=[] would mean all)
+    got = get_raw(collection, ids=f.ids, where=f.where, where_document=f.where_document)
+    return list(got["ids"])
+
+
+def state_lookup(collection: Collection) -> merge.Lookup:
+    """``collection`` as the state ops fold onto: its records by id, as the merge rules see them."""
+
+    def lookup(ids: list[str]) -> Mapping[str, merge.Record]:
+        return {rid: merge.Record(rid, r.embedding, r.document, r.metadata or None, r.uri)
+                for rid, r in get_records(collection, ids).items()}
+
+    return lookup
+
+
+def state_matching(collection: Collection) -> merge.Matching:
+    """``collection`` as the state filtered deletes are decided on (see ``merge``)."""
+    return lambda f: matching_ids(collection, f)
 
 
 def count_raw(collection: Collection) -> int:

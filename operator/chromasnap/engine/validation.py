@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from chromasnap.engine.errors import InvalidWrite
-from chromasnap.engine.ops import Embedding, Metadata, Op, OpKey, OpKind
+from chromasnap.engine.filters import validate_where, validate_where_document
+from chromasnap.engine.ops import DeleteFilter, Embedding, Metadata, Op, OpKey, OpKind
 
 MAX_ID_BYTES = 1024
 MAX_METADATA_KEY_BYTES = 512
@@ -168,6 +169,30 @@ def _column(name: str, values: Any, n: int) -> list[Any] | None:
     return values
 
 
+def _filtered_delete(ids: Any, where: Any, where_document: Any, limit: int | None,
+                     limits: Limits, clock: WriterClock) -> Op:
+    """``delete(where=..., where_document=..., ids=...)`` as one op: a writer holds no
+    records, so the filter travels in the delta and is decided where the state is."""
+    if limit is not None:
+        raise InvalidWrite(
+            "delete with limit is not supported: which records are the first n matching "
+            "ones is only known once the delete is folded; delete by filter without limit, "
+            "or get the ids from a reader and delete those"
+        )
+    if where is not None:
+        validate_where(where)
+    if where_document is not None:
+        validate_where_document(where_document)
+    # ids=[] limits the delete to no record: Chroma's server deletes nothing then.
+    rids = None if ids is None else [] if ids == [] else _check_ids(ids)
+    if rids is not None and len(rids) > limits.max_records:
+        raise InvalidWrite(f"batch of {len(rids)} records is over the limit of "
+                           f"{limits.max_records}; split it into smaller requests")
+    (key,) = clock.next_keys(1)
+    return Op(OpKind.DELETE_WHERE, "", key,
+              filter=DeleteFilter(where, where_document, None if rids is None else tuple(rids)))
+
+
 def build_ops(
     kind: OpKind,
     ids: Any,
@@ -178,11 +203,16 @@ def build_ops(
     uris: Any = None,
     limits: Limits,
     clock: WriterClock,
+    where: Any = None,
+    where_document: Any = None,
+    limit: int | None = None,
 ) -> list[Op]:
     """Validate one client request and turn it into ops with fresh keys.
 
     Raises InvalidWrite with a message saying what was wrong and what to send.
     """
+    if kind == OpKind.DELETE and (where is not None or where_document is not None):
+        return [_filtered_delete(ids, where, where_document, limit, limits, clock)]
     rids = _check_ids(ids)
     n = len(rids)
     if n > limits.max_records:

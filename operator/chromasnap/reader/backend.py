@@ -24,7 +24,7 @@ from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.logs import fields
 from chromasnap.reader import freshview
-from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, records_of
+from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, matching_of, records_of
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, StoreError
@@ -64,7 +64,7 @@ class ReaderBackend:
         if self.tail is None:
             return snap.pending
         return self.tail.overlay(snap.lineage, snap.versions, records_of(snap.collection),
-                                 under=snap.pending)
+                                 under=snap.pending, base_matching=matching_of(snap.collection))
 
     # -- read-your-writes --------------------------------------------------------------
 

@@ -32,8 +32,18 @@ import numpy as np
 
 from chromasnap.engine import distances, filters
 from chromasnap.engine.errors import ChromasnapError
-from chromasnap.engine.merge import Record, Version, fold_tracked, plan
-from chromasnap.engine.ops import Op, OpKind
+from chromasnap.engine.merge import (
+    Lookup,
+    Matching,
+    Record,
+    Version,
+    expand_filtered_deletes,
+    fold_tracked,
+    has_filtered_deletes,
+    matching_records,
+    plan,
+)
+from chromasnap.engine.ops import DeleteFilter, Op, OpKind
 
 Columns = dict[str, Any]
 Positions = Callable[[Sequence[str]], Mapping[str, int]]
@@ -65,14 +75,25 @@ EMPTY = Overlay({}, frozenset(), [], np.zeros((0, 0), dtype=np.float32))
 
 
 def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension: int,
-                  base_lookup: Callable[[list[str]], Mapping[str, Record]],
-                  under: Overlay = EMPTY) -> Overlay:
+                  base_lookup: Lookup, under: Overlay = EMPTY,
+                  base_matching: Matching | None = None) -> Overlay:
     """Fold tail ops over what they touch: ``under``'s records, else the snapshot's.
 
     ``base_lookup`` reads snapshot records. ``under`` is an overlay the tail
     sits on (a version's segments the reader has not folded into its copy
-    yet); ``versions`` must then include its versions.
+    yet); ``versions`` must then include its versions. ``base_matching``
+    finds the snapshot's records a filter matches (chromadb's ``get(where=...)``
+    on the reader's copy); filtered deletes in ``ops`` need it, and are
+    expanded over the snapshot, then ``under``, then the tail's earlier ops,
+    exactly as the compactor will (``merge.expand_filtered_deletes``).
     """
+    if not isinstance(ops, list):
+        ops = list(ops)
+    if has_filtered_deletes(ops):
+        if base_matching is None:
+            raise ValueError("filtered deletes need the snapshot's matching records")
+        ops = expand_filtered_deletes(ops, versions, _lookup_over(base_lookup, under),
+                                      _matching_over(base_matching, under))
     p = plan(ops, versions)
     if not p.ops:
         if under.empty:
@@ -80,6 +101,28 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
                            p.superseded, 0)
         return replace(under, superseded=under.superseded + p.superseded)
     return _fold(p.ops, p.superseded, dimension, base_lookup, under)
+
+
+def _lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
+    """Records of the snapshot with ``under`` on top."""
+
+    def lookup(ids: list[str]) -> Mapping[str, Record]:
+        found = dict(base_lookup([rid for rid in ids if rid not in under.records]))
+        found.update({rid: rec for rid in ids
+                      if (rec := under.records.get(rid)) is not None})
+        return found
+
+    return lookup
+
+
+def _matching_over(base_matching: Matching, under: Overlay) -> Matching:
+    """Matching records of the snapshot with ``under`` on top."""
+
+    def matching(f: DeleteFilter) -> list[str]:
+        return ([rid for rid in base_matching(f) if rid not in under.records]
+                + matching_records(under.records, f))
+
+    return matching
 
 
 def build_planned(ops: Sequence[Op], dimension: int,

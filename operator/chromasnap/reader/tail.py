@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from chromasnap.engine.merge import Record, Version
+from chromasnap.engine.merge import Matching, Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
@@ -212,13 +212,14 @@ class DeltaTail:
 
     def overlay(self, on: Lineage, versions: Mapping[str, Version],
                 base_lookup: Callable[[list[str]], Mapping[str, Record]],
-                under: Overlay = EMPTY) -> Overlay:
+                under: Overlay = EMPTY, base_matching: Matching | None = None) -> Overlay:
         """The overlay on the loaded version ``on``, cached per change.
 
         It merges exactly the deltas ``on`` has not folded (``pending_on``),
         whichever version the tail has moved to since. ``under`` is the
         overlay of the version's segments that the reader's copy does not
-        hold yet; the tail's writes go on top of it.
+        hold yet; the tail's writes go on top of it. ``base_matching`` finds
+        the copy's records a filtered delete matches.
         """
         with self._lock:
             key = (on.version, self._generation)
@@ -227,7 +228,8 @@ class DeltaTail:
             entries = {**self._retired, **self._pending}
             ops = [op for name in sorted(entries) if pending_on(name, entries[name].stamp, on)
                    for op in entries[name].ops]
-        ov = build_overlay(ops, versions, self.dimension, base_lookup, under) if ops else under
+        ov = (build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching)
+              if ops else under)
         with self._lock:
             if self._generation == key[1]:
                 self._overlay_key, self._overlay, self._overlay_under = key, ov, under

@@ -7,6 +7,13 @@ metadata; embeddings are a ``fixed_size_list<float32>[dimension]`` column, so
 decoding is a zero-copy view, and metadata maps are JSON text (typed values
 survive: JSON keeps str/int/float/bool/null apart). Nothing is pickled.
 
+Format 2 adds one column, ``filter`` (JSON text: ``where``, ``where_document``,
+``ids``), for filtered deletes (``OpKind.DELETE_WHERE``). A writer writes
+format 2 only for a delta that holds one, so every other delta stays format 1
+and readable by components that predate filtered deletes; those refuse a
+format-2 delta as unsupported (quarantined by an old compactor, never applied
+wrongly). Both formats are read.
+
 Key: ``deltas/<ts_us:017d>-<writer-id>.arrow``: the flush time in
 microseconds sorts keys roughly by time; the writer id makes them unique
 (each writer's flush times strictly increase). The key name (without the
@@ -20,14 +27,16 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # newest format read; written only when a delta needs it
+_FORMATS = (1, 2)
 MAGIC = b"CSNAPD01"
 DELTA_PREFIX = "deltas/"
 DELTA_EXT = ".arrow"
@@ -71,7 +80,8 @@ def is_delta_key(key: str) -> bool:
     return key.startswith(DELTA_PREFIX) and _KEY_RE.match(key[len(DELTA_PREFIX) :]) is not None
 
 
-def _schema(dimension: int, writer: str) -> pa.Schema:
+def _schema(dimension: int, writer: str, fmt: int) -> pa.Schema:
+    filter_field = [pa.field("filter", pa.string())] if fmt >= 2 else []
     return pa.schema(
         [
             pa.field("kind", pa.int8(), nullable=False),
@@ -83,9 +93,10 @@ def _schema(dimension: int, writer: str) -> pa.Schema:
             pa.field("document", pa.string()),
             pa.field("metadata", pa.string()),
             pa.field("uri", pa.string()),
+            *filter_field,
         ],
         metadata={
-            "chromasnap.format": str(FORMAT_VERSION),
+            "chromasnap.format": str(fmt),
             "chromasnap.writer": writer,
             "chromasnap.dimension": str(dimension),
         },
@@ -103,6 +114,9 @@ def encode(ops: Sequence[Op], dimension: int, writer: str) -> bytes:
             emb_valid[i] = True
     flat = pa.array(emb.reshape(-1), type=pa.float32())
     emb_arr = pa.FixedSizeListArray.from_arrays(flat, dimension, mask=pa.array(~emb_valid))
+    fmt = 2 if any(op.filter is not None for op in ops) else 1
+    filters = ([pa.array([_filter_json(op.filter) for op in ops], type=pa.string())]
+               if fmt >= 2 else [])
     table = pa.Table.from_arrays(
         [
             pa.array([int(op.kind) for op in ops], type=pa.int8()),
@@ -117,8 +131,9 @@ def encode(ops: Sequence[Op], dimension: int, writer: str) -> bytes:
                 type=pa.string(),
             ),
             pa.array([op.uri for op in ops], type=pa.string()),
+            *filters,
         ],
-        schema=_schema(dimension, writer),
+        schema=_schema(dimension, writer, fmt),
     )
     sink = pa.BufferOutputStream()
     sink.write(MAGIC)
@@ -142,8 +157,9 @@ def decode(data: bytes, dimension: int | None = None) -> list[Op]:
         raise CorruptDelta(f"unreadable Arrow stream: {e}") from e
     meta = table.schema.metadata or {}
     fmt = int(meta.get(b"chromasnap.format", b"0"))
-    if fmt != FORMAT_VERSION:
-        raise CorruptDelta(f"delta format {fmt} is not supported (expected {FORMAT_VERSION})")
+    if fmt not in _FORMATS:
+        raise CorruptDelta(f"delta format {fmt} is not supported (expected one of "
+                           f"{', '.join(map(str, _FORMATS))})")
     dim = int(meta.get(b"chromasnap.dimension", b"0"))
     if dimension is not None and dim != dimension:
         raise CorruptDelta(f"delta has dimension {dim}, the collection has {dimension}")
@@ -159,6 +175,8 @@ def _ops_from_table(table: pa.Table, dim: int) -> list[Op]:
     docs = table.column("document").to_pylist()
     metas = table.column("metadata").to_pylist()
     uris = table.column("uri").to_pylist()
+    filters: list[Any] = (table.column("filter").to_pylist() if "filter" in table.column_names
+               else [None] * len(ids))
     emb_col = table.column("embedding").combine_chunks()
     valid = emb_col.is_valid().to_numpy(zero_copy_only=False)
     # .values keeps the (zero-filled) slots of null rows, so row i is matrix[i].
@@ -168,15 +186,43 @@ def _ops_from_table(table: pa.Table, dim: int) -> list[Op]:
     matrix = matrix.reshape(len(emb_col), dim)
     out: list[Op] = []
     for i in range(len(ids)):
+        kind = _kind(kinds[i])
+        if (kind is OpKind.DELETE_WHERE) != (filters[i] is not None):
+            raise CorruptDelta(f"row {i}: a filter belongs to filtered deletes, and only to them")
         out.append(
             Op(
-                kind=OpKind(kinds[i]),
+                kind=kind,
                 id=ids[i],
                 key=OpKey(ts[i], writers[i], seqs[i]),
                 embedding=matrix[i] if valid[i] else None,
                 document=docs[i],
                 metadata=None if metas[i] is None else orjson.loads(metas[i]),
                 uri=uris[i],
+                filter=None if filters[i] is None else _filter_of(filters[i]),
             )
         )
     return out
+
+
+def _kind(value: int) -> OpKind:
+    try:
+        return OpKind(value)
+    except ValueError as e:
+        raise CorruptDelta(f"unknown op kind {value}") from e
+
+
+def _filter_json(f: DeleteFilter | None) -> str | None:
+    if f is None:
+        return None
+    return json.dumps({"where": f.where, "where_document": f.where_document,
+                       "ids": None if f.ids is None else list(f.ids)})
+
+
+def _filter_of(text: str) -> DeleteFilter:
+    try:
+        raw = orjson.loads(text)
+        ids = raw["ids"]
+        return DeleteFilter(raw["where"], raw["where_document"],
+                            None if ids is None else tuple(ids))
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise CorruptDelta(f"unreadable filter of a filtered delete: {e}") from e

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chromasnap.config import CollectionSettings
-from chromasnap.engine import chromadir, persistence, replay
-from chromasnap.engine.merge import plan, settle
+from chromasnap.engine import chromadir, persistence, reads, replay
+from chromasnap.engine.merge import expand_filtered_deletes, has_filtered_deletes, plan, settle
 from chromasnap.engine.ops import Op
 from chromasnap.storage import deltas, pointer, segments, snapshots
 from chromasnap.storage import manifest as mf
@@ -158,16 +158,22 @@ def restore_at(store: ObjectStore, dest: Path, at_us: int,
         versions.update(seg_versions)
         writes = 0
         newest = newest_write(anchor) if anchor is not None else 0
-        for batch in batches:
-            ops = [op for name in batch for op in _ops(store, name, settings.dimension)
-                   if op.key.ts_us <= at_us]
-            p = plan(ops, versions)
-            touched, _ = settle(p, versions)
-            versions.update(touched)
-            todo += p.ops
-            writes += len(p.ops)
-            newest = max([newest, *(op.key.ts_us for op in ops)])
         with persistence.open_collection(dest / mf.DB_DIR, settings.name) as (_, col):
+            for batch in batches:
+                ops = [op for name in batch for op in _ops(store, name, settings.dimension)
+                       if op.key.ts_us <= at_us]
+                if has_filtered_deletes(ops):
+                    # Decided on the records as they are then, as the compactor does.
+                    replay.apply_ops(col, todo, dimension=settings.dimension)
+                    todo = []
+                    ops = expand_filtered_deletes(ops, versions, reads.state_lookup(col),
+                                                  reads.state_matching(col))
+                p = plan(ops, versions)
+                touched, _ = settle(p, versions)
+                versions.update(touched)
+                todo += p.ops
+                writes += len(p.ops)
+                newest = max([newest, *(op.key.ts_us for op in ops)])
             replay.apply_ops(col, todo, dimension=settings.dimension)
             count = int(col.count())
         persistence.finalize(dest / mf.DB_DIR)

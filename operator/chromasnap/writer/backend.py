@@ -13,7 +13,7 @@ import httpx
 
 from chromasnap.api.auth import PUSH_TOKEN_HEADER
 from chromasnap.api.models import WriteRequest
-from chromasnap.engine.errors import InvalidWrite, Unavailable
+from chromasnap.engine.errors import Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.logs import fields
 from chromasnap.storage import pointer, snapshots
@@ -31,16 +31,15 @@ class WriterBackend:
         self.writer = writer
 
     async def write(self, kind: OpKind, req: WriteRequest) -> str:
-        """Validate, group-commit, and return the delta's token once durable."""
-        if req.where is not None or req.where_document is not None:
-            raise InvalidWrite(
-                "delete by where/where_document filter is not supported: chromasnap writers "
-                "hold no data to evaluate it; get the matching ids from a reader "
-                "(collection.get(where=...)) and delete those ids"
-            )
+        """Validate, group-commit, and return the delta's token once durable.
+
+        A filtered delete travels as such: the writer holds no records, so the
+        compactor and fresh readers decide what it removes (``merge``).
+        """
         return await self.writer.submit(
             kind, req.ids, embeddings=req.embeddings, documents=req.documents,
-            metadatas=req.metadatas, uris=req.uris,
+            metadatas=req.metadatas, uris=req.uris, where=req.where,
+            where_document=req.where_document, limit=req.limit,
         )
 
 

@@ -104,6 +104,9 @@ class GroupCommitWriter:
         documents: Any = None,
         metadatas: Any = None,
         uris: Any = None,
+        where: Any = None,
+        where_document: Any = None,
+        limit: int | None = None,
     ) -> str:
         """Validate and queue one request; return its token once its delta is durable.
 
@@ -114,7 +117,8 @@ class GroupCommitWriter:
         try:
             ops = build_ops(
                 kind, ids, embeddings=embeddings, documents=documents, metadatas=metadatas,
-                uris=uris, limits=self.limits, clock=self.clock,
+                uris=uris, limits=self.limits, clock=self.clock, where=where,
+                where_document=where_document, limit=limit,
             )
         except InvalidWrite:
             metrics.WRITER_REJECTED.inc()

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.modelgen import chroma_call
 
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import chromadir, persistence, reads, replay
-from chromasnap.engine.ops import Metadata, Op, OpKey, OpKind
+from chromasnap.engine.ops import RECORD_KINDS, Metadata, Op, OpKey, OpKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -438,7 +439,7 @@ def random_ops(rng: random.Random, n: int, ids: int) -> list[Op]:
     """Runs of same-kind, same-fields ops (so batching kicks in) over few ids (so ids repeat)."""
     ops: list[Op] = []
     while len(ops) < n:
-        kind = rng.choice(list(OpKind))
+        kind = rng.choice(RECORD_KINDS)
         with_doc, with_md, with_vec = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
         for _ in range(rng.randint(1, 6)):
             rid = f"r{rng.randrange(ids)}"
@@ -461,18 +462,7 @@ def random_ops(rng: random.Random, n: int, ids: int) -> list[Op]:
 
 def raw_call(col: Any, op: Op) -> None:
     """One op as one plain chromadb server call: the reference for apply_ops."""
-    server, where = col._client, {"tenant": col.tenant, "database": col.database}
-    if op.kind is OpKind.DELETE:
-        server._delete(collection_id=col.id, ids=[op.id], **where)
-        return
-    fields = {
-        "embeddings": [op.embedding.tolist()] if op.embedding is not None else None,
-        "documents": [op.document] if op.document is not None else None,
-        "metadatas": [op.metadata] if op.metadata is not None else None,
-        "uris": [op.uri] if op.uri is not None else None,
-    }
-    call = {OpKind.ADD: server._add, OpKind.UPSERT: server._upsert, OpKind.UPDATE: server._update}
-    call[op.kind](collection_id=col.id, ids=[op.id], **fields, **where)
+    chroma_call(col, op)
 
 
 def test_apply_ops_equals_one_plain_call_per_op(tmp_path: Path) -> None:

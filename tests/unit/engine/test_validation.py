@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chromasnap.engine.errors import InvalidWrite
-from chromasnap.engine.ops import OpKind
+from chromasnap.engine.errors import InvalidArgument, InvalidWrite
+from chromasnap.engine.ops import DeleteFilter, OpKind
 from chromasnap.engine.validation import Limits, WriterClock, build_ops
 
 LIM = Limits(dimension=3, max_records=4, max_bytes=10_000)
@@ -88,6 +88,32 @@ def test_delete_takes_only_ids() -> None:
     assert [o.kind for o in ops(OpKind.DELETE, embeddings=None)] == [OpKind.DELETE] * 2
     with pytest.raises(InvalidWrite, match="only ids"):
         ops(OpKind.DELETE)
+
+
+def test_a_filtered_delete_is_one_op_carrying_its_filter() -> None:
+    (op,) = ops(OpKind.DELETE, ids=None, embeddings=None, where={"k": 1})
+    assert (op.kind, op.id, op.filter) == (OpKind.DELETE_WHERE, "", DeleteFilter({"k": 1}))
+    (op,) = ops(OpKind.DELETE, embeddings=None, where_document={"$contains": "x"})
+    assert op.filter == DeleteFilter(None, {"$contains": "x"}, ("a", "b"))
+    (op,) = ops(OpKind.DELETE, ids=[], embeddings=None, where={"k": 1})
+    assert op.filter is not None and op.filter.ids == ()  # Chroma's server deletes nothing
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"where": {"k": 1}, "limit": 1}, "delete with limit is not supported"),
+        ({"where": {}}, "Expected where to have exactly one operator"),
+        ({"where": {"k": {"$bad": 1}}}, r"\$bad"),
+        ({"where_document": {"$nope": "x"}}, "nope"),
+        ({"where": {"k": 1}, "ids": ["a", "a"]}, "duplicate id"),
+        ({"where": {"k": 1}, "ids": list("abcde")}, "over the limit"),
+    ],
+)
+def test_bad_filtered_deletes_are_refused(kw: dict[str, Any], message: str) -> None:
+    kw = {"ids": None, "embeddings": None, **kw}
+    with pytest.raises(InvalidArgument, match=message):
+        ops(OpKind.DELETE, **kw)
 
 
 def test_clock_never_goes_backwards() -> None:

@@ -16,7 +16,7 @@ import pytest
 from chromasnap.engine import merge
 from chromasnap.engine.errors import Internal
 from chromasnap.engine.merge import Record, Version
-from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.engine.ops import RECORD_KINDS, Op, OpKey, OpKind
 from chromasnap.reader import freshview
 
 DIM = 2
@@ -166,7 +166,7 @@ def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int) -> None:
     def rand_ops(n: int) -> list[Op]:
         out = []
         for _ in range(n):
-            kind = rng.choice(list(OpKind))
+            kind = rng.choice(RECORD_KINDS)
             t = rng.randrange(1, 10_000)
             e = np.array([t, rng.random()], dtype=np.float32) if rng.random() < 0.8 else None
             md = {"k": t} if rng.random() < 0.5 else None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 from chromasnap.storage import deltas
 
 
@@ -81,3 +82,33 @@ def test_names_sort_by_time_and_parse_back() -> None:
     assert not deltas.is_delta_key("deltas/.tmp-123")
     with pytest.raises(ValueError, match="not a delta name"):
         deltas.parse_name("deltas/whatever.json")
+
+
+def test_filtered_deletes_round_trip_in_format_2() -> None:
+    where = DeleteFilter({"$and": [{"k": {"$gte": 2}}, {"t": "x"}]}, {"$contains": "a"}, None)
+    limited = DeleteFilter(None, {"$regex": "^d"}, ("a", "b"))
+    ops = [*sample_ops(), Op(OpKind.DELETE_WHERE, "", OpKey(13, "w-1", 5), filter=where),
+           Op(OpKind.DELETE_WHERE, "", OpKey(13, "w-1", 6), filter=limited)]
+    data = deltas.encode(ops, 8, "w-1")
+    back = deltas.decode(data, dimension=8)
+    assert [(o.kind, o.key, o.filter) for o in back] == [(o.kind, o.key, o.filter) for o in ops]
+    assert _format_of(data) == 2
+
+
+def test_deltas_without_filtered_deletes_stay_format_1() -> None:
+    """Components that predate filtered deletes read every delta that has none."""
+    data = deltas.encode(sample_ops(), 8, "w-1")
+    assert _format_of(data) == 1
+    assert all(op.filter is None for op in deltas.decode(data, dimension=8))
+
+
+def test_a_filter_on_a_record_op_or_an_unknown_kind_is_refused() -> None:
+    bad = Op(OpKind.DELETE, "d", OpKey(1, "w-1", 1), filter=DeleteFilter({"k": 1}))
+    with pytest.raises(deltas.CorruptDelta, match="filter"):
+        deltas.decode(deltas.encode([bad], 8, "w-1"), dimension=8)
+
+
+def _format_of(data: bytes) -> int:
+    body = data[len(deltas.MAGIC):-32]
+    schema = pa.ipc.open_stream(pa.py_buffer(body)).schema
+    return int(schema.metadata[b"chromasnap.format"])

@@ -1,0 +1,177 @@
+"""``delete(where=...)``: the conflict rule for filtered deletes against chromadb itself.
+
+A filtered delete removes the records that match at its place in the write
+order (``merge.expand_filtered_deletes``). The model test runs random
+interleavings of two writers, with filtered deletes and compactions at random
+points, through the pure functions the compactor and the fresh reader use
+(expand, plan, fold for each compaction; ``build_overlay`` for the tail not
+yet compacted) and compares the result with a ``chromadb.PersistentClient``
+that receives every op in key order, filtered deletes as ``collection.delete``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from tests.modelgen import apply_in_order, chroma_call, random_history, records_equal
+
+from chromasnap.engine.merge import (
+    Record,
+    Version,
+    expand_filtered_deletes,
+    fold,
+    matching_records,
+    plan,
+    settle,
+    sort_ops,
+)
+from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
+from chromasnap.reader.freshview import build_overlay
+
+DIM = 4
+E = np.array([1, 0, 0, 0], dtype=np.float32)
+
+
+class PureState:
+    """A version as the pure functions see it: records (dict order = storage order) and versions."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.versions: dict[str, Version] = {}
+
+    def lookup(self, ids: list[str]) -> Mapping[str, Record]:
+        return {rid: self.records[rid] for rid in ids if rid in self.records}
+
+    def matching(self, f: DeleteFilter) -> list[str]:
+        return matching_records(dict(self.records), f)
+
+    def compact(self, ops: list[Op]) -> None:
+        """What a compaction does with the pure functions: expand, plan, settle, fold."""
+        p = plan(expand_filtered_deletes(ops, self.versions, self.lookup, self.matching),
+                 self.versions)
+        touched, _ = settle(p, self.versions)
+        self.versions.update(touched)
+        for rid, rec in fold(self.records, p.ops).items():
+            if rec is None:
+                self.records.pop(rid, None)
+            else:
+                self.records[rid] = rec
+
+    def fresh(self, tail: list[Op]) -> dict[str, Record]:
+        """What a fresh read sees: the version with the tail's overlay on top."""
+        ov = build_overlay(tail, self.versions, DIM, self.lookup, base_matching=self.matching)
+        out = {rid: rec for rid, rec in self.records.items() if rid not in ov.records}
+        out.update({rid: rec for rid, rec in ov.records.items() if rec is not None})
+        return out
+
+
+def chroma_reference(tmp: Path, ops: list[Op]) -> dict[str, Record]:
+    """Every op sent to a PersistentClient one call at a time, in key order."""
+    client = chromadb.PersistentClient(path=str(tmp / "reference"))
+    col = client.create_collection("ref", embedding_function=None)
+    for op in sort_ops(ops):
+        chroma_call(col, op)
+    got: Any = col.get(include=["embeddings", "documents", "metadatas", "uris"])
+    return {rid: Record(rid, np.asarray(got["embeddings"][i], dtype=np.float32),
+                        got["documents"][i], got["metadatas"][i] or None, got["uris"][i])
+            for i, rid in enumerate(got["ids"])}
+
+
+def key_windows(rng: random.Random, ops: list[Op], compactions: int) -> list[list[Op]]:
+    """``ops`` cut at random points of the key order: what each compaction folds.
+
+    Both writers flush before each compaction, so nothing arrives late; the
+    last window is the tail a fresh reader merges.
+    """
+    ordered = sort_ops(ops)
+    cuts = sorted(rng.sample(range(1, len(ordered)), compactions))
+    bounds = [0, *cuts, len(ordered)]
+    windows = [ordered[a:b] for a, b in pairwise(bounds)]
+    for w in windows:
+        rng.shuffle(w)  # arrival order inside a batch is not key order
+    return windows
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_filtered_deletes_match_chromadb_at_every_compaction_point(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    history = random_history(rng, dimension=DIM, writers=2, n_ops=90, ids=8,
+                             filtered_deletes=0.12)
+    ops = [op for d in history for op in d.ops]
+    assert any(op.kind is OpKind.DELETE_WHERE for op in ops)
+    want = chroma_reference(tmp_path, ops)
+    # The pure model of sequential application agrees with chromadb (filters.py's rules).
+    assert records_equal(apply_in_order(ops), want)
+    for _ in range(3):
+        windows = key_windows(rng, ops, rng.randint(1, 6))
+        state = PureState()
+        for batch in windows[:-1]:
+            state.compact(batch)
+        got = state.fresh(windows[-1])
+        assert records_equal(got, want), (seed, sorted(got), sorted(want))
+        state.compact(windows[-1])
+        assert records_equal(state.records, want)
+
+
+def _upsert(rid: str, ts: int, meta: dict[str, Any]) -> Op:
+    return Op(OpKind.UPSERT, rid, OpKey(ts, "w1", ts), E, f"doc {rid}", dict(meta))
+
+
+def _where(ts: int, where: dict[str, Any], ids: tuple[str, ...] | None = None) -> Op:
+    return Op(OpKind.DELETE_WHERE, "", OpKey(ts, "w2", ts), filter=DeleteFilter(where, None, ids))
+
+
+def test_a_record_written_after_the_filtered_delete_survives_one_before_goes() -> None:
+    state = PureState()
+    state.compact([_upsert("old", 1, {"t": "a"}), _upsert("other", 2, {"t": "b"})])
+    state.compact([_where(5, {"t": "a"}), _upsert("new", 7, {"t": "a"}),
+                   _upsert("late", 3, {"t": "a"})])
+    assert sorted(state.records) == ["new", "other"]
+    assert state.versions["old"] == Version(OpKey(5, "w2", 5), deleted=True)
+    assert state.versions["late"] == Version(OpKey(5, "w2", 5), deleted=True)
+
+
+def test_a_late_filtered_delete_never_deletes_what_was_written_after_it() -> None:
+    """Superseded rule: the delete arrives after newer writes to matching ids were folded."""
+    state = PureState()
+    state.compact([_upsert("x", 1, {"t": "a"}), _upsert("y", 2, {"t": "a"})])
+    state.compact([_upsert("x", 9, {"t": "a", "n": 1})])  # newer than the delete below
+    state.compact([_where(5, {"t": "a"})])  # written at 5, arrives last
+    assert sorted(state.records) == ["x"]
+    assert state.records["x"].metadata == {"t": "a", "n": 1}
+    assert state.versions["y"].deleted and state.versions["x"].key.ts_us == 9
+
+
+def test_ids_limit_the_delete_to_matching_ids() -> None:
+    """Chroma's delete(ids=..., where=...): the named ids that match, nothing else."""
+    state = PureState()
+    state.compact([_upsert(r, i + 1, {"t": "a" if r != "b" else "b"})
+                   for i, r in enumerate(["a", "b", "c"])])
+    state.compact([_where(10, {"t": "a"}, ("a", "b", "zz"))])
+    assert sorted(state.records) == ["b", "c"]
+    state.compact([_where(11, {"t": "a"}, ())])  # ids=[]: Chroma's server deletes nothing
+    assert sorted(state.records) == ["b", "c"]
+
+
+def test_the_batch_state_before_the_delete_decides_not_the_version() -> None:
+    """A record changed earlier in the same batch is judged on its new state."""
+    state = PureState()
+    state.compact([_upsert("m", 1, {"t": "b"}), _upsert("n", 2, {"t": "a"})])
+    update = Op(OpKind.UPDATE, "m", OpKey(3, "w1", 3), metadata={"t": "a"})
+    moved_away = Op(OpKind.UPDATE, "n", OpKey(4, "w1", 4), metadata={"t": "c"})
+    state.compact([_where(5, {"t": "a"}), moved_away, update])
+    assert sorted(state.records) == ["n"]
+
+
+def test_planning_an_unexpanded_filtered_delete_is_refused() -> None:
+    with pytest.raises(ValueError, match="expanded"):
+        plan([_where(1, {"t": "a"})], {})
