@@ -10,14 +10,25 @@ last-writer-wins rule must handle.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from chromasnap.engine.merge import Record, apply_op, matching_records, sort_ops
+from chromasnap.engine.merge import (
+    Record,
+    Version,
+    apply_op,
+    expand_filtered_deletes,
+    fold,
+    matching_records,
+    plan,
+    settle,
+    sort_ops,
+)
 from chromasnap.engine.ops import RECORD_KINDS, DeleteFilter, Op, OpKey, OpKind
+from chromasnap.reader.freshview import build_overlay
 
 
 @dataclass
@@ -204,3 +215,38 @@ def records_equal(a: dict[str, Record], b: dict[str, Record]) -> bool:
         if x.uri != y.uri or not np.array_equal(x.embedding, y.embedding):
             return False
     return True
+
+
+class PureState:
+    """A version as the pure functions see it: records (dict order = storage order) and versions."""
+
+    def __init__(self, dimension: int = 4) -> None:
+        self.dimension = dimension
+        self.records: dict[str, Record] = {}
+        self.versions: dict[str, Version] = {}
+
+    def lookup(self, ids: list[str]) -> Mapping[str, Record]:
+        return {rid: self.records[rid] for rid in ids if rid in self.records}
+
+    def matching(self, f: DeleteFilter) -> list[str]:
+        return matching_records(dict(self.records), f)
+
+    def compact(self, ops: list[Op]) -> None:
+        """What a compaction does with the pure functions: expand, plan, settle, fold."""
+        p = plan(expand_filtered_deletes(ops, self.versions, self.lookup, self.matching),
+                 self.versions)
+        touched, _ = settle(p, self.versions)
+        self.versions.update(touched)
+        for rid, rec in fold(self.records, p.ops).items():
+            if rec is None:
+                self.records.pop(rid, None)
+            else:
+                self.records[rid] = rec
+
+    def fresh(self, tail: list[Op]) -> dict[str, Record]:
+        """What a fresh read sees: the version with the tail's overlay on top."""
+        ov = build_overlay(tail, self.versions, self.dimension, self.lookup,
+                           base_matching=self.matching)
+        out = {rid: rec for rid, rec in self.records.items() if rid not in ov.records}
+        out.update({rid: rec for rid, rec in ov.records.items() if rec is not None})
+        return out

@@ -223,3 +223,63 @@ def test_list_valued_metadata_reads_and_filters_as_chroma_does(pair: Pair) -> No
             assert (ours["ids"], ours["metadatas"]) == (theirs["ids"], theirs["metadatas"]), where
 
     pair.in_both_states(check)
+
+
+def test_filtered_deletes_match_chroma_before_and_after_compaction(pair: Pair) -> None:
+    """Issue 17, 1: delete(where=…) removes what matches at its place in the write order.
+
+    Records in the snapshot and in the tail, records changed into and out of
+    the filter before it, records written after it, ``ids`` with a filter,
+    and LlamaIndex's own call, ``delete(where={"document_id": …})``.
+    """
+    ids = [f"r{i}" for i in range(10)]
+    pair.write("add", ids=ids, embeddings=[e(i) for i in range(10)],
+               metadatas=[{"n": i, "parity": "odd" if i % 2 else "even", "document_id": f"d{i % 3}"}
+                          for i in range(10)],
+               documents=[f"text {i} " + ("two" if i % 4 == 2 else "one") for i in range(10)])
+    pair.compact_and_wait()  # these are in the snapshot now
+    pair.write("add", ids=["t0", "t1"], embeddings=[e(20), e(21)],
+               metadatas=[{"parity": "odd", "n": 20}, {"parity": "even", "n": 21}],
+               documents=["tail two", "tail one"])
+    pair.write("update", ids=["r1"], metadatas=[{"parity": "even"}])  # no longer matches
+    pair.write("update", ids=["r4"], metadatas=[{"parity": "odd"}])  # now matches
+    pair.write("delete", where={"parity": "odd"})
+    pair.write("add", ids=["after"], embeddings=[e(30)], metadatas=[{"parity": "odd"}])
+    pair.write("delete", where_document={"$contains": "two"})
+    pair.write("delete", ids=["r0", "r1", "r8", "gone"], where={"n": {"$lt": 5}})
+    pair.write("delete", where={"document_id": "d2"})  # LlamaIndex's ChromaVectorStore.delete
+    pair.write("upsert", ids=["r3"], embeddings=[e(33)], metadatas=[{"parity": "odd"}])
+
+    def check() -> None:
+        inc: Any = ["metadatas", "documents", "embeddings"]
+        got, ref = pair.col.get(include=inc), pair.ref.get(include=inc)
+        assert got["ids"] == ref["ids"] == ["t1", "after", "r3"]
+        assert (got["metadatas"], got["documents"]) == (ref["metadatas"], ref["documents"])
+        assert pair.col.count() == pair.ref.count()
+        q = {"query_embeddings": [e(5)], "n_results": 5, "where": {"parity": "odd"}}
+        assert pair.col.query(**q)["ids"] == pair.ref.query(**q)["ids"]
+
+    pair.in_both_states(check)
+
+
+def test_filtered_delete_errors_match_chroma(pair: Pair) -> None:
+    """Empty filters and ids=[] with a filter: what chromadb 1.5.9 answers, client and server."""
+    pair.write("add", ids=["a", "b"], embeddings=[e(1), e(2)], metadatas=[{"k": 1}, {"k": 2}])
+    for kw in ({"where": {}}, {"where_document": {}}, {"ids": [], "where": {"k": 1}},
+               {"ids": ["a"], "where": {}}, {}):
+        with pytest.raises(Exception) as ours:
+            pair.col.delete(**kw)
+        with pytest.raises(Exception) as theirs:
+            pair.ref.delete(**kw)
+        assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+    # Raw HTTP, past the client's own checks: the answers of Chroma's server.
+    url = (f"{pair.reader.url}/api/v2/tenants/default_tenant/databases/default_database"
+           f"/collections/{pair.col.id}/delete")
+    for body, message in (({"where": {}}, "Invalid where clause"),
+                          ({"where_document": {}}, "Invalid where document clause"),
+                          ({"ids": ["a"], "where": {}}, "Invalid where clause")):
+        r = httpx.post(url, json=body)
+        assert (r.status_code, r.json()["message"]) == (400, message), body
+    assert httpx.post(url, json={"ids": [], "where": {"k": 1}}).status_code == 200  # no-op
+    pair.compact_and_wait()
+    assert pair.col.get(include=[])["ids"] == pair.ref.get(include=[])["ids"] == ["a", "b"]

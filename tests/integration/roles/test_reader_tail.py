@@ -190,7 +190,7 @@ class Run:
     """A writer, a compactor (both on the bucket directly) and a fresh reader behind faults."""
 
     def __init__(self, rng: random.Random, minio: MinioServer, proxy: FaultProxy,
-                 tmp: Path) -> None:
+                 tmp: Path, filtered_deletes: float = 0.0) -> None:
         self.rng = rng
         self.tmp = tmp
         url = minio.new_bucket_url()
@@ -199,7 +199,8 @@ class Run:
                                           connect_timeout=2, read_timeout=5))
         self.proxy = proxy
         self.history = {d.name: d for d in random_history(rng, dimension=DIM, writers=1,
-                                                          n_ops=160, ids=10)}
+                                                          n_ops=160, ids=10,
+                                                          filtered_deletes=filtered_deletes)}
         self.unwritten = sorted(self.history)
         self.acked: list[str] = []
         self.folded: dict[str, frozenset[str]] = {}  # version -> the deltas its lineage folded
@@ -325,13 +326,15 @@ class Run:
 
 
 @pytest.mark.minio
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("seed", "filtered_deletes"),
+                         [(0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0), (4, 0.1), (5, 0.1)])
 def test_fresh_reader_matches_the_model_through_outages_and_skipped_versions(
-    minio: MinioServer, tmp_path: Path, seed: int
+    minio: MinioServer, tmp_path: Path, seed: int, filtered_deletes: float
 ) -> None:
+    """Seeds 4 and 5 add ``delete(where=...)``: decided on the copy, segments and tail."""
     rng = random.Random(seed)
     with FaultProxy(minio.endpoint) as proxy:
-        run = Run(rng, minio, proxy, tmp_path)
+        run = Run(rng, minio, proxy, tmp_path, filtered_deletes)
         done: list[str] = []
         try:
             while run.unwritten or len(done) < 60:

@@ -12,7 +12,6 @@ that receives every op in key order, filtered deletes as ``collection.delete``.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -20,56 +19,19 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from tests.modelgen import apply_in_order, chroma_call, random_history, records_equal
-
-from chromasnap.engine.merge import (
-    Record,
-    Version,
-    expand_filtered_deletes,
-    fold,
-    matching_records,
-    plan,
-    settle,
-    sort_ops,
+from tests.modelgen import (
+    PureState,
+    apply_in_order,
+    chroma_call,
+    random_history,
+    records_equal,
 )
+
+from chromasnap.engine.merge import Record, Version, plan, sort_ops
 from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
-from chromasnap.reader.freshview import build_overlay
 
 DIM = 4
 E = np.array([1, 0, 0, 0], dtype=np.float32)
-
-
-class PureState:
-    """A version as the pure functions see it: records (dict order = storage order) and versions."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, Record] = {}
-        self.versions: dict[str, Version] = {}
-
-    def lookup(self, ids: list[str]) -> Mapping[str, Record]:
-        return {rid: self.records[rid] for rid in ids if rid in self.records}
-
-    def matching(self, f: DeleteFilter) -> list[str]:
-        return matching_records(dict(self.records), f)
-
-    def compact(self, ops: list[Op]) -> None:
-        """What a compaction does with the pure functions: expand, plan, settle, fold."""
-        p = plan(expand_filtered_deletes(ops, self.versions, self.lookup, self.matching),
-                 self.versions)
-        touched, _ = settle(p, self.versions)
-        self.versions.update(touched)
-        for rid, rec in fold(self.records, p.ops).items():
-            if rec is None:
-                self.records.pop(rid, None)
-            else:
-                self.records[rid] = rec
-
-    def fresh(self, tail: list[Op]) -> dict[str, Record]:
-        """What a fresh read sees: the version with the tail's overlay on top."""
-        ov = build_overlay(tail, self.versions, DIM, self.lookup, base_matching=self.matching)
-        out = {rid: rec for rid, rec in self.records.items() if rid not in ov.records}
-        out.update({rid: rec for rid, rec in ov.records.items() if rec is not None})
-        return out
 
 
 def chroma_reference(tmp: Path, ops: list[Op]) -> dict[str, Record]:
