@@ -40,7 +40,14 @@ from dataplane import (
     run_compactor_process,
 )
 from minio_server import MinioServer, s3_env
-from modelgen import Delta, arrival_batches, random_history, records_equal, reference_state
+from modelgen import (
+    Delta,
+    PureState,
+    arrival_batches,
+    random_history,
+    records_equal,
+    reference_state,
+)
 
 DAY_US = 86_400_000_000
 #: Fulls, segments and tier merges all happen within a few batches.
@@ -107,6 +114,28 @@ def test_restore_at_any_time_in_the_window_equals_the_model(
     put_delta(store, late)
     want, _ = reference_state([*batches, [late]])
     assert records_equal(restored_records(store, times[-1] + 5, tmp_path), want)
+
+
+def test_restore_decides_filtered_deletes_as_the_compactor_did(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """Issue 17, 1: a restore replays delete(where=...) on the records as they were then."""
+    rng = random.Random(7)
+    history = shifted(random_history(rng, writers=2, n_ops=80, ids=8, filtered_deletes=0.1))
+    batches = arrival_batches(rng, history)
+    c = compactor(store, tmp_path / "cache", window_s=7 * 86_400)
+    assert c.run().result == "succeeded"  # the empty first version
+    for batch in batches:
+        for d in batch:
+            put_delta(store, d)
+        assert c.run().result == "succeeded"
+    times = sorted({op.key.ts_us for b in batches for d in b for op in d.ops
+                    if op.kind is OpKind.DELETE_WHERE})
+    for at in [t + dt for t in rng.sample(times, 4) for dt in (-1, 0)]:
+        model = PureState()
+        for batch in at_or_before(batches, at):
+            model.compact([op for d in batch for op in d.ops])
+        assert records_equal(restored_records(store, at, tmp_path), model.records), at
 
 
 def test_a_time_before_the_window_is_a_clear_error(store: ObjectStore, tmp_path: Path) -> None:
