@@ -33,6 +33,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from chromasnap.engine import filters
+from chromasnap.engine.errors import InvalidArgument
 from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 
 FORMAT_VERSION = 2  # newest format read; written only when a delta needs it
@@ -219,10 +221,18 @@ def _filter_json(f: DeleteFilter | None) -> str | None:
 
 
 def _filter_of(text: str) -> DeleteFilter:
+    """The filter, checked as a writer checks it: a bad one would fail every fold and read."""
     try:
         raw = orjson.loads(text)
-        ids = raw["ids"]
-        return DeleteFilter(raw["where"], raw["where_document"],
-                            None if ids is None else tuple(ids))
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise CorruptDelta(f"unreadable filter of a filtered delete: {e}") from e
+        where, where_document, ids = raw["where"], raw["where_document"], raw["ids"]
+        if where is None and where_document is None:
+            raise ValueError("a filtered delete without a filter")
+        if where is not None:
+            filters.validate_where(where)
+        if where_document is not None:
+            filters.validate_where_document(where_document)
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise ValueError("ids must be a list of strings")
+        return DeleteFilter(where, where_document, None if ids is None else tuple(ids))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidArgument) as e:
+        raise CorruptDelta(f"bad filter in a filtered delete: {e}") from e

@@ -108,6 +108,15 @@ def test_a_filter_on_a_record_op_or_an_unknown_kind_is_refused() -> None:
         deltas.decode(deltas.encode([bad], 8, "w-1"), dimension=8)
 
 
+@pytest.mark.parametrize("bad", [DeleteFilter({"k": {"$bad": 1}}), DeleteFilter(None, None),
+                                 DeleteFilter(None, {"$nope": "x"})])
+def test_a_filter_no_writer_would_accept_is_refused(bad: DeleteFilter) -> None:
+    """Else every compaction and every fresh read would fail on it, forever."""
+    op = Op(OpKind.DELETE_WHERE, "", OpKey(1, "w-1", 1), filter=bad)
+    with pytest.raises(deltas.CorruptDelta, match="bad filter"):
+        deltas.decode(deltas.encode([op], 8, "w-1"), dimension=8)
+
+
 def _format_of(data: bytes) -> int:
     body = data[len(deltas.MAGIC):-32]
     schema = pa.ipc.open_stream(pa.py_buffer(body)).schema
