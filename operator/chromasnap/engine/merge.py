@@ -168,7 +168,11 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
     ordered = sort_ops(ops)
     if not has_filtered_deletes(ordered):
         return ordered
-    written = list(dict.fromkeys(op.id for op in ordered if op.kind is not OpKind.DELETE_WHERE))
+    # Only writes before the last filtered delete can change what one matches: read
+    # just those records, not every record a large batch writes.
+    last = max(op.key for op in ordered if op.kind is OpKind.DELETE_WHERE)
+    written = list(dict.fromkeys(op.id for op in ordered
+                                 if op.kind is not OpKind.DELETE_WHERE and op.key < last))
     base = dict(lookup(written)) if written else {}
     state: dict[str, Record | None] = {}  # ids this batch changed so far: their state
     newest: dict[str, OpKey] = {}  # the batch's surviving writes per id
@@ -183,7 +187,7 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
     for op in ordered:
         if op.kind is not OpKind.DELETE_WHERE:
             out.append(op)
-            if not newer_than(op.id, op.key):  # else superseded: plan drops it too
+            if op.key < last and not newer_than(op.id, op.key):  # else plan decides alone
                 state[op.id] = apply_op(state[op.id] if op.id in state else base.get(op.id), op)
                 newest[op.id] = op.key
             continue
