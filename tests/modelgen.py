@@ -24,6 +24,7 @@ from chromasnap.engine.merge import (
     fold,
     matching_records,
     plan,
+    retain,
     settle,
     sort_ops,
 )
@@ -218,12 +219,14 @@ def records_equal(a: dict[str, Record], b: dict[str, Record]) -> bool:
 
 
 class PureState:
-    """A version as the pure functions see it: records (dict order = storage order) and versions."""
+    """A version as the pure functions see it: records (dict order = storage order),
+    versions and the filtered deletes it keeps (never pruned: tests run in the grace)."""
 
     def __init__(self, dimension: int = 4) -> None:
         self.dimension = dimension
         self.records: dict[str, Record] = {}
         self.versions: dict[str, Version] = {}
+        self.retained: list[Op] = []
 
     def lookup(self, ids: list[str]) -> Mapping[str, Record]:
         return {rid: self.records[rid] for rid in ids if rid in self.records}
@@ -233,10 +236,11 @@ class PureState:
 
     def compact(self, ops: list[Op]) -> None:
         """What a compaction does with the pure functions: expand, plan, settle, fold."""
-        p = plan(expand_filtered_deletes(ops, self.versions, self.lookup, self.matching),
-                 self.versions)
+        p = plan(expand_filtered_deletes(ops, self.versions, self.lookup, self.matching,
+                                         self.retained), self.versions)
         touched, _ = settle(p, self.versions)
         self.versions.update(touched)
+        self.retained = retain(self.retained, ops, 0)
         for rid, rec in fold(self.records, p.ops).items():
             if rec is None:
                 self.records.pop(rid, None)
@@ -246,7 +250,7 @@ class PureState:
     def fresh(self, tail: list[Op]) -> dict[str, Record]:
         """What a fresh read sees: the version with the tail's overlay on top."""
         ov = build_overlay(tail, self.versions, self.dimension, self.lookup,
-                           base_matching=self.matching)
+                           base_matching=self.matching, retained=self.retained)
         out = {rid: rec for rid, rec in self.records.items() if rid not in ov.records}
         out.update({rid: rec for rid, rec in ov.records.items() if rec is not None})
         return out

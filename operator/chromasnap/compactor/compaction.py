@@ -34,9 +34,10 @@ from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import (
     Version,
     expand_filtered_deletes,
-    has_filtered_deletes,
+    needs_records,
     plan,
     prune_tombstones,
+    retain,
     settle,
 )
 from chromasnap.engine.ops import Op
@@ -234,9 +235,11 @@ class Compactor:
         with self._step(res, "fetch_base"):
             ops, folded = self._load_deltas(todo, res)
             decision = policy.decide(base, len(ops), self.opt.policy)
-            if not decision.full and has_filtered_deletes(ops):
-                # A filtered delete is decided on the version's records, which a
-                # segment run never reads: this run folds everything into a new base.
+            retained = base.retained_filters if base else []
+            if not decision.full and needs_records(ops, retained):
+                # A filtered delete is decided on the version's records (also one already
+                # folded, for a late write older than it), which a segment run never
+                # reads: this run folds everything into a new base.
                 decision = policy.Decision(True, why="a filtered delete needs the records")
             res.kind = "full" if decision.full else "segment"
             res.segments_merged = decision.merge
@@ -247,10 +250,12 @@ class Compactor:
         still_there = (set(base.deltas) & listed.keys()) if base else set()
         newest = max([(base.newest_write_us or 0) if base else 0,
                       *(op.key.ts_us for op in ops)])
+        horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
+        keep = [mf.RetainedFilter.of(f) for f in retain(retained, ops, horizon)]
         fields_ = NewVersion(version, base, sorted(still_there | set(folded)), self.opt.identity,
-                              self.settings, newest)
+                              self.settings, newest, keep)
         if isinstance(prepared, _FullBase):
-            new = self._write_full(res, work, prepared, ops, fields_)
+            new = self._write_full(res, work, prepared, ops, fields_, retained)
         else:
             assert isinstance(prepared, _SegmentBase)
             new = self._write_segment(res, work, prepared, ops, fields_)
@@ -309,20 +314,20 @@ class Compactor:
         return _FullBase(base.collection.id, ops, versions)
 
     def _write_full(self, res: CompactionResult, work: Path, fb: _FullBase,
-                    ops: list[Op], new: NewVersion) -> mf.Manifest:
+                    ops: list[Op], new: NewVersion, retained: list[Op]) -> mf.Manifest:
         with self._step(res, "apply"):
             versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
             versions.update(fb.segment_versions)
             with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
                 # The base's segments first, in their order, then the deltas: one open.
                 below = fb.segment_ops
-                if has_filtered_deletes(ops):
+                if needs_records(ops, retained):
                     # Filtered deletes are decided on the version's records: apply its
                     # segments first, then find what each one removes.
                     replay.apply_ops(col, below, dimension=self.settings.dimension)
                     below = []
                     ops = expand_filtered_deletes(ops, versions, reads.state_lookup(col),
-                                                  reads.state_matching(col))
+                                                  reads.state_matching(col), retained)
                 fold = plan(ops, versions)
                 replay.apply_ops(col, [*below, *fold.ops], dimension=self.settings.dimension)
                 record_count = int(col.count())

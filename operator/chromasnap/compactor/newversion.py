@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import chromadb
@@ -22,6 +22,8 @@ class NewVersion:
     identity: str
     settings: CollectionSettings
     newest_write_us: int
+    #: Filtered deletes late writes still meet (``merge.retain``).
+    filtered_deletes: list[mf.RetainedFilter] = field(default_factory=list)
 
     def manifest(self, collection_id: str, model: dict[str, Any] | None, record_count: int,
                  **kw: Any) -> mf.Manifest:
@@ -37,6 +39,7 @@ class NewVersion:
             created_at=mf.now(),
             compactor=self.identity,
             newest_write_us=self.newest_write_us,
+            filtered_deletes=self.filtered_deletes,
             **kw,
         )
 

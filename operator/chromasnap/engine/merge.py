@@ -28,7 +28,7 @@ merged view equals what the next compaction will publish.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from chromasnap.engine.filters import compile_filter
@@ -151,8 +151,33 @@ def has_filtered_deletes(ops: Iterable[Op]) -> bool:
     return any(op.kind is OpKind.DELETE_WHERE for op in ops)
 
 
+def _relevant(ops: Sequence[Op], retained: Iterable[Op]) -> list[Op]:
+    """The retained filtered deletes newer than one of ``ops``: those it must meet."""
+    oldest = min((op.key for op in ops), default=None)
+    return [] if oldest is None else [f for f in retained if f.key > oldest]
+
+
+def needs_records(ops: Sequence[Op], retained: Iterable[Op] = ()) -> bool:
+    """True when folding ``ops`` needs the state's records, not only its versions.
+
+    That is when they hold a filtered delete, or when one of them is older
+    than a filtered delete the state already folded (``retained``): the late
+    write must still be tested against it.
+    """
+    return has_filtered_deletes(ops) or bool(_relevant(ops, retained))
+
+
+def retain(retained: Iterable[Op], ops: Iterable[Op], horizon_us: int) -> list[Op]:
+    """The filtered deletes a new version keeps: the old ones and ``ops``' own, in key
+    order, minus those older than the grace horizon (like tombstones)."""
+    kept = {f.key: f for f in [*retained, *(op for op in ops if op.kind is OpKind.DELETE_WHERE)]
+            if f.key.ts_us >= horizon_us}
+    return [kept[k] for k in sorted(kept)]
+
+
 def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
-                            lookup: Lookup, matching: Matching) -> list[Op]:
+                            lookup: Lookup, matching: Matching,
+                            retained: Iterable[Op] = ()) -> list[Op]:
     """``ops`` in total order, each filtered delete replaced by deletes of what it removes.
 
     The state the ops fold onto is given by ``lookup`` (its records),
@@ -164,10 +189,18 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
     than ``K`` was already folded (rule 3: that write came later and stays).
     Each removal is a plain ``DELETE`` keyed ``K``, so planning, tombstones,
     segments and replay treat it like any delete; nothing downstream sees a filter.
+
+    ``retained`` are filtered deletes the state already folded (kept for the
+    grace period): they were decided on the state's records then, so they
+    test only the records this batch changes before them — a late write older
+    than a filtered delete still meets it.
     """
     ordered = sort_ops(ops)
-    if not has_filtered_deletes(ordered):
+    again = _relevant(ordered, retained)
+    if not has_filtered_deletes(ordered) and not again:
         return ordered
+    old_keys = {f.key for f in again}
+    ordered = sort_ops([*ordered, *again])
     # Only writes before the last filtered delete can change what one matches: read
     # just those records, not every record a large batch writes.
     last = max(op.key for op in ordered if op.kind is OpKind.DELETE_WHERE)
@@ -193,7 +226,8 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
             continue
         f = op.filter
         assert f is not None, "a filtered delete carries its filter"
-        hits = [rid for rid in matching(f) if rid not in state]  # unchanged since the state
+        # Records unchanged since the state: a retained one decided them already.
+        hits = [] if op.key in old_keys else [rid for rid in matching(f) if rid not in state]
         for rid in [*hits, *matching_records(state, f)]:
             if newer_than(rid, op.key):
                 continue

@@ -64,7 +64,8 @@ class ReaderBackend:
         if self.tail is None:
             return snap.pending
         return self.tail.overlay(snap.lineage, snap.versions, records_of(snap.collection),
-                                 under=snap.pending, base_matching=matching_of(snap.collection))
+                                 under=snap.pending, base_matching=matching_of(snap.collection),
+                                 retained=snap.manifest.retained_filters)
 
     # -- read-your-writes --------------------------------------------------------------
 

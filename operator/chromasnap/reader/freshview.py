@@ -39,8 +39,8 @@ from chromasnap.engine.merge import (
     Version,
     expand_filtered_deletes,
     fold_tracked,
-    has_filtered_deletes,
     matching_records,
+    needs_records,
     plan,
 )
 from chromasnap.engine.ops import DeleteFilter, Op, OpKind
@@ -76,7 +76,8 @@ EMPTY = Overlay({}, frozenset(), [], np.zeros((0, 0), dtype=np.float32))
 
 def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension: int,
                   base_lookup: Lookup, under: Overlay = EMPTY,
-                  base_matching: Matching | None = None) -> Overlay:
+                  base_matching: Matching | None = None,
+                  retained: Sequence[Op] = ()) -> Overlay:
     """Fold tail ops over what they touch: ``under``'s records, else the snapshot's.
 
     ``base_lookup`` reads snapshot records. ``under`` is an overlay the tail
@@ -85,15 +86,16 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
     finds the snapshot's records a filter matches (chromadb's ``get(where=...)``
     on the reader's copy); filtered deletes in ``ops`` need it, and are
     expanded over the snapshot, then ``under``, then the tail's earlier ops,
-    exactly as the compactor will (``merge.expand_filtered_deletes``).
+    exactly as the compactor will (``merge.expand_filtered_deletes``);
+    ``retained`` are the filtered deletes the version keeps for late writes.
     """
     if not isinstance(ops, list):
         ops = list(ops)
-    if has_filtered_deletes(ops):
+    if needs_records(ops, retained):
         if base_matching is None:
             raise ValueError("filtered deletes need the snapshot's matching records")
         ops = expand_filtered_deletes(ops, versions, _lookup_over(base_lookup, under),
-                                      _matching_over(base_matching, under))
+                                      _matching_over(base_matching, under), retained)
     p = plan(ops, versions)
     if not p.ops:
         if under.empty:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chromasnap.engine.merge import Matching, Record, Version
@@ -212,14 +212,16 @@ class DeltaTail:
 
     def overlay(self, on: Lineage, versions: Mapping[str, Version],
                 base_lookup: Callable[[list[str]], Mapping[str, Record]],
-                under: Overlay = EMPTY, base_matching: Matching | None = None) -> Overlay:
+                under: Overlay = EMPTY, base_matching: Matching | None = None,
+                retained: Sequence[Op] = ()) -> Overlay:
         """The overlay on the loaded version ``on``, cached per change.
 
         It merges exactly the deltas ``on`` has not folded (``pending_on``),
         whichever version the tail has moved to since. ``under`` is the
         overlay of the version's segments that the reader's copy does not
         hold yet; the tail's writes go on top of it. ``base_matching`` finds
-        the copy's records a filtered delete matches.
+        the copy's records a filtered delete matches; ``retained`` are the
+        filtered deletes ``on`` keeps for late writes.
         """
         with self._lock:
             key = (on.version, self._generation)
@@ -228,8 +230,8 @@ class DeltaTail:
             entries = {**self._retired, **self._pending}
             ops = [op for name in sorted(entries) if pending_on(name, entries[name].stamp, on)
                    for op in entries[name].ops]
-        ov = (build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching)
-              if ops else under)
+        ov = (build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching,
+                            retained) if ops else under)
         with self._lock:
             if self._generation == key[1]:
                 self._overlay_key, self._overlay, self._overlay_under = key, ov, under

@@ -27,11 +27,13 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chromasnap.config import CollectionSettings
+from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 
 FORMAT_VERSION = 2
 SUPPORTED_FORMATS = (1, 2)
@@ -99,6 +101,38 @@ class Segment(BaseModel):
         raise CorruptSnapshot(f"segment {self.name} has no {path}")
 
 
+class RetainedFilter(BaseModel):
+    """A filtered delete a version folded, kept for the delta grace period.
+
+    A write older than it that arrives later must still be tested against
+    it (``merge.expand_filtered_deletes``), as a late write meets the
+    tombstones a plain delete leaves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts_us: int
+    writer: str
+    seq: int
+    where: dict[str, Any] | None = None
+    where_document: dict[str, Any] | None = None
+    ids: list[str] | None = None
+
+    def op(self) -> Op:
+        """The filtered delete as an op."""
+        return Op(OpKind.DELETE_WHERE, "", OpKey(self.ts_us, self.writer, self.seq),
+                  filter=DeleteFilter(self.where, self.where_document,
+                                      None if self.ids is None else tuple(self.ids)))
+
+    @classmethod
+    def of(cls, op: Op) -> RetainedFilter:
+        """Keep a filtered delete op."""
+        f = op.filter
+        assert f is not None
+        return cls(ts_us=op.key.ts_us, writer=op.key.writer, seq=op.key.seq, where=f.where,
+                   where_document=f.where_document, ids=None if f.ids is None else list(f.ids))
+
+
 class Manifest(BaseModel):
     """Everything needed to fetch, verify and describe one snapshot version."""
 
@@ -134,6 +168,11 @@ class Manifest(BaseModel):
     )
     created_at: datetime
     compactor: str
+    filtered_deletes: list[RetainedFilter] = Field(
+        default_factory=list,
+        description="filtered deletes this version or an ancestor folded, newer than the "
+        "delta grace period (written only when there are any)",
+    )
 
     @property
     def prefix(self) -> str:
@@ -170,9 +209,16 @@ class Manifest(BaseModel):
         """The segments' names, in the order they apply."""
         return tuple(s.name for s in self.segments)
 
+    @cached_property
+    def retained_filters(self) -> list[Op]:
+        """The filtered deletes late writes are still tested against, as ops."""
+        return [r.op() for r in self.filtered_deletes]
+
     def to_json(self) -> bytes:
-        """Canonical JSON bytes."""
-        return self.model_dump_json(indent=2).encode()
+        """Canonical JSON bytes (without ``filtered_deletes`` when empty: what older
+        chromasnap versions, which refuse unknown fields, can read)."""
+        exclude = None if self.filtered_deletes else {"filtered_deletes"}
+        return self.model_dump_json(indent=2, exclude=exclude).encode()
 
 
 def snapshot_prefix(version: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from chromasnap.config import CollectionSettings
 from chromasnap.engine import chromadir, persistence, reads, replay
-from chromasnap.engine.merge import expand_filtered_deletes, has_filtered_deletes, plan, settle
+from chromasnap.engine.merge import expand_filtered_deletes, needs_records, plan, settle
 from chromasnap.engine.ops import Op
 from chromasnap.storage import deltas, pointer, segments, snapshots
 from chromasnap.storage import manifest as mf
@@ -142,6 +142,11 @@ def restore_at(store: ObjectStore, dest: Path, at_us: int,
     batches.append(pending)
     settings = live.collection.settings
     anchor = chain[idx] if idx is not None else None
+    # Each batch met the filtered deletes the version before it kept (the anchor, then
+    # the versions that folded the batches, the live one last): replay meets the same.
+    folders = list(reversed(chain[:idx] if idx is not None else chain))
+    retained = [[f for f in m.retained_filters if f.key.ts_us <= at_us] if m else []
+                for m in [anchor, *folders]]
     try:
         # The anchor's segments and the replayed writes go into chromadb in one pass.
         todo: list[Op] = []
@@ -159,15 +164,15 @@ def restore_at(store: ObjectStore, dest: Path, at_us: int,
         writes = 0
         newest = newest_write(anchor) if anchor is not None else 0
         with persistence.open_collection(dest / mf.DB_DIR, settings.name) as (_, col):
-            for batch in batches:
+            for batch, kept in zip(batches, retained, strict=True):
                 ops = [op for name in batch for op in _ops(store, name, settings.dimension)
                        if op.key.ts_us <= at_us]
-                if has_filtered_deletes(ops):
+                if needs_records(ops, kept):
                     # Decided on the records as they are then, as the compactor does.
                     replay.apply_ops(col, todo, dimension=settings.dimension)
                     todo = []
                     ops = expand_filtered_deletes(ops, versions, reads.state_lookup(col),
-                                                  reads.state_matching(col))
+                                                  reads.state_matching(col), kept)
                 p = plan(ops, versions)
                 touched, _ = settle(p, versions)
                 versions.update(touched)

@@ -28,7 +28,7 @@ import pytest
 from chromasnap.api.models import GetRequest
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine.merge import Record
-from chromasnap.engine.ops import Op, OpKey, OpKind
+from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 from chromasnap.reader import metrics
 from chromasnap.reader.backend import ReaderBackend
 from chromasnap.reader.replica import Replica, open_replica
@@ -125,6 +125,41 @@ def test_a_read_on_the_previous_version_still_sees_what_only_the_new_one_folded(
         assert set(on_old.records) == {"a"}  # not in its snapshot: the tail still serves it
         assert on_new.empty  # in the new snapshot: merged once, not twice
     assert tail.names() == frozenset()
+    reader.close()
+
+
+def test_a_late_write_meets_a_filtered_delete_the_version_folded(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """Issue 17, 1: written before the delete, arriving after it was folded, matching: gone.
+
+    The version keeps the filtered delete (its manifest's ``filtered_deletes``),
+    so the reader's fresh view and the next compaction decide it alike.
+    """
+    def compact(policy: MergePolicy | None = None) -> None:
+        # Model timestamps are in 1970: a huge grace keeps the filtered delete.
+        res = compactor(store, tmp_path / "compactor", grace=1e10, policy=policy).run()
+        assert res.result == "succeeded", res
+
+    put_delta(store, _delta(1_000_000, OpKind.UPSERT, ["x", "y"]), DIM)
+    compact()
+    where = Op(OpKind.DELETE_WHERE, "", OpKey(1_000_005, "w2", 1),
+               filter=DeleteFilter(None, {"$contains": "marked"}))
+    put_delta(store, Delta(f"{1_000_005:017d}-w2.arrow", "w2", [where]), DIM)
+    compact()  # no document is marked yet: nothing deleted
+    replica = _fresh_reader(store, tmp_path)
+    reader, tail, backend = replica.reader, replica.tail, replica.backend
+    assert tail is not None and reader.refresh()
+    assert _ids(backend) == ["x", "y"]
+    # Written at 3 by a slower writer, older than the delete at 5: it arrives only now.
+    late = Delta(f"{1_000_006:017d}-w3.arrow", "w3", [
+        Op(OpKind.UPDATE, "y", OpKey(1_000_003, "w3", 1), document="marked")])
+    put_delta(store, late, DIM)
+    _push(store, tail, late)
+    assert _ids(backend) == ["x"]  # y matched at the delete's place
+    compact(SEGMENTS)  # a full run, whatever the policy
+    assert reader.refresh()
+    assert _ids(backend) == ["x"]
     reader.close()
 
 

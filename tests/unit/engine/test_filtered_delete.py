@@ -27,7 +27,7 @@ from tests.modelgen import (
     records_equal,
 )
 
-from chromasnap.engine.merge import Record, Version, plan, sort_ops
+from chromasnap.engine.merge import Record, Version, needs_records, plan, retain, sort_ops
 from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 
 DIM = 4
@@ -111,6 +111,32 @@ def test_a_late_filtered_delete_never_deletes_what_was_written_after_it() -> Non
     assert sorted(state.records) == ["x"]
     assert state.records["x"].metadata == {"t": "a", "n": 1}
     assert state.versions["y"].deleted and state.versions["x"].key.ts_us == 9
+
+
+def test_a_late_write_older_than_a_folded_filtered_delete_still_meets_it() -> None:
+    """The version keeps the filtered delete, so a write from before it that arrives
+    after it was folded is judged as in Chroma: matching at the delete's place, it goes."""
+    for fresh in (False, True):
+        state = PureState()
+        state.compact([_upsert("x", 1, {"t": "b"}), _upsert("y", 2, {"t": "b"})])
+        state.compact([_where(5, {"t": "a"})])  # matches nothing yet
+        late = [Op(OpKind.UPDATE, "x", OpKey(3, "w1", 3), metadata={"t": "a"}),
+                Op(OpKind.UPDATE, "y", OpKey(6, "w1", 6), metadata={"t": "a"})]  # after it
+        want = sorted(apply_in_order([_upsert("x", 1, {"t": "b"}), _upsert("y", 2, {"t": "b"}),
+                                      _where(5, {"t": "a"}), *late]))
+        if fresh:  # a reader with the late writes in its tail sees what compaction will do
+            assert sorted(state.fresh(late)) == want == ["y"]
+        state.compact(late)
+        assert sorted(state.records) == want
+        assert state.versions["x"] == Version(OpKey(5, "w2", 5), deleted=True)
+
+
+def test_retained_filtered_deletes_expire_with_the_grace_period() -> None:
+    kept = [_where(5, {"t": "a"}), _where(9, {"t": "b"})]
+    assert retain(kept, [_where(7, {"t": "c"}), _upsert("x", 8, {})], 6) == [
+        _where(7, {"t": "c"}), kept[1]]
+    assert not needs_records([_upsert("x", 10, {})], kept)  # newer than every one kept
+    assert needs_records([_upsert("x", 8, {})], kept)  # older than the one at 9
 
 
 def test_ids_limit_the_delete_to_matching_ids() -> None:
