@@ -2,10 +2,11 @@
 
 LangChain's ``langchain_chroma.Chroma`` and LlamaIndex's ``ChromaVectorStore``
 (pinned in the dev dependencies) run their add / search / filter / update /
-delete flows through ``chromadb.HttpClient`` on a real writer and reader on
-MinIO, and the same flows on a ``chromadb.PersistentClient`` (the ``Pair`` of
-the parity tests). Every answer must be the same, while the writes are in the
-reader's fresh tail and again after a compaction folded them.
+delete flows (LlamaIndex's ``delete(ref_doc_id)`` is a filtered delete) through
+``chromadb.HttpClient`` on a real writer and reader on MinIO, and the same flows
+on a ``chromadb.PersistentClient`` (the ``Pair`` of the parity tests). Every
+answer must be the same, while the writes are in the reader's fresh tail and
+again after a compaction folded them.
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ def test_llamaindex_flows_match_chroma(pair: Pair) -> None:
              [n.node_id for n in ref.get_nodes(None, filters=f)], "get_nodes filtered")
 
     pair.in_both_states(check)
+    # A re-ingested or removed source document: LlamaIndex deletes by filter only.
+    for s in (ours, ref):
+        s.delete("doc1")
+    pair.in_both_states(check)
+    assert pair.col.count() == pair.ref.count() == 6  # 9 nodes, node4, then node1 and node7
     for s in (ours, ref):
         s.clear()
     assert pair.col.count() == pair.ref.count() == 0
