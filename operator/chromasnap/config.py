@@ -47,6 +47,10 @@ class LockKind(StrEnum):
     NONE = "none"
 
 
+#: Chroma's default space: what ``create_collection`` without a space builds.
+DEFAULT_SPACE = Space.L2
+
+
 class CollectionSettings(BaseModel):
     """What a collection is: fixed at creation (name, dimension, space are immutable)."""
 
@@ -54,7 +58,7 @@ class CollectionSettings(BaseModel):
 
     name: str
     dimension: Annotated[int, Field(ge=1, le=65536)]
-    space: Space = Space.COSINE
+    space: Space = DEFAULT_SPACE
     hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
     hnsw_construction_ef: Annotated[int, Field(ge=1, le=4096)] = 100
     hnsw_search_ef: Annotated[int, Field(ge=1, le=4096)] = 100
@@ -71,6 +75,48 @@ class CollectionSettings(BaseModel):
         return v
 
 
+#: Settings the first version's index is built with; a collection keeps them for life.
+INDEX_FIELDS = ("space", "hnsw_m", "hnsw_construction_ef")
+#: Settings every write and delta is checked against; they must match what is recorded.
+IDENTITY_FIELDS = ("name", "dimension")
+
+
+class SettingsMismatch(ValueError):
+    """The configured collection is not the one recorded in the bucket; the message says how."""
+
+
+def differences(configured: CollectionSettings, recorded: CollectionSettings,
+                names: tuple[str, ...]) -> list[str]:
+    """``"<field> <recorded> (configured <configured>)"`` per field of ``names`` that differs."""
+    def shown(settings: CollectionSettings, name: str) -> str:
+        v = getattr(settings, name)
+        return repr(v.value if isinstance(v, StrEnum) else v)
+
+    return [f"{n} {shown(recorded, n)} (configured {shown(configured, n)})"
+            for n in names if getattr(configured, n) != getattr(recorded, n)]
+
+
+def keep_recorded(configured: CollectionSettings,
+                  recorded: CollectionSettings) -> tuple[CollectionSettings, list[str]]:
+    """The settings a new version of an existing collection carries, and what differed.
+
+    An existing collection's index settings are the recorded ones: its index
+    was built with them, and a configuration that changed since (a default
+    that moved, a resource recreated without its old ``space``) must not
+    silently relabel it. The rest (``hnsw_search_ef``, a query-time knob) is
+    the configured. A different name or dimension is not the same collection
+    at all: ``SettingsMismatch``.
+    """
+    wrong = differences(configured, recorded, IDENTITY_FIELDS)
+    if wrong:
+        raise SettingsMismatch(
+            "the bucket holds another collection: recorded " + ", ".join(wrong) +
+            "; point this collection at its own storage prefix, or configure the recorded values"
+        )
+    kept = differences(configured, recorded, INDEX_FIELDS)
+    return configured.model_copy(update={n: getattr(recorded, n) for n in INDEX_FIELDS}), kept
+
+
 class CommonSettings(BaseSettings):
     """Settings every subcommand shares: where the bucket is and which collection."""
 
@@ -84,7 +130,7 @@ class CommonSettings(BaseSettings):
     )
     collection: str = Field(description="Chroma collection name")
     dimension: Annotated[int, Field(ge=1, le=65536)]
-    space: Space = Space.COSINE
+    space: Space = DEFAULT_SPACE
     hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
     hnsw_construction_ef: Annotated[int, Field(ge=1, le=4096)] = 100
     hnsw_search_ef: Annotated[int, Field(ge=1, le=4096)] = 100

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from chromasnap.config import CollectionSettings
+from chromasnap.config import IDENTITY_FIELDS, CollectionSettings, differences
 from chromasnap.storage import manifest as mf
 from chromasnap.storage import pointer, recovery, segments, snapshots
 from chromasnap.storage.store import ByteCallback, ObjectStore
@@ -78,9 +78,8 @@ def start_from(bs: Bootstrap, work: Path, settings: CollectionSettings,
 
 
 def _check(source: CollectionSettings, target: CollectionSettings, url: str) -> None:
-    for field in ("name", "dimension", "space"):
-        if getattr(source, field) != getattr(target, field):
-            raise BootstrapFailed(
-                f"bootstrap source {url} has collection {field} {getattr(source, field)!r}, "
-                f"this collection {getattr(target, field)!r}: spec.collection must match the "
-                "source's")
+    wrong = differences(target, source, (*IDENTITY_FIELDS, "space"))
+    if wrong:
+        raise BootstrapFailed(
+            f"bootstrap source {url} has collection {', '.join(wrong)}: spec.collection must "
+            "match the source's")

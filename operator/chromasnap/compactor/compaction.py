@@ -29,7 +29,7 @@ from chromasnap.compactor import collect, policy
 from chromasnap.compactor.bootstrap import Bootstrap, BootstrapFailed, start_from
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
-from chromasnap.config import CollectionSettings
+from chromasnap.config import CollectionSettings, SettingsMismatch, keep_recorded
 from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import (
     Version,
@@ -163,6 +163,8 @@ class Compactor:
             res.result, res.reason, res.message = "failed", "LockLost", str(e)
         except BootstrapFailed as e:
             res.result, res.reason, res.message = "failed", "BootstrapFailed", str(e)
+        except SettingsMismatch as e:
+            res.result, res.reason, res.message = "failed", "SettingsMismatch", str(e)
         except pointer.Fenced as e:
             res.result, res.reason, res.message = "skipped", "Fenced", str(e)
         except mf.CorruptSnapshot as e:
@@ -203,6 +205,7 @@ class Compactor:
                 snapshots.load_manifest(self.store, cur.pointer.manifest) if cur.pointer else None
             )
             res.base_version = base.version if base else None
+            settings, kept = self._settings_for(base)
         with self._step(res, "list_deltas"):
             listed = {
                 o.key[len(deltas.DELTA_PREFIX) :]: o
@@ -216,7 +219,7 @@ class Compactor:
         self.lock.check()
         if base is not None and not todo:
             res.result, res.reason = "skipped", "NothingToDo"
-            res.message = f"no pending deltas; snapshot {base.version} is current"
+            res.message = f"no pending deltas; snapshot {base.version} is current{kept}"
             res.version, res.record_count, res.snapshot_bytes = (
                 base.version,
                 base.record_count,
@@ -253,7 +256,7 @@ class Compactor:
         horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
         keep = [mf.RetainedFilter.of(f) for f in retain(retained, ops, horizon)]
         fields_ = NewVersion(version, base, sorted(still_there | set(folded)), self.opt.identity,
-                              self.settings, newest, keep)
+                              settings, newest, keep)
         if isinstance(prepared, _FullBase):
             new = self._write_full(res, work, prepared, ops, fields_, retained)
         else:
@@ -280,6 +283,7 @@ class Compactor:
             f"folded {len(folded)} deltas ({res.records_folded} writes) into {version} "
             f"({decision.why})"
             + (f"; {res.pending_deltas} deltas still pending" if res.pending_deltas else "")
+            + kept
         )
         if decision.full:
             # The new snapshot is verified and local: keep it as the next full run's base.
@@ -290,6 +294,19 @@ class Compactor:
             except (StoreError, mf.CorruptSnapshot) as e:
                 # The version is published; leftovers are collected by the next run.
                 log.warning("clean-up failed after publishing", extra=fields(error=str(e)))
+
+    def _settings_for(self, base: mf.Manifest | None) -> tuple[CollectionSettings, str]:
+        """The settings the new version records, and a note for the result if they are
+        not the configured ones (an existing collection keeps its index settings)."""
+        if base is None:
+            return self.settings, ""
+        settings, kept = keep_recorded(self.settings, base.collection.settings)
+        if not kept:
+            return settings, ""
+        log.warning("configured index settings differ from the collection's; keeping the "
+                    "collection's", extra=fields(kept=kept))
+        return settings, ("; kept the collection's recorded " + ", ".join(kept) +
+                          ": index settings are fixed when a collection is created")
 
     # -- a full version: base and segments folded into a new base ---------------------
 

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from chromasnap.config import COLLECTION_NAME_RE, ReadLevel, Space
+from chromasnap.config import COLLECTION_NAME_RE, DEFAULT_SPACE, ReadLevel, Space
 
 #: Condition types the operator reports (``Ready`` summarises the other four).
 CONDITION_READY = "Ready"
@@ -180,7 +180,9 @@ class CollectionSpec(_Model):
 
     name: str
     dimension: Annotated[int, Field(ge=1, le=65536)]
-    space: Space = Space.COSINE
+    # Chroma's default. A resource created while the default was cosine was stored with
+    # space: cosine (the API server writes defaults into new objects), so it keeps it.
+    space: Space = DEFAULT_SPACE
     hnsw: HnswSpec = Field(default_factory=HnswSpec)
 
     @field_validator("name")

@@ -14,6 +14,7 @@ import pytest
 
 from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.lock import LocalLock
+from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.storage import deltas, pointer, snapshots
 from chromasnap.storage import manifest as mf
@@ -387,3 +388,43 @@ def test_writes_that_create_nothing_on_a_collection_without_vectors(
     assert (res.result, res.record_count) == ("succeeded", 1), res.message
     _, recs = current_records(store, tmp_path / "check")
     assert set(recs) == {"a"}
+
+
+@pytest.mark.parametrize("policy", ["full", "segments"])
+def test_an_existing_collection_keeps_its_recorded_index_settings(
+    store: ObjectStore, tmp_path: Path, policy: str
+) -> None:
+    """Issue #17: the default space became l2 (Chroma's). A collection created as cosine
+    (say, before that, or a resource recreated without its space) stays cosine: its
+    index was built so, and readers score its fresh tail by the manifest's space."""
+    chosen = {"full": FULL, "segments": SEGMENTS}[policy]
+    created = SETTINGS.model_copy(update={"space": Space.COSINE, "hnsw_m": 24})
+    assert compactor(store, tmp_path / "c", settings=created).run().result == "succeeded"
+    put_delta(store, upserts("w1", 2000, ["a", "b"], "one"))
+    # What the configuration says now: the new default space and M, a new search ef.
+    now = CollectionSettings(name=SETTINGS.name, dimension=SETTINGS.dimension, hnsw_search_ef=50)
+    res = compactor(store, tmp_path / "c", settings=now, policy=chosen).run()
+    assert res.result == "succeeded", res.message
+    assert "kept the collection's recorded space 'cosine' (configured 'l2'), hnsw_m 24 " \
+           "(configured 16)" in res.message
+    man, recs = current_records(store, tmp_path / "check")
+    assert set(recs) == {"a", "b"}
+    assert man.collection.settings == created.model_copy(update={"hnsw_search_ef": 50})
+    assert man.collection.model is not None
+    assert man.collection.model["configuration_json"]["hnsw"]["space"] == "cosine"
+    # Nothing to fold: still not silent about the difference.
+    again = compactor(store, tmp_path / "c", settings=now, policy=chosen).run()
+    assert again.reason == "NothingToDo" and "recorded space 'cosine'" in again.message
+
+
+def test_another_collection_in_the_bucket_is_refused(store: ObjectStore, tmp_path: Path) -> None:
+    """A different dimension or name is not the recorded collection: fail, fold nothing."""
+    assert compactor(store, tmp_path / "c").run().result == "succeeded"
+    before = pointer.read(store).pointer
+    put_delta(store, upserts("w1", 2000, ["a"], "one"))
+    for change, what in (({"dimension": 8}, "dimension 4 (configured 8)"),
+                         ({"name": "other"}, "name 'docs' (configured 'other')")):
+        res = compactor(store, tmp_path / "c", settings=SETTINGS.model_copy(update=change)).run()
+        assert (res.result, res.reason) == ("failed", "SettingsMismatch"), res.message
+        assert what in res.message
+    assert pointer.read(store).pointer == before

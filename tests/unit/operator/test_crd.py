@@ -399,6 +399,19 @@ def test_api_server_defaults_equal_model_defaults_for_auth_and_policies() -> Non
     assert _prune_empty(modelled) == _prune_empty(defaulted)
 
 
+def test_default_space_is_chromas_and_a_stored_space_is_kept() -> None:
+    """Issue #17: a spec without a space gets l2, as Chroma's create_collection does; an
+    object created while the default was cosine holds ``space: cosine`` (the API server
+    stores defaults), which defaulting never overwrites and the transition rule pins."""
+    assert node_at("spec.collection.space")["default"] == "l2"
+    assert crd.parse_spec({"spec": MINIMAL}).collection.space.value == "l2"
+    stored = copy.deepcopy(MINIMAL) | {"collection": {"name": "docs", "dimension": 8,
+                                                      "space": "cosine"}}
+    assert apply_defaults(SPEC, stored)["collection"]["space"] == "cosine"
+    assert crd.parse_spec({"spec": stored}).collection.space.value == "cosine"
+    assert "self == oldSelf" in rules_at("spec.collection.space")
+
+
 def test_defaulted_minimal_spec_is_valid() -> None:
     defaulted = apply_defaults(SPEC, copy.deepcopy(MINIMAL))
     errors = list(_validator(SPEC).iter_errors(defaulted))

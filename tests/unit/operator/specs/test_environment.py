@@ -59,7 +59,7 @@ def test_rendered_env_is_what_config_py_reads(
     assert parsed.s3_endpoint_url == "http://minio.minio.svc:9000"
     assert parsed.collection == "docs-v1"
     assert parsed.dimension == 384
-    assert parsed.space is config.Space.COSINE
+    assert parsed.space is config.Space.L2  # the spec names none: Chroma's default
     assert (parsed.hnsw_m, parsed.hnsw_construction_ef, parsed.hnsw_search_ef) == (16, 100, 100)
     if isinstance(parsed, config.WriterSettings):
         assert parsed.writer_id == "writer-pod-0"
