@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))  # the process harness lives with the tests
 
-from servers import Proc, Stack, stack_env  # noqa: E402
+from servers import ChromaRun, Proc, Stack, stack_env  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 READERS = 3
@@ -94,53 +94,6 @@ PROFILE_FRAMES: list[tuple[str, str, str]] = [
 
 
 # --- processes ------------------------------------------------------------------------
-
-
-class ChromaRun:
-    """``chroma run`` (the Rust server shipped in the chromadb package) on a directory."""
-
-    def __init__(self, path: Path, workdir: Path) -> None:
-        self.path = path
-        self.port = free_port()
-        self.log = workdir / "chroma-run.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ChromaRun:
-        with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    str(VENV_BIN / "chroma"),
-                    "run",
-                    "--path",
-                    str(self.path),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited: {self.log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                url = f"http://127.0.0.1:{self.port}/api/v2/heartbeat"
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            time.sleep(0.1)
-        raise TimeoutError(f"chroma run not answering: {self.log.read_text()[-3000:]}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def client(port: int) -> Any:

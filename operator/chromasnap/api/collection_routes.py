@@ -5,7 +5,10 @@ to the resource."""
 
 from __future__ import annotations
 
+import logging
+
 from chromasnap.api.asgi import Receive, Scope, read_body
+from chromasnap.api.createbody import ignored_settings, parse_create
 from chromasnap.api.parsing import body_object, load_json
 from chromasnap.api.responses import (
     DEFAULT_DATABASE,
@@ -15,7 +18,10 @@ from chromasnap.api.responses import (
     paginate,
 )
 from chromasnap.api.service import ServiceContext
-from chromasnap.engine.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
+from chromasnap.engine.errors import AlreadyExists, NotFound, Unimplemented
+from chromasnap.logs import fields
+
+log = logging.getLogger("chromasnap.httpapi")
 
 
 class CollectionRoutes:
@@ -61,15 +67,24 @@ class CollectionRoutes:
 
     async def create_collection(self, scope: Scope, receive: Receive, tenant: str,
                                 database: str) -> Response:
-        """``get_or_create`` of the served collection works; anything else is refused."""
+        """``get_or_create`` of the served collection works; anything else is refused.
+
+        As in Chroma, the body is checked in full, and then the settings it asks for
+        are ignored: the existing collection is returned as it is. Unlike Chroma, a
+        warning names the settings that were ignored.
+        """
         raw = await read_body(scope, receive, self.ctx.max_body_bytes)
-        body = body_object(load_json(raw))
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise InvalidArgument("missing field `name`")
+        req = parse_create(body_object(load_json(raw)))
+        name = req.name
         model = self.ctx.check_scope(tenant, database, name)
         if name == model["name"]:
-            if body.get("get_or_create"):
+            if req.get_or_create:
+                ignored = ignored_settings(req, model)
+                if ignored:
+                    log.warning(
+                        "get_or_create_collection(%r) asked for settings the existing collection "
+                        "does not have; ignored, as Chroma ignores them: %s",
+                        name, "; ".join(ignored), extra=fields(collection=name, ignored=ignored))
                 return json_response(200, model)
             raise AlreadyExists(f"Collection [{name}] already exists")
         raise Unimplemented(

@@ -36,6 +36,14 @@ class InvalidWrite(InvalidArgument):
     """A write rejected by validation; nothing was written."""
 
 
+class Unprocessable(ChromasnapError):
+    """A body that does not deserialize into the route's type: 422, a plain ``ChromaError``,
+    as Chroma's frontend answers when its JSON extractor fails."""
+
+    status = 422
+    chroma_name = "ChromaError"
+
+
 class NotFound(ChromasnapError):
     """Unknown tenant, database or collection: 404, ``NotFoundError`` in the client."""
 
