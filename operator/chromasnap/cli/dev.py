@@ -15,31 +15,61 @@ from chromasnap import logs
 from chromasnap.cli.localstack import LocalStack, collection_env
 from chromasnap.compactor.compaction import Compactor, CompactorOptions
 from chromasnap.compactor.lock import LocalLock
-from chromasnap.config import CollectionSettings, Space
-from chromasnap.storage.store import open_store
+from chromasnap.config import DEFAULT_SPACE, CollectionSettings, Space
+from chromasnap.storage import pointer, snapshots
+from chromasnap.storage.store import ObjectStore, open_store
 
 COMPACT_EVERY_S = 5.0
 
 
+class SpaceConflict(ValueError):
+    """``--space`` asks for another space than the one the existing collection was built with."""
+
+
+def resolve_space(requested: Space | None, recorded: Space | None) -> Space:
+    """The space ``dev`` serves: an existing collection's own (an explicit ``--space``
+    must agree with it), else ``--space``, else Chroma's default (``l2``)."""
+    if recorded is not None:
+        if requested is not None and requested != recorded:
+            raise SpaceConflict(
+                f"the collection in this bucket was created with space {recorded.value!r}, "
+                f"not {requested.value!r}: a collection's space is fixed at creation; drop "
+                "--space, or use another --dir for a new collection")
+        return recorded
+    return requested or DEFAULT_SPACE
+
+
+def recorded_space(store: ObjectStore) -> Space | None:
+    """The space of the collection the store's current version holds, if there is one."""
+    cur = pointer.read(store).pointer
+    if cur is None:
+        return None
+    return snapshots.load_manifest(store, cur.manifest).collection.settings.space
+
+
 def run_dev(root: Path, port: int, dimension: int, collection: str,
-            space: str = "cosine") -> int:
+            space: Space | None = None) -> int:
     """Run until Ctrl-C; return the exit code."""
     logs.setup("INFO", "text")
     bucket = (root / "bucket").resolve()
     url = bucket.as_uri()
-    settings = CollectionSettings(name=collection, dimension=dimension, space=Space(space))
-    compactor = Compactor(open_store(url), settings,
+    store = open_store(url)
+    space = resolve_space(space, recorded_space(store))  # SpaceConflict: a user error
+    settings = CollectionSettings(name=collection, dimension=dimension, space=space)
+    compactor = Compactor(store, settings,
                           LocalLock(bucket / ".locks" / "compactor.lock", "dev"),
                           CompactorOptions(identity="dev-compactor", cache_dir=root / "compactor"))
     compactor.run()  # creates the collection on first use
-    stack = LocalStack(collection_env(url, None, collection, dimension, space), root / "procs")
+    stack = LocalStack(collection_env(url, None, collection, dimension, space.value),
+                       root / "procs")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         writer = stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{port}")
         reader = stack.start("reader", port, CHROMASNAP_WRITER_URL=writer.url)
         stack.wait(reader, "/readyz")
-        print(f"\nchromasnap dev: collection {collection!r} ({dimension} dims, {space}) on {url}")
+        print(f"\nchromasnap dev: collection {collection!r} ({dimension} dims, space "
+              f"{space.value}) on {url}")
         print(f"  chromadb.HttpClient(host='127.0.0.1', port={port})"
               f".get_collection({collection!r})")
         print(f"  writer {writer.url}, reader {reader.url}; logs in {root / 'procs'}")

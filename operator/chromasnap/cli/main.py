@@ -26,6 +26,7 @@ from chromasnap.config import (
     CommonSettings,
     CompactorSettings,
     ReaderSettings,
+    Space,
     WriterSettings,
     explain,
 )
@@ -156,7 +157,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Writer, compactor loop and reader in the foreground on a local bucket."""
     from chromasnap.cli.dev import run_dev
 
-    return run_dev(Path(args.dir), args.port, args.dimension, args.collection)
+    return run_dev(Path(args.dir), args.port, args.dimension, args.collection,
+                   Space(args.space) if args.space else None)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -265,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--port", type=int, default=8000, help="port for chromadb.HttpClient")
     dv.add_argument("--dimension", type=int, default=384)
     dv.add_argument("--collection", default="docs")
+    dv.add_argument("--space", choices=[s.value for s in Space], default=None,
+                    help="distance function of a new collection (default: l2, as Chroma's); "
+                         "an existing collection keeps the space it was created with")
     o = add("operator", cmd_operator, "run the Kubernetes operator (kopf)")
     scope = o.add_mutually_exclusive_group()
     scope.add_argument("--all-namespaces", "-A", action="store_true",
@@ -304,11 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from chromasnap.cli.dev import SpaceConflict
     from chromasnap.cli.importexport import ImportError_
     from chromasnap.storage.manifest import CorruptSnapshot
     from chromasnap.storage.store import StoreError
 
-    return (ImportError_, CorruptSnapshot, StoreError)
+    return (ImportError_, CorruptSnapshot, StoreError, SpaceConflict)
 
 
 if __name__ == "__main__":
