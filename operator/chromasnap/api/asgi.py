@@ -50,8 +50,10 @@ def query_param(scope: Scope, name: str) -> str | None:
 def payload_too_large(size: int, limit: int) -> PayloadTooLarge:
     """The error for a body of ``size`` bytes over ``limit``."""
     return PayloadTooLarge(
-        f"request body of {size} bytes is over this server's limit of {limit} bytes: send "
-        "fewer records per request"
+        f"request body of {size} bytes is over this server's limit of {limit} bytes "
+        f"({limit / (1 << 20):g} MiB; Chroma's own server refuses bodies over 40 MiB too): "
+        "send fewer records per request, e.g. split the batch in halves until each fits "
+        "(chromadb sends each embedding as base64, about 5.4 bytes per dimension)"
     )
 
 

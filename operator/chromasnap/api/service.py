@@ -13,15 +13,20 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from chromasnap.api.backends import ReadBackend, WriteBackend
 from chromasnap.api.responses import DEFAULT_DATABASE, DEFAULT_TENANT
+from chromasnap.config import CHROMA_MAX_PAYLOAD_BYTES
 from chromasnap.engine.errors import ChromasnapError, InvalidArgument, NotFound
 
 log = logging.getLogger("chromasnap.httpapi")
 
 # What ``chroma run`` 1.5.9 reports from /api/v2/version.
 CHROMA_SERVER_VERSION = "1.0.0"
-# Chroma's own default (derived from SQLite's variable limit); the writer raises it.
+# What ``chroma run`` reports (derived from SQLite's variable limit). Only the client
+# enforces it (before sending); Chroma's server takes more records in a body that fits.
 DEFAULT_MAX_BATCH_SIZE = 5461
-DEFAULT_MAX_BODY_BYTES = 64 << 20
+DEFAULT_MAX_BODY_BYTES = CHROMA_MAX_PAYLOAD_BYTES
+# A delta a writer pushes to readers is no client request: bounded by the flush window
+# (32 MiB of records by default), not by Chroma's limit.
+MAX_PUSH_BYTES = 64 << 20
 
 
 @dataclass

@@ -19,7 +19,7 @@ from chromasnap.api.responses import (
     paginate,
     text_response,
 )
-from chromasnap.api.service import ServiceContext
+from chromasnap.api.service import MAX_PUSH_BYTES, ServiceContext
 from chromasnap.engine.errors import InvalidArgument, NotFound, Unimplemented
 
 DeltaHandler = Callable[[str, bytes], Awaitable[bool]]
@@ -94,7 +94,7 @@ class SystemRoutes:
     async def notify_delta(self, scope: Scope, receive: Receive, name: str) -> Response:
         """A writer pushes a new delta (reader only): verified, then added to the tail."""
         assert self.on_delta is not None
-        body = await read_body(scope, receive, self.ctx.max_body_bytes)
+        body = await read_body(scope, receive, MAX_PUSH_BYTES)
         try:
             accepted = await self.on_delta(name, body)
         except ValueError as e:  # CorruptDelta and bad names are ValueError/Exception kin

@@ -175,7 +175,7 @@ def build_writer_app(s: WriterSettings) -> Any:
                                              auth=bool(tokens), notify=bool(urls or s.notify_dns)))
     return ChromaAPI(
         write=WriterBackend(writer), collection_model=CollectionModel(store), auth_tokens=tokens,
-        role="writer", max_body_bytes=s.max_request_bytes + (1 << 20),
+        role="writer", max_body_bytes=s.max_request_bytes,
         on_startup=[writer.start], on_shutdown=[writer.stop, notifier.aclose],
     )
 

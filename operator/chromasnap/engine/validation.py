@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from chromasnap.config import CHROMA_MAX_PAYLOAD_BYTES
 from chromasnap.engine.errors import InvalidWrite
 from chromasnap.engine.filters import validate_where, validate_where_document
 from chromasnap.engine.ops import DeleteFilter, Embedding, Metadata, Op, OpKey, OpKind
@@ -33,7 +34,7 @@ class Limits:
 
     dimension: int
     max_records: int = 100_000
-    max_bytes: int = 64 << 20
+    max_bytes: int = CHROMA_MAX_PAYLOAD_BYTES
 
 
 class WriterClock:
