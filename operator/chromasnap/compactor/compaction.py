@@ -21,14 +21,14 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from chromasnap.compactor import collect, policy
 from chromasnap.compactor.bootstrap import Bootstrap, BootstrapFailed, start_from
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
+from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings, SettingsMismatch, keep_recorded
 from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import (
@@ -61,39 +61,6 @@ STEPS = (
 # Crash tests set this to a step name (optionally "<step>:mid") to SIGKILL the process there.
 FAILPOINT_ENV = "CHROMASNAP_TEST_KILL_AT"
 QUARANTINE_PREFIX = "quarantine/"
-
-
-@dataclass
-class CompactionResult:
-    """What one run did: machine-readable, and what the operator puts in status."""
-
-    result: str = "failed"  # succeeded | skipped | failed
-    reason: str = "Unknown"  # CamelCase, as in Kubernetes conditions
-    message: str = ""
-    version: str | None = None
-    base_version: str | None = None
-    deltas_folded: int = 0
-    records_folded: int = 0
-    superseded_ops: int = 0
-    pending_deltas: int = 0
-    corrupt_deltas: list[str] = field(default_factory=list)
-    record_count: int | None = None
-    snapshot_bytes: int | None = None
-    snapshot_created_at: str | None = None
-    lock_contended: bool = False
-    kind: str | None = None  # full | segment: what the run wrote
-    segments: int | None = None  # segments of the version it published
-    segments_merged: int = 0  # existing segments the new one absorbed
-    deltas_deleted: int = 0
-    snapshots_deleted: int = 0
-    segments_deleted: int = 0
-    steps: dict[str, float] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    duration_seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

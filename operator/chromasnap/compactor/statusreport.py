@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from chromasnap.compactor.compaction import CompactionResult
+from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import default_identity
 from chromasnap.logs import fields
 from chromasnap.resource import COMPACTION_RESULTS, GROUP, PLURAL, VERSION

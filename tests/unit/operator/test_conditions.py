@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chromasnap.compactor.compaction import CompactionResult
+from chromasnap.compactor.result import CompactionResult
 from chromasnap.compactor.statusreport import compaction_patch, parse_resource, purged_condition
 from chromasnap.operator import conditions
 from chromasnap.operator.checks import Problem

@@ -19,7 +19,7 @@ import pytest
 from opsupport import NS, UID, body
 from prometheus_client.parser import text_string_to_metric_families
 
-from chromasnap.compactor.compaction import CompactionResult
+from chromasnap.compactor.result import CompactionResult
 from chromasnap.compactor.statusreport import compaction_patch
 from chromasnap.operator.controller.metrics import (
     CollectionCollector,
