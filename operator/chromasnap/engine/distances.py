@@ -13,6 +13,10 @@ functions agree. Chroma (hnswlib underneath) defines, on float32 vectors:
 Results are float32 like Chroma's. Sums run in float64 so that brute force is
 at least as accurate as the index's SIMD float32 loops; the two agree to
 about 1e-6 relative, which is what the differential tests check.
+
+Vectors read back (``include=["embeddings"]``) are not always the vectors
+sent: in cosine space the index keeps only the normalised vector and its
+length, and returns their product (:func:`as_indexed`), which is exact.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ Float32Array = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
 SPACES = ("l2", "ip", "cosine")
+#: Spaces whose index stores vectors normalised, so that reads return them re-derived.
+NORMALIZED_SPACES = frozenset({"cosine"})
 
 
 def as_matrix(x: Any) -> Float32Array:
@@ -44,6 +50,44 @@ def normalize(vectors: Any) -> Float32Array:
     sq: Float32Array = np.einsum("ij,ij->i", v, v, dtype=np.float32)
     inv = (np.float32(1.0) / (np.sqrt(sq) + np.float32(1e-30))).astype(np.float32)
     out: Float32Array = (v * inv[:, None]).astype(np.float32, copy=False)
+    return out
+
+
+def hnsw_lengths(vectors: Any) -> Float32Array:
+    """Row lengths exactly as hnswlib's ``normalize_vector`` computes them.
+
+    A float32 sum of the squares in index order, one element at a time (the
+    loop is not vectorised in chromadb's build: measured bit for bit against
+    chromadb 1.5.9 on x86-64), then a float32 ``sqrt``. ``np.add.accumulate``
+    is numpy's sequential sum; ``np.sum`` and ``einsum`` add pairwise, which
+    rounds differently. A sum that overflows gives ``inf``, as in hnswlib.
+    """
+    v = as_matrix(vectors)
+    if v.shape[1] == 0:
+        return np.zeros(v.shape[0], dtype=np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        squares = np.add.accumulate(v * v, axis=1, dtype=np.float32)[:, -1]
+    lengths: Float32Array = np.sqrt(squares)
+    return lengths
+
+
+def as_indexed(vectors: Any, space: str) -> Float32Array:
+    """``vectors`` as Chroma's index returns them once written in ``space``.
+
+    In cosine space hnswlib stores ``x * (1 / (length + 1e-30))`` and the
+    length, and ``get``/``query`` return ``stored * length``, all in float32:
+    for most vectors that is an ulp or so off in some components (and a
+    zero vector for one whose squared length underflows, NaN for one whose
+    squared length overflows, as chromadb returns). Other spaces store
+    vectors as sent. Not idempotent: apply it once, to vectors as sent.
+    """
+    v = as_matrix(vectors)
+    if space not in NORMALIZED_SPACES:
+        return v
+    length = hnsw_lengths(v)[:, None]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        inv = np.float32(1.0) / (length + np.float32(1e-30))
+        out: Float32Array = (v * inv) * length
     return out
 
 
