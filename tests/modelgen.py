@@ -29,7 +29,7 @@ from chromasnap.engine.merge import (
     sort_ops,
 )
 from chromasnap.engine.ops import RECORD_KINDS, DeleteFilter, Op, OpKey, OpKind
-from chromasnap.reader.freshview import build_overlay
+from chromasnap.reader.freshview import build_overlay, indexed_ops
 
 
 @dataclass
@@ -220,10 +220,12 @@ def records_equal(a: dict[str, Record], b: dict[str, Record]) -> bool:
 
 class PureState:
     """A version as the pure functions see it: records (dict order = storage order),
-    versions and the filtered deletes it keeps (never pruned: tests run in the grace)."""
+    versions and the filtered deletes it keeps (never pruned: tests run in the grace).
+    Its vectors are as the index of a collection in ``space`` returns them."""
 
-    def __init__(self, dimension: int = 4) -> None:
+    def __init__(self, dimension: int = 4, space: str = "l2") -> None:
         self.dimension = dimension
+        self.space = space
         self.records: dict[str, Record] = {}
         self.versions: dict[str, Version] = {}
         self.retained: list[Op] = []
@@ -241,7 +243,7 @@ class PureState:
         touched, _ = settle(p, self.versions)
         self.versions.update(touched)
         self.retained = retain(self.retained, ops, 0)
-        for rid, rec in fold(self.records, p.ops).items():
+        for rid, rec in fold(self.records, indexed_ops(p.ops, self.space)).items():
             if rec is None:
                 self.records.pop(rid, None)
             else:
@@ -250,7 +252,7 @@ class PureState:
     def fresh(self, tail: list[Op]) -> dict[str, Record]:
         """What a fresh read sees: the version with the tail's overlay on top."""
         ov = build_overlay(tail, self.versions, self.dimension, self.lookup,
-                           base_matching=self.matching, retained=self.retained)
+                           base_matching=self.matching, retained=self.retained, space=self.space)
         out = {rid: rec for rid, rec in self.records.items() if rid not in ov.records}
         out.update({rid: rec for rid, rec in ov.records.items() if rec is not None})
         return out

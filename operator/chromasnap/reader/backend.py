@@ -65,7 +65,8 @@ class ReaderBackend:
             return snap.pending
         return self.tail.overlay(snap.lineage, snap.versions, records_of(snap.collection),
                                  under=snap.pending, base_matching=matching_of(snap.collection),
-                                 retained=snap.manifest.retained_filters)
+                                 retained=snap.manifest.retained_filters,
+                                 space=snap.manifest.collection.settings.space.value)
 
     # -- read-your-writes --------------------------------------------------------------
 

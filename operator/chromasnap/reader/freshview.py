@@ -11,6 +11,12 @@ Answers then combine two sources:
 - the overlay's live records, searched exhaustively with the index's own
   distance function (``distances.py``) and filtered by ``filters.py``.
 
+Embeddings come back as chromadb's index returns them: an overlay's
+records hold the vectors of ops as the index will hold them once compacted
+(``distances.as_indexed``; in cosine space not quite the vectors sent), and
+the snapshot's records as chromadb returned them. So a record reads the same
+before and after compaction.
+
 Records come back in Chroma's order (storage order, see
 ``engine.persistence``): a record the tail updates keeps its place in the
 snapshot, and records the tail creates — new ids, or ids deleted and added
@@ -77,9 +83,10 @@ EMPTY = Overlay({}, frozenset(), [], np.zeros((0, 0), dtype=np.float32))
 def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension: int,
                   base_lookup: Lookup, under: Overlay = EMPTY,
                   base_matching: Matching | None = None,
-                  retained: Sequence[Op] = ()) -> Overlay:
+                  retained: Sequence[Op] = (), *, space: str) -> Overlay:
     """Fold tail ops over what they touch: ``under``'s records, else the snapshot's.
 
+    ``space`` is the collection's: it decides how an op's vector reads back.
     ``base_lookup`` reads snapshot records. ``under`` is an overlay the tail
     sits on (a version's segments the reader has not folded into its copy
     yet); ``versions`` must then include its versions. ``base_matching``
@@ -102,7 +109,7 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
             return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32),
                            p.superseded, 0)
         return replace(under, superseded=under.superseded + p.superseded)
-    return _fold(p.ops, p.superseded, dimension, base_lookup, under)
+    return _fold(p.ops, p.superseded, dimension, space, base_lookup, under)
 
 
 def _lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
@@ -128,15 +135,37 @@ def _matching_over(base_matching: Matching, under: Overlay) -> Matching:
 
 
 def build_planned(ops: Sequence[Op], dimension: int,
-                  base_lookup: Callable[[list[str]], Mapping[str, Record]]) -> Overlay:
+                  base_lookup: Callable[[list[str]], Mapping[str, Record]], *,
+                  space: str) -> Overlay:
     """The overlay of ops already planned and ordered, as a segment stores them."""
     if not ops:
         return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32))
-    return _fold(list(ops), 0, dimension, base_lookup, EMPTY)
+    return _fold(list(ops), 0, dimension, space, base_lookup, EMPTY)
 
 
-def _fold(ops: list[Op], superseded: int, dimension: int,
+def indexed_ops(ops: list[Op], space: str) -> list[Op]:
+    """``ops`` with every vector as chromadb's index will return it (``distances.as_indexed``).
+
+    Only ops carry vectors as sent: the snapshot's records (``base_lookup``)
+    and an ``under`` overlay's already hold them as the index returns them,
+    and the transform must not run twice (it is not idempotent). One matrix
+    for all ops: the sequential sum it needs is slow row by row.
+    """
+    if space not in distances.NORMALIZED_SPACES:
+        return ops
+    carrying = [(i, op.embedding) for i, op in enumerate(ops) if op.embedding is not None]
+    if not carrying:
+        return ops
+    indexed = distances.as_indexed(np.stack([vector for _, vector in carrying]), space)
+    out = list(ops)
+    for (i, _), vector in zip(carrying, indexed, strict=True):
+        out[i] = replace(ops[i], embedding=vector)
+    return out
+
+
+def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
           base_lookup: Callable[[list[str]], Mapping[str, Record]], under: Overlay) -> Overlay:
+    ops = indexed_ops(ops, space)
     touched = list(dict.fromkeys(op.id for op in ops))
     found = base_lookup([rid for rid in touched if rid not in under.records])
     base: dict[str, Record] = dict(found)

@@ -289,7 +289,8 @@ class SnapshotReader:
         for seg in man.segments[len(local.segments):]:
             ops += segments.read_ops(self.store, seg, dim, self.on_bytes)
             seg_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
-        pending = build_planned(ops, dim, records_of(local.collection))
+        pending = build_planned(ops, dim, records_of(local.collection),
+                                space=man.collection.settings.space.value)
         # ChainMap only ever writes to its first map; the copy's table is read-only.
         below = cast(MutableMapping[str, Version], local.versions)
         return LoadedSnapshot(man, local, pending, ops, ChainMap(seg_versions, below), lineage)

@@ -213,7 +213,7 @@ class DeltaTail:
     def overlay(self, on: Lineage, versions: Mapping[str, Version],
                 base_lookup: Callable[[list[str]], Mapping[str, Record]],
                 under: Overlay = EMPTY, base_matching: Matching | None = None,
-                retained: Sequence[Op] = ()) -> Overlay:
+                retained: Sequence[Op] = (), *, space: str) -> Overlay:
         """The overlay on the loaded version ``on``, cached per change.
 
         It merges exactly the deltas ``on`` has not folded (``pending_on``),
@@ -221,7 +221,8 @@ class DeltaTail:
         overlay of the version's segments that the reader's copy does not
         hold yet; the tail's writes go on top of it. ``base_matching`` finds
         the copy's records a filtered delete matches; ``retained`` are the
-        filtered deletes ``on`` keeps for late writes.
+        filtered deletes ``on`` keeps for late writes; ``space`` is the
+        collection's (it never changes, so the cache need not know it).
         """
         with self._lock:
             key = (on.version, self._generation)
@@ -231,7 +232,7 @@ class DeltaTail:
             ops = [op for name in sorted(entries) if pending_on(name, entries[name].stamp, on)
                    for op in entries[name].ops]
         ov = (build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching,
-                            retained) if ops else under)
+                            retained, space=space) if ops else under)
         with self._lock:
             if self._generation == key[1]:
                 self._overlay_key, self._overlay, self._overlay_under = key, ov, under

@@ -120,8 +120,11 @@ def test_a_read_on_the_previous_version_still_sees_what_only_the_new_one_folded(
         assert reader.refresh()
         new = reader.current
         assert new is not None and new is not old
-        on_old = tail.overlay(old.lineage, old.versions, records_of(old.collection), old.pending)
-        on_new = tail.overlay(new.lineage, new.versions, records_of(new.collection), new.pending)
+        space = SETTINGS.space.value
+        on_old = tail.overlay(old.lineage, old.versions, records_of(old.collection), old.pending,
+                              space=space)
+        on_new = tail.overlay(new.lineage, new.versions, records_of(new.collection), new.pending,
+                              space=space)
         assert set(on_old.records) == {"a"}  # not in its snapshot: the tail still serves it
         assert on_new.empty  # in the new snapshot: merged once, not twice
     assert tail.names() == frozenset()

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from chromasnap.engine import merge
+from chromasnap.engine import distances, merge
 from chromasnap.engine.errors import Internal
 from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import RECORD_KINDS, Op, OpKey, OpKind
@@ -34,7 +34,8 @@ def overlay(snapshot: Sequence[str], ops: list[Op],
     base = {r: Record(r, np.zeros(DIM, dtype=np.float32), None,
                       dict(metadata[r]) if metadata and r in metadata else None)  # type: ignore[arg-type]
             for r in snapshot}
-    return freshview.build_overlay(ops, {}, DIM, lambda ids: {i: base[i] for i in ids if i in base})
+    return freshview.build_overlay(ops, {}, DIM, lambda ids: {i: base[i] for i in ids if i in base},
+                                   space="l2")
 
 
 def positions_of(snapshot: Sequence[str],
@@ -144,15 +145,17 @@ def test_query_ids_fail_where_chroma_fails() -> None:
                      has_index=False)
 
 
+@pytest.mark.parametrize("space", ["l2", "cosine"])
 @pytest.mark.parametrize("seed", range(80))
-def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int) -> None:
+def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int, space: str) -> None:
     """The tail's overlay on top of unfolded segments == one overlay of both, in order.
 
     Segments hold ops already planned (their order is the applied order, not
     the key order: merged segments and late deltas); the tail is planned on
     top of the segments' versions. Records, order (snapshot places and
     creation order), ``in_base`` and counts must be what folding everything
-    at once gives, which is what a full compaction writes.
+    at once gives, which is what a full compaction writes; in cosine space
+    that includes every vector read back as the index returns it, once.
     """
     rng = random.Random(seed)
     ids = [f"r{i}" for i in range(8)]
@@ -181,9 +184,10 @@ def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int) -> None:
         versions.update(p.versions)
         seg_ops += p.ops
     tail = rand_ops(rng.randrange(0, 10))
-    under = freshview.build_planned(seg_ops, DIM, lookup)
-    got = freshview.build_overlay(tail, versions, DIM, lookup, under)
-    want = freshview.build_planned(seg_ops + merge.plan(tail, versions).ops, DIM, lookup)
+    under = freshview.build_planned(seg_ops, DIM, lookup, space=space)
+    got = freshview.build_overlay(tail, versions, DIM, lookup, under, space=space)
+    want = freshview.build_planned(seg_ops + merge.plan(tail, versions).ops, DIM, lookup,
+                                   space=space)
     assert set(got.records) == set(want.records)
     for r, rec in want.records.items():
         g = got.records[r]
@@ -195,3 +199,33 @@ def test_tail_on_segment_overlay_equals_one_fold_of_both(seed: int) -> None:
     assert got.stays == want.stays and got.in_base == want.in_base
     assert np.array_equal(got.matrix, want.matrix)
     assert freshview.count(len(base), got) == freshview.count(len(base), want)
+
+
+@pytest.mark.parametrize("space", ["cosine", "l2", "ip"])
+def test_tail_vectors_read_back_as_the_index_returns_them(space: str) -> None:
+    """Issue 17, 5: in cosine space a vector from the tail reads as chromadb will return it.
+
+    Vectors sent in the tail's ops (add, upsert, a vector update) read back
+    through ``distances.as_indexed``, in get and in query; a snapshot record
+    the tail only changes the metadata of keeps the vector chromadb returned,
+    untouched (the transform is not idempotent). Other spaces: as sent.
+    """
+    sent = np.array([0.1, 0.2, 0.3], dtype=np.float32)
+    indexed = distances.as_indexed(sent, space)[0]
+    assert np.array_equal(indexed, sent) == (space not in distances.NORMALIZED_SPACES)
+    from_chroma = np.array([0.1, 0.5, 0.7], dtype=np.float32)  # as the snapshot returned it
+    base = {r: Record(r, from_chroma.copy()) for r in ("kept", "moved")}
+    ops = [Op(OpKind.ADD, "new", OpKey(1, "w", 1), sent),
+           Op(OpKind.UPSERT, "up", OpKey(2, "w", 2), sent * 3),
+           Op(OpKind.UPDATE, "moved", OpKey(3, "w", 3), sent * 5),
+           Op(OpKind.UPDATE, "kept", OpKey(4, "w", 4), metadata={"k": 1})]
+    ov = freshview.build_overlay(ops, {}, 3, lambda ids: {i: base[i] for i in ids if i in base},
+                                 space=space)
+    want = {"new": indexed, "up": distances.as_indexed(sent * 3, space)[0],
+            "moved": distances.as_indexed(sent * 5, space)[0], "kept": from_chroma}
+    got = freshview.tail_columns(ov, list(want), ["embeddings"])["embeddings"]
+    for rid, vector in zip(want, got, strict=True):
+        assert np.array_equal(vector, want[rid]), (rid, vector, want[rid])
+    q = freshview.merge_query({"ids": [[]]}, ov, sent.reshape(1, -1), 4, space, ["embeddings"])
+    for rid, vector in zip(q["ids"][0], q["embeddings"][0], strict=True):
+        assert np.array_equal(vector, want[rid]), (rid, vector, want[rid])
