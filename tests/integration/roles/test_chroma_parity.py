@@ -18,6 +18,7 @@ from typing import Any
 
 import chromadb
 import httpx
+import numpy as np
 import pytest
 from chromadb.errors import InternalError
 
@@ -37,13 +38,16 @@ SETTINGS = CollectionSettings(name="docs", dimension=DIM, space=Space.L2)
 class Pair:
     """chromasnap (one writer, one reader) and a chromadb reference, written alike."""
 
-    def __init__(self, minio: MinioServer, tmp: Path, fold: bool = True) -> None:
+    def __init__(self, minio: MinioServer, tmp: Path, fold: bool = True,
+                 settings: CollectionSettings = SETTINGS) -> None:
         self.tmp = tmp
         self.fold = fold
+        self.settings = settings
         url = minio.new_bucket_url()
         self.store = open_store(url, minio.endpoint)
         self.compact()  # the empty first version: a snapshot without an index
-        self.stack = Stack(stack_env(url, minio.endpoint, SETTINGS.name, DIM, "l2"), tmp)
+        self.stack = Stack(stack_env(url, minio.endpoint, settings.name, settings.dimension,
+                                     settings.space.value), tmp)
         reader_port = free_port()
         writer = self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{reader_port}")
         self.reader: Proc = self.stack.start(
@@ -52,15 +56,16 @@ class Pair:
         )
         self.stack.wait(self.reader, "/readyz")
         self.col = chromadb.HttpClient(host="127.0.0.1", port=self.reader.port).get_collection(
-            SETTINGS.name
+            settings.name
         )
         self.ref_client = chromadb.PersistentClient(path=str(tmp / "reference"))
         self.ref = self.ref_client.create_collection(
-            SETTINGS.name, configuration={"hnsw": {"space": "l2"}}, embedding_function=None
+            settings.name, configuration={"hnsw": {"space": settings.space.value}},
+            embedding_function=None,
         )
 
     def compact(self) -> int:
-        res = compactor(self.store, self.tmp / "compactor", settings=SETTINGS).run()
+        res = compactor(self.store, self.tmp / "compactor", settings=self.settings).run()
         assert res.result == "succeeded", res.message
         return mf.version_seq(res.version)
 
@@ -98,10 +103,18 @@ class Pair:
         self.stack.stop()
 
 
+@pytest.fixture
+def space() -> Space:
+    """The pair's distance function: ``SETTINGS``'s, unless a test parametrizes ``space``."""
+    return SETTINGS.space
+
+
 @pytest.fixture(params=["folded", "overlay"])
-def pair(minio: MinioServer, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+def pair(minio: MinioServer, tmp_path: Path, request: pytest.FixtureRequest,
+         space: Space) -> Iterator[Pair]:
     """A pair whose reader folds segments into its copy, or serves them as an overlay."""
-    p = Pair(minio, tmp_path, fold=request.param == "folded")
+    p = Pair(minio, tmp_path, fold=request.param == "folded",
+             settings=SETTINGS.model_copy(update={"space": space}))
     yield p
     p.close()
 
@@ -283,3 +296,48 @@ def test_filtered_delete_errors_match_chroma(pair: Pair) -> None:
     assert httpx.post(url, json={"ids": [], "where": {"k": 1}}).status_code == 200  # no-op
     pair.compact_and_wait()
     assert pair.col.get(include=[])["ids"] == pair.ref.get(include=[])["ids"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("space", [Space.COSINE, Space.IP])
+def test_embeddings_read_back_as_chroma_returns_them(pair: Pair, space: Space) -> None:
+    """Issue 17, 5: a cosine index returns vectors re-derived from its normalised copy.
+
+    So a vector reads back an ulp or so off what was sent; a record read
+    from the fresh tail must read the same, in get and query, or its vector
+    would change when compacted. A record whose metadata alone the tail
+    changes keeps the vector chromadb returns (not transformed twice).
+    Inner product stores vectors as sent.
+    """
+    rng = np.random.default_rng(17)
+
+    def vectors(n: int) -> list[list[float]]:
+        v = rng.standard_normal((n, DIM)) * rng.choice([1e-3, 1.0, 7.0], size=(n, 1))
+        return v.astype(np.float32).tolist()
+
+    def f32(rows: Any) -> np.ndarray:
+        return np.asarray(rows, dtype=np.float32)
+
+    def check() -> None:
+        got, want = pair.col.get(include=["embeddings"]), pair.ref.get(include=["embeddings"])
+        assert got["ids"] == want["ids"]
+        assert np.array_equal(f32(got["embeddings"]), f32(want["embeddings"]))
+        q: Any = {"query_embeddings": vectors(3), "n_results": 8, "include": ["embeddings"]}
+        got, want = pair.col.query(**q), pair.ref.query(**q)
+        assert got["ids"] == want["ids"]
+        for ours, theirs in zip(got["embeddings"], want["embeddings"], strict=True):
+            assert np.array_equal(f32(ours), f32(theirs))
+
+    ids = [f"r{i}" for i in range(12)]
+    sent = vectors(12)
+    pair.write("add", ids=ids, embeddings=sent, metadatas=[{"n": i} for i in range(12)])
+    read = f32(pair.ref.get(ids=ids, include=["embeddings"])["embeddings"])
+    # Not as sent in cosine space (else this test would test nothing); as sent in ip.
+    assert np.array_equal(read, f32(sent)) == (space != Space.COSINE)
+    pair.in_both_states(check)  # only in the tail, then only in the snapshot
+    pair.write("update", ids=["r1"], embeddings=vectors(1))
+    pair.write("update", ids=["r2"], metadatas=[{"n": 20}])  # metadata only
+    pair.write("upsert", ids=["r3", "n1"], embeddings=vectors(2))
+    pair.write("add", ids=["n2", "n3"], embeddings=vectors(2))
+    pair.write("delete", ids=["r4"])
+    pair.write("add", ids=["r4"], embeddings=vectors(1))
+    pair.in_both_states(check)  # snapshot and tail, then all in the snapshot
