@@ -21,7 +21,7 @@ import pytest
 from tests.modelgen import chroma_call
 
 from chromasnap.config import CollectionSettings, Space
-from chromasnap.engine import chromadir, persistence, reads, replay
+from chromasnap.engine import chromadir, distances, persistence, reads, replay
 from chromasnap.engine.ops import RECORD_KINDS, Metadata, Op, OpKey, OpKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -422,14 +422,17 @@ def test_invalid_ops_are_refused(coll: Path) -> None:
         assert reads.count(col) == 0
 
 
-def test_cosine_space_reads_back_within_float_rounding(tmp_path: Path) -> None:
+def test_cosine_space_reads_back_as_the_index_returns_it(tmp_path: Path) -> None:
     path = tmp_path / "cos"
     chromadir.create_collection(path, settings(space=Space.COSINE))
     got = apply(path, [add("a", vec(1, 1, 0, 0)), add("b", vec(3, 0, 4, 0))])
     # Cosine indexes store normalized vectors and scale back on read: the
-    # result can differ from what was written in the last bit.
-    np.testing.assert_allclose(got["a"].embedding, vec(1, 1, 0, 0), rtol=1e-6)
-    np.testing.assert_allclose(got["b"].embedding, vec(3, 0, 4, 0), rtol=1e-6)
+    # result can differ from what was written in the last bit, exactly so.
+    a = distances.as_indexed(vec(1, 1, 0, 0), "cosine")[0]
+    assert not np.array_equal(a, vec(1, 1, 0, 0))
+    np.testing.assert_array_equal(got["a"].embedding, a)
+    np.testing.assert_array_equal(got["b"].embedding, distances.as_indexed(vec(3, 0, 4, 0),
+                                                                           "cosine")[0])
 
 
 # ---------------------------------------------------------------- grouping == sequential
