@@ -121,23 +121,48 @@ def test_ready_write_and_read_through_the_services(docs: dict[str, Any]) -> None
         assert reader.get(ids=["first-3"])["documents"] == ["doc first-3"]
 
 
+def _suspend_schedule(suspend: bool) -> None:
+    """``spec.compactor.suspend``, waited for until the CronJob has it and runs nothing."""
+    kubectl("-n", NAMESPACE, "patch", "ccol", COLLECTION, "--type=merge",
+            "-p", f'{{"spec":{{"compactor":{{"suspend":{str(suspend).lower()}}}}}}}')
+
+    def applied() -> bool:
+        cj = kjson("-n", NAMESPACE, "get", "cronjob", f"{COLLECTION}-compactor")
+        return bool(cj["spec"].get("suspend")) == suspend and (
+            not suspend or not cj.get("status", {}).get("active"))
+
+    wait_for(f"the compaction CronJob suspend={suspend}", applied, 120)
+
+
 def test_compaction_on_demand(docs: dict[str, Any]) -> None:
     with TIMINGS.step("compaction by chromasnap.dev/compact-now"):
-        before = _now()
-        _compact_now(f"e2e-{time.time():.0f}")
-        last = _wait_compaction_succeeded(before, len(ACKED))
-        assert _jobs("manual"), "no on-demand compaction Job"
-        TIMINGS.facts["compact-now run"] = last
+        # Only the on-demand run may fold these writes: with the schedule running, a
+        # scheduled run that fires in between folds them first (and this one skips).
+        _suspend_schedule(True)
+        try:
+            ids = [f"on-demand-{i}" for i in range(50)]
+            collection(WRITER_PORT).add(ids=ids, embeddings=vectors(50, seed=3))
+            ACKED.update(ids)
+            before = _now()
+            _compact_now(f"e2e-{time.time():.0f}")
+            last = _wait_compaction_succeeded(before, len(ACKED))
+            assert _jobs("manual"), "no on-demand compaction Job"
+            assert last["recordsFolded"] >= len(ids), last
+            TIMINGS.facts["compact-now run"] = last
+        finally:
+            _suspend_schedule(False)
 
 
 def test_compaction_by_the_cronjob_schedule(docs: dict[str, Any]) -> None:
     with TIMINGS.step("compaction by the CronJob schedule (every minute)"):
+        # `before` first: a run of the old schedule that folds these writes in between
+        # is a scheduled run after `before` too (taken after the writes, it was missed)
+        scheduled_before = {j["metadata"]["name"] for j in _jobs("scheduled")}
+        before = _now()
         writer = collection(WRITER_PORT)
         ids = [f"cron-{i}" for i in range(100)]
         writer.add(ids=ids, embeddings=vectors(100, seed=2))
         ACKED.update(ids)
-        scheduled_before = {j["metadata"]["name"] for j in _jobs("scheduled")}
-        before = _now()
         kubectl("-n", NAMESPACE, "patch", "ccol", COLLECTION, "--type=merge",
                 "-p", '{"spec":{"compactor":{"schedule":"* * * * *"}}}')
         try:
