@@ -89,6 +89,14 @@ def save(results: list[Result], command: str) -> None:
     _write_table(doc)
 
 
+def replace_block(start_marker: str, end_marker: str, lines: list[str]) -> None:
+    """Replace what lies between two markers of docs/benchmarks.md with ``lines``."""
+    text = MD_PATH.read_text()
+    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
+    block = "\n".join([start_marker, *lines, end_marker])
+    MD_PATH.write_text(text[:start] + block + text[end:])
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "—"

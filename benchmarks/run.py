@@ -25,13 +25,6 @@ INGEST_START = "<!-- ingest:start -->"
 INGEST_END = "<!-- ingest:end -->"
 
 
-def _replace_block(start_marker: str, end_marker: str, lines: list[str]) -> None:
-    text = report.MD_PATH.read_text()
-    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
-    block = "\n".join([start_marker, *lines, end_marker])
-    report.MD_PATH.write_text(text[:start] + block + text[end:])
-
-
 def write_scaling(scaling: dict[str, object]) -> None:
     """Record the compaction-vs-base-size curve and the ingest's rounds in docs/benchmarks.md."""
     rows = [
@@ -43,7 +36,7 @@ def write_scaling(scaling: dict[str, object]) -> None:
             f"| {r['base_records']:,} | {r['kind']} | {r['seconds']:.1f} | "
             f"{r['downloaded_bytes'] / 1e6:.1f} | {(r['uploaded_bytes'] or 0) / 1e6:.1f} |"
         )
-    _replace_block(SCALING_START, SCALING_END, [
+    report.replace_block(SCALING_START, SCALING_END, [
         f"Fixed delta: {scaling['delta_records']:,} records; "
         "compactor cache cold (as in a CronJob pod).", "", *rows])
     ingest = [
@@ -58,7 +51,7 @@ def write_scaling(scaling: dict[str, object]) -> None:
             f"{r['downloaded_bytes'] / 1e6:.1f} | {r['seconds']:.1f} | "
             f"{r['version_bytes'] / 1e6:.1f} |"
         )
-    _replace_block(INGEST_START, INGEST_END, ingest)
+    report.replace_block(INGEST_START, INGEST_END, ingest)
     data = json.loads(report.JSON_PATH.read_text())
     data["compaction_scaling"] = scaling
     report.JSON_PATH.write_text(json.dumps(data, indent=2) + "\n")

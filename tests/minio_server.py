@@ -6,6 +6,7 @@ The binary is built by ``make test`` (``hack/build-tools.sh``) into
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -100,13 +101,13 @@ class MinioServer:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Start MinIO and wait until it answers its liveness probe."""
+    def start(self, port: int | None = None) -> None:
+        """Start MinIO (on ``port``, else a free one) and wait until it answers its probe."""
         if not self.binary.exists():
             raise FileNotFoundError(f"MinIO binary not found at {self.binary}; run `make test`")
         # The port can be taken between free_port() and MinIO's bind; try a few.
         for _ in range(3):
-            self.port = free_port()
+            self.port = port or free_port()
             console = free_port()
             env = {
                 **os.environ,
@@ -179,6 +180,15 @@ class MinioServer:
                 self._proc.kill()
                 self._proc.wait(timeout=10)
         self._proc = None
+
+    def stop_process(self) -> None:
+        """Stop the MinIO process only (SIGTERM), keeping its data: ``start(port=self.port)``
+        resumes it, as an outage of the object store would end."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=15)
+        self._kill()
 
     def stop(self) -> None:
         """Stop MinIO and remove the data it created."""
