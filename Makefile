@@ -11,13 +11,14 @@ export CHROMASNAP_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint unit test demo dev bench cluster-up cluster-down \
+.PHONY: help venv tools lint unit test demo dev bench soak cluster-up cluster-down \
         kind-up kind-e2e kind-down image clean
 
 help:
 	@echo "make demo   - run the whole loop locally (no cluster, no cloud account)"
 	@echo "make test   - lint, type-check and run all tests against real MinIO and kube-apiserver"
 	@echo "make bench  - benchmarks vs. peers; writes docs/benchmarks.{md,json}"
+	@echo "make soak   - an hour of churn through real processes beside chroma run (SOAK_ARGS=--faults)"
 	@echo "make dev    - writer + compactor + reader on a local bucket, for chromadb.HttpClient"
 	@echo "make cluster-up / cluster-down - a real local control plane (kube-apiserver, etcd, kwok)"
 	@echo "make kind-up / kind-e2e / kind-down - a kind cluster with the real image (Docker is installed if missing)"
@@ -58,6 +59,12 @@ dev: $(STAMP)
 
 bench: $(STAMP) tools
 	@$(PY) -m benchmarks.run
+
+# Not part of `make test`: an hour by default (SOAK_ARGS="--minutes 15 --faults" for less).
+SOAK_ARGS ?=
+soak: $(STAMP)
+	@bash hack/build-tools.sh minio
+	@$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 cluster-up: $(STAMP) tools
 	@$(PY) hack/cluster.py up --dir .cache/cluster
