@@ -25,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
-from chromasnap.engine import persistence, reads, replay
+from chromasnap.engine import chromadir, persistence, reads, replay
 from chromasnap.engine.merge import Matching, Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
@@ -302,6 +302,8 @@ class SnapshotReader:
                 return
         local.handle.close()
         shutil.rmtree(local.path, ignore_errors=True)
+        # What this copy's index and caches held is free now, but glibc would keep it.
+        chromadir.release_memory()
 
     # -- folding segments into the local copy -------------------------------------------
 

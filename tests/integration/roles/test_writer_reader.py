@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from chromasnap.compactor.policy import MergePolicy
+from chromasnap.engine import chromadir
 from chromasnap.engine.errors import InvalidWrite, Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.engine.validation import Limits
@@ -273,3 +276,37 @@ def test_poll_loop_recovers_after_an_outage_without_a_new_version(minio: MinioSe
         assert not replica.reader.failing and replica.reader.last_error is None
         assert poller.failures == 0 and poller.delay() == 1.0
         replica.reader.close()
+
+
+def test_a_reader_releases_every_copy_it_no_longer_serves(store: ObjectStore,
+                                                           tmp_path: Path) -> None:
+    """Issue 20: swapped-out copies (new bases and folds alike) are closed and deleted:
+    no chromadb client, no open file, nothing on disk but what is served."""
+    cache = tmp_path / "reader"
+    reader = SnapshotReader(store, cache)
+    served = []
+    for gen in range(1, 8):
+        publish_generation(store, tmp_path / "c", gen, policy=FULL if gen % 3 == 0 else None)
+        assert reader.refresh()
+        reader.fold_pending()
+        with reader.use() as snap:
+            served.append(snap.path)
+            assert snap.collection.count() == gen + 1
+    current = served[-1]
+    assert len(set(served)) > 3  # new bases and folds: each a copy of its own
+    assert [p for p in served if p != current and (p.exists() or chromadir.is_open(p / mf.DB_DIR))
+            ] == []
+    assert [p.name for p in (cache / "snapshots").iterdir()] == [current.name]
+    prefix = str(cache.resolve()) + os.sep
+    held = [t for t in _fd_targets() if t.startswith(prefix)]
+    assert held and all(t.startswith(str(current.resolve()) + os.sep) for t in held)
+    reader.close()
+    assert not [t for t in _fd_targets() if t.startswith(prefix)]
+
+
+def _fd_targets() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return out
