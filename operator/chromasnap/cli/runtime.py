@@ -237,4 +237,8 @@ def build_reader_app(s: ReaderSettings) -> Any:
 
 def run_reader(s: ReaderSettings) -> int:
     """Serve the reader until terminated."""
+    from chromasnap.engine.chromadir import limit_malloc_arenas
+
+    # Before any thread allocates: a reader's memory then follows what it serves.
+    limit_malloc_arenas()
     return _serve(build_reader_app(s), s.host, s.port, s.drain_seconds, s.internal_port)

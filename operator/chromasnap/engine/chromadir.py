@@ -19,9 +19,8 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import chromadb
 from chromadb.api import ClientAPI, ServerAPI
@@ -104,35 +103,57 @@ def close_client(client: ClientAPI, path: Path) -> None:
     _wait_released(path)
 
 
+#: ``mallopt`` parameter: the most arenas glibc's malloc may create (glibc's malloc.h).
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let glibc's ``malloc`` use at most ``arenas`` arenas in this process (before threads
+    start allocating: existing arenas stay).
+
+    By default glibc gives threads up to eight arenas per core, each a heap
+    of its own that is never given back whole; chromadb's Rust runtime, its
+    query pool and the HTTP server's thread pool spread a reader's short-lived
+    allocations (records, vectors, index copies) over 15-20 of them, each
+    holding 5-20 MB of free memory. Two arenas keep what is free in two
+    heaps, which ``malloc_trim`` can then return. Same as
+    ``MALLOC_ARENA_MAX=2``; returns False where there is no glibc.
+    """
+    libc = _libc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
 def release_memory() -> bool:
     """Hand the memory that closed clients freed back to the operating system.
 
-    chromadb's Rust code allocates through glibc's ``malloc`` from many threads
-    (its runtime's and the query pool's). glibc keeps freed blocks in per-thread
-    arenas, and once a large block was freed it serves even index-sized blocks
-    from those arenas instead of ``mmap``: a process that loads and drops one
-    index after another (a reader swapping versions) keeps the high-water mark
-    of all of them resident. ``gc.collect`` drops cyclic garbage that may still
-    hold a client's objects, ``malloc_trim(0)`` returns every arena's free
-    pages. Costs a few milliseconds; returns False where there is no glibc.
+    chromadb's Rust code allocates through glibc's ``malloc`` from many threads.
+    glibc keeps freed blocks in its arenas, and once a large block was freed
+    it serves even index-sized blocks from them instead of ``mmap``: a
+    process that loads and drops one index after another (a reader swapping
+    versions) would keep the high-water mark of all of them resident.
+    ``gc.collect`` drops cyclic garbage that may still hold a client's
+    objects, ``malloc_trim(0)`` returns every arena's free pages. Costs a few
+    milliseconds; returns False where there is no glibc.
     """
     gc.collect()
-    trim = _malloc_trim()
-    if trim is None:
+    libc = _libc()
+    if libc is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc() -> Any:
     name = ctypes.util.find_library("c")
     if not name:
         return None
     try:
-        return cast(Callable[[int], int], ctypes.CDLL(name).malloc_trim)
-    except (OSError, AttributeError):  # not glibc
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
 def server_api(collection: Collection) -> ServerAPI:
