@@ -227,6 +227,10 @@ class CompactorSettings(CommonSettings):
     merge_full_ratio: Annotated[float, Field(ge=0)] = 1.0
     merge_shadowed_ratio: Annotated[float, Field(ge=0)] = 0.2
     merge_max_segments: Annotated[int, Field(ge=1, le=1000)] = 30
+    # A full run builds the base afresh from its live records once its HNSW index would
+    # hold more dead elements (deleted or replaced vectors, which chromadb never drops)
+    # than this times the records.
+    merge_dead_ratio: Annotated[float, Field(ge=0)] = 0.1
     # Point-in-time recovery: keep every version and delta that restoring to any time
     # in this window needs (0: off, applied deltas go after the grace period).
     recovery_window_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = 0

@@ -72,6 +72,7 @@ def make_compactor(s: CompactorSettings) -> Compactor:
                 full_merge_ratio=s.merge_full_ratio,
                 shadowed_ratio=s.merge_shadowed_ratio,
                 max_segments=s.merge_max_segments,
+                dead_ratio=s.merge_dead_ratio,
             ),
             recovery_window_seconds=s.recovery_window_seconds,
             bootstrap=bootstrap_of(s),

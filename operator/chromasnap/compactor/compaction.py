@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from chromasnap.compactor import collect, policy
 from chromasnap.compactor.bootstrap import Bootstrap, BootstrapFailed, start_from
@@ -30,7 +31,7 @@ from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings, SettingsMismatch, keep_recorded
-from chromasnap.engine import chromadir, persistence, reads, replay
+from chromasnap.engine import chromadir, persistence, reads, rebuild, replay
 from chromasnap.engine.merge import (
     Version,
     expand_filtered_deletes,
@@ -302,25 +303,26 @@ class Compactor:
         with self._step(res, "apply"):
             versions = snapshots.read_versions(work / mf.VERSIONS_FILE)
             versions.update(fb.segment_versions)
-            with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
-                # The base's segments first, in their order, then the deltas: one open.
-                below = fb.segment_ops
-                if needs_records(ops, retained):
-                    # Filtered deletes are decided on the version's records: apply its
-                    # segments first, then find what each one removes.
+            below = fb.segment_ops
+            if needs_records(ops, retained):
+                # Filtered deletes are decided on the version's records: apply its
+                # segments first, then find what each one removes.
+                with persistence.open_collection(work / mf.DB_DIR, self.settings.name) as (_, col):
                     replay.apply_ops(col, below, dimension=self.settings.dimension)
-                    below = []
                     ops = expand_filtered_deletes(ops, versions, reads.state_lookup(col),
                                                   reads.state_matching(col), retained)
-                fold = plan(ops, versions)
-                replay.apply_ops(col, [*below, *fold.ops], dimension=self.settings.dimension)
-                record_count = int(col.count())
-                model = reads.collection_info(col)
-            touched, _ = settle(fold, versions)
+                persistence.finalize(work / mf.DB_DIR)
+                below = []
+            fold = plan(ops, versions)
+            touched, change = settle(fold, versions)
             versions.update(touched)
             horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
             versions = prune_tombstones(versions, horizon)
-            persistence.finalize(work / mf.DB_DIR)
+            # The base's segments first (unless applied above), in their order, then the deltas.
+            todo = [*below, *fold.ops]
+            live = (new.parent.record_count if new.parent else 0) + change
+            record_count, model, res.base_rebuilt = self._apply_full(work, fb, todo, live,
+                                                                     new.settings)
             snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
             res.records_folded = len(fold.ops)
             res.superseded_ops = fold.superseded
@@ -340,6 +342,32 @@ class Compactor:
                 self.on_bytes,
                 after_first_file=lambda: _failpoint("upload", "mid"),
             )
+
+    def _apply_full(self, work: Path, fb: _FullBase, ops: list[Op], live: int,
+                    settings: CollectionSettings) -> tuple[int, dict[str, Any], bool]:
+        """Apply ``ops`` to the base at ``work``: in place, or by building the base afresh
+        when its index would hold more history than the policy allows (chromadb never
+        drops deleted or replaced vectors). Returns records, the collection's JSON and
+        whether it was built afresh."""
+        db = work / mf.DB_DIR
+        state = rebuild.index_state(db, fb.collection_id)
+        # An upper bound: every write carrying a vector may take a new index element.
+        elements = (state.elements if state else 0) + sum(op.embedding is not None for op in ops)
+        if policy.rebuild_base(elements, live, self.opt.policy):
+            fresh = work / "rebuilt"
+            built = rebuild.rebuild(db, fresh, settings, ops)  # the recorded index settings
+            shutil.rmtree(db)
+            fresh.rename(db)
+            log.info("base built afresh from its live records",
+                     extra=fields(elements_before=state.elements if state else 0,
+                                  records=built.records))
+            return built.records, built.model, True
+        with persistence.open_collection(db, self.settings.name) as (_, col):
+            replay.apply_ops(col, ops, dimension=self.settings.dimension)
+            record_count = int(col.count())
+            model = reads.collection_info(col)
+        persistence.finalize(db)
+        return record_count, model, False
 
     # -- a segment: the deltas (and the newest segments) on top of the same base ------
 

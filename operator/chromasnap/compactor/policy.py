@@ -10,6 +10,11 @@ segments hold more writes than ``full_merge_ratio`` times the base, or
 shadow more than ``shadowed_ratio`` of it. Both thresholds grow with the
 base, so bytes uploaded over an ingest stay a small multiple of the data
 (docs/benchmarks.md, ``write_amplification``).
+
+A full run also decides whether the new base is *rebuilt* from its live
+records (``rebuild_base``): chromadb never drops deleted or replaced vectors
+from its index, so a base carried forward under churn grows with the history
+of writes, not with the data (``engine.rebuild``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class MergePolicy:
     shadowed_ratio: float = 0.2
     floor_ops: int = 1000  # segments below this count as this big
     max_segments: int = 30  # hard cap: a full merge beyond it
+    dead_ratio: float = 0.1  # a full run builds its base afresh past dead = ratio x records
 
 
 @dataclass(frozen=True)
@@ -84,3 +90,19 @@ def merge_count(sizes: Sequence[int], new_ops: int, policy: MergePolicy) -> int:
             return len(sizes) - end
         merged += sum(sizes[start:end])
         end = start
+
+
+def rebuild_base(elements: int, live: int, policy: MergePolicy) -> bool:
+    """Whether a full run builds its base afresh from the live records.
+
+    ``elements`` is what the base's HNSW index would hold after the run
+    (deleted and replaced vectors included; an upper bound will do), ``live``
+    its records. Building afresh costs one add per live record instead of
+    one chromadb call per write folded, so it is done once the dead elements
+    exceed ``dead_ratio`` times the records: a published index then never
+    holds more than ``1 + dead_ratio`` times what a fresh collection of the
+    same records holds (1.1x at the default), while a run that only adds
+    records (an ingest) never rebuilds.
+    """
+    dead = elements - live
+    return dead > 0 and dead > policy.dead_ratio * live

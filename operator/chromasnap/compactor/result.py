@@ -28,6 +28,7 @@ class CompactionResult:
     kind: str | None = None  # full | segment: what the run wrote
     segments: int | None = None  # segments of the version it published
     segments_merged: int = 0  # existing segments the new one absorbed
+    base_rebuilt: bool = False  # a full run that rebuilt the base from its live records
     deltas_deleted: int = 0
     snapshots_deleted: int = 0
     segments_deleted: int = 0

@@ -160,7 +160,8 @@ def open_collection(path: Path, name: str, *, flush_on_exit: bool = True) -> Ite
 # ---------------------------------------------------------------- the write log
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
+def connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only SQLite connection to the directory's database (safe while chromadb has it)."""
     uri = (path / SQLITE_FILE).resolve().as_uri() + "?mode=ro"
     return sqlite3.connect(uri, uri=True)
 
@@ -172,7 +173,7 @@ def log_states(path: Path) -> list[LogState]:
     directory open (journal mode ``delete``: readers take a shared lock only
     between Chroma's write transactions).
     """
-    con = _connect_ro(path)
+    con = connect_ro(path)
     try:
         states = []
         for cid, dimension in con.execute(
@@ -290,7 +291,8 @@ def pending_log_records(path: Path) -> int:
 # ---------------------------------------------------------------- record rows (order)
 
 
-def _metadata_segment(con: sqlite3.Connection, collection_id: str) -> str:
+def metadata_segment(con: sqlite3.Connection, collection_id: str) -> str:
+    """The id of the collection's metadata segment (the ``segment_id`` of its records' rows)."""
     row = con.execute(
         "SELECT id FROM segments WHERE collection = ? AND scope = 'METADATA'", (collection_id,)
     ).fetchone()
@@ -327,8 +329,8 @@ def row_lookup(path: Path, collection_id: str) -> Iterator[RowLookup]:
         if not ids:
             return {}
         if con is None:
-            con = _connect_ro(path)
-            segment = _metadata_segment(con, collection_id)
+            con = connect_ro(path)
+            segment = metadata_segment(con, collection_id)
         return _row_ids(con, segment, ids)
 
     try:
@@ -360,7 +362,7 @@ def move_rows(path: Path, collection_id: str, moves: Mapping[str, int]) -> None:
     try:
         con.execute("BEGIN IMMEDIATE")
         try:
-            current = _row_ids(con, _metadata_segment(con, collection_id), list(moves))
+            current = _row_ids(con, metadata_segment(con, collection_id), list(moves))
             missing = sorted(set(moves) - set(current))
             if missing:
                 raise RuntimeError(f"cannot move rows of missing records {missing[:5]}")

@@ -66,16 +66,24 @@ def get_records(collection: Collection, ids: Sequence[str]) -> dict[str, Record]
     return out
 
 
-def read_all(collection: Collection) -> dict[str, Record]:
-    """Every record in the collection, by id (pages through ``get``)."""
-    out: dict[str, Record] = {}
+def read_pages(collection: Collection, page: int = _PAGE) -> Iterator[dict[str, Record]]:
+    """Every record in the collection, ``page`` at a time, in ``get`` order."""
     offset = 0
     while True:
-        page = _records(collection.get(limit=_PAGE, offset=offset, include=_INCLUDE_ALL))
+        got = _records(collection.get(limit=page, offset=offset, include=_INCLUDE_ALL))
+        if got:
+            yield got
+        if len(got) < page:
+            return
+        offset += page
+
+
+def read_all(collection: Collection) -> dict[str, Record]:
+    """Every record in the collection, by id, in ``get`` order."""
+    out: dict[str, Record] = {}
+    for page in read_pages(collection):
         out.update(page)
-        if len(page) < _PAGE:
-            return out
-        offset += _PAGE
+    return out
 
 
 def count(collection: Collection) -> int:

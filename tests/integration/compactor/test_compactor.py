@@ -15,6 +15,7 @@ import pytest
 from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.lock import LocalLock
 from chromasnap.config import CollectionSettings, Space
+from chromasnap.engine import rebuild
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.storage import deltas, pointer, snapshots
 from chromasnap.storage import manifest as mf
@@ -428,3 +429,38 @@ def test_another_collection_in_the_bucket_is_refused(store: ObjectStore, tmp_pat
         assert (res.result, res.reason) == ("failed", "SettingsMismatch"), res.message
         assert what in res.message
     assert pointer.read(store).pointer == before
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_full_runs_under_churn_keep_the_base_as_small_as_its_records(
+    store: ObjectStore, tmp_path: Path, seed: int
+) -> None:
+    """Issue 20: chromadb never drops deleted or replaced vectors from its index, so a
+    base carried forward grew with the history of writes. Every full run now rebuilds
+    a base whose index is mostly history, and the state is still the model's."""
+    rng = random.Random(seed)
+    history = random_history(rng, n_ops=600, ids=15)
+    batches = arrival_batches(rng, history, max_batch=6)
+    c = compactor(store, tmp_path / "c", policy=FULL)
+    assert c.run().result == "succeeded"
+    rebuilt = 0
+    for i, batch in enumerate(batches):
+        for d in batch:
+            put_delta(store, d)
+        res = c.run()
+        assert res.result == "succeeded", res.message
+        rebuilt += res.base_rebuilt
+        cur = pointer.read(store).pointer
+        assert cur is not None
+        man = snapshots.load_manifest(store, cur.manifest)
+        base = tmp_path / f"base-{i}"
+        snapshots.fetch(store, man, base)
+        state = rebuild.index_state(base / mf.DB_DIR, man.collection.id)
+        if state is not None:
+            assert state.live == man.record_count
+            assert state.dead == 0 or state.elements <= (1 + FULL.dead_ratio) * state.live, (
+                i, state)
+    assert rebuilt >= len(batches) // 4  # 600 writes on 15 ids: most runs kill elements
+    _, recs = current_records(store, tmp_path / "final")
+    want, _ = reference_state(batches)
+    assert records_equal(recs, want)

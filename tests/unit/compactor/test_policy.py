@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chromasnap.compactor.policy import MergePolicy, decide, merge_count
+from chromasnap.compactor.policy import MergePolicy, decide, merge_count, rebuild_base
 from chromasnap.config import CollectionSettings
 from chromasnap.storage import manifest as mf
 
@@ -41,6 +41,30 @@ def test_a_full_version_once_segments_outgrow_the_base_or_shadow_too_much_of_it(
     assert not decide(version(100_000, [1_000] * 3, shadowing=6_000), 1_000, POLICY).full
     # Small bases count as floor_ops: no full rebuild for every few writes.
     assert not decide(version(10, [300]), 300, POLICY).full
+
+
+def test_a_full_run_rebuilds_the_base_once_its_index_is_mostly_history() -> None:
+    # Nothing dead, or no more than dead_ratio x the records: applied in place.
+    assert not rebuild_base(1_000, 1_000, POLICY)
+    assert not rebuild_base(1_100, 1_000, POLICY)
+    assert not rebuild_base(0, 0, POLICY)
+    # Over it: built afresh (the churn soak's bases held 6x their records).
+    assert rebuild_base(1_101, 1_000, POLICY)
+    assert rebuild_base(18_000, 2_863, POLICY)
+    # An index that lost every record is all dead.
+    assert rebuild_base(500, 0, POLICY)
+    # dead_ratio 0: any dead element.
+    assert rebuild_base(1_001, 1_000, MergePolicy(dead_ratio=0.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=10**7), st.integers(min_value=0, max_value=10**7),
+       st.floats(min_value=0.0, max_value=10.0))
+def test_a_base_that_is_not_rebuilt_is_within_the_ratio_of_a_fresh_one(
+        live: int, dead: int, ratio: float) -> None:
+    """What a full run carries forward holds at most (1 + dead_ratio) x its records."""
+    if not rebuild_base(live + dead, live, MergePolicy(dead_ratio=ratio)):
+        assert live + dead <= (1 + ratio) * live or dead == 0
 
 
 def test_tiers_of_ten_merge_and_cascade() -> None:
