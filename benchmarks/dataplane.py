@@ -18,8 +18,9 @@ import chromadb
 import numpy as np
 
 from benchmarks.report import Result
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import NoLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import chromadir
 from chromasnap.engine.ops import Op, OpKey, OpKind

@@ -41,8 +41,9 @@ from benchmarks.dataplane import DIM, SETTINGS, log, make_records, upload_deltas
 from benchmarks.report import Result
 from benchmarks.servers import ChromaRun, collection, query_latency
 from chromasnap.cli.localstack import free_port
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import NoLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.engine.ops import Op, OpKey, OpKind
 from chromasnap.reader.snapshot import SnapshotReader

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import Lock, NoLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.engine import persistence, reads

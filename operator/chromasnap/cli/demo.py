@@ -25,8 +25,9 @@ from chromasnap import logs
 from chromasnap.cli.demo_corpus import QUERIES, corpus
 from chromasnap.cli.embedding import HashingEmbedding
 from chromasnap.cli.localstack import LocalStack, Proc, collection_env, free_port
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import LocalLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.config import CollectionSettings, Space
 from chromasnap.storage.store import open_store
 

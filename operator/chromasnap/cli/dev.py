@@ -13,8 +13,9 @@ from pathlib import Path
 
 from chromasnap import logs
 from chromasnap.cli.localstack import LocalStack, collection_env
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import LocalLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.config import DEFAULT_SPACE, CollectionSettings, Space
 from chromasnap.storage import pointer, snapshots
 from chromasnap.storage.store import ObjectStore, open_store

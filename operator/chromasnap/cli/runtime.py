@@ -11,8 +11,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from chromasnap.compactor.bootstrap import Bootstrap
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import LocalLock, Lock, NoLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CompactorSettings, LockKind, ReaderSettings, WriterSettings

@@ -21,14 +21,15 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from chromasnap.compactor import collect, policy
-from chromasnap.compactor.bootstrap import Bootstrap, BootstrapFailed, start_from
+from chromasnap.compactor.bootstrap import BootstrapFailed, start_from
 from chromasnap.compactor.lock import Lock, LockLost
 from chromasnap.compactor.newversion import NewVersion, model_after
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings, SettingsMismatch, keep_recorded
 from chromasnap.engine import chromadir, persistence, reads, rebuild, replay
@@ -62,20 +63,6 @@ STEPS = (
 # Crash tests set this to a step name (optionally "<step>:mid") to SIGKILL the process there.
 FAILPOINT_ENV = "CHROMASNAP_TEST_KILL_AT"
 QUARANTINE_PREFIX = "quarantine/"
-
-
-@dataclass(frozen=True)
-class CompactorOptions:
-    """Knobs of one run (mirrors CompactorSettings, without env parsing)."""
-
-    identity: str
-    cache_dir: Path
-    retain_snapshots: int = 3
-    delta_grace_seconds: float = 600.0
-    max_deltas_per_run: int = 10_000
-    policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
-    recovery_window_seconds: float = 0.0  # keep what restoring to any time in it needs
-    bootstrap: Bootstrap | None = None  # where version 1 comes from (else: empty)
 
 
 def _failpoint(step: str, where: str = "") -> None:

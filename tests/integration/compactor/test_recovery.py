@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from chromasnap.cli.importexport import ImportError_, export_at
-from chromasnap.compactor.compaction import Compactor, CompactorOptions
+from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import NoLock
+from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.engine import persistence, reads
 from chromasnap.engine.merge import Record

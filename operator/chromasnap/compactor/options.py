@@ -1,0 +1,23 @@
+"""The knobs of one compaction run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chromasnap.compactor import policy
+from chromasnap.compactor.bootstrap import Bootstrap
+
+
+@dataclass(frozen=True)
+class CompactorOptions:
+    """Knobs of one run (mirrors CompactorSettings, without env parsing)."""
+
+    identity: str
+    cache_dir: Path
+    retain_snapshots: int = 3
+    delta_grace_seconds: float = 600.0
+    max_deltas_per_run: int = 10_000
+    policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
+    recovery_window_seconds: float = 0.0  # keep what restoring to any time in it needs
+    bootstrap: Bootstrap | None = None  # where version 1 comes from (else: empty)
