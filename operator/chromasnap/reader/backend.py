@@ -24,7 +24,7 @@ from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.logs import fields
 from chromasnap.reader import freshview
-from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, matching_of, records_of
+from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, matching_of
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, StoreError
@@ -63,7 +63,7 @@ class ReaderBackend:
     def _overlay(self, snap: LoadedSnapshot) -> freshview.Overlay:
         if self.tail is None:
             return snap.pending
-        return self.tail.overlay(snap.lineage, snap.versions, records_of(snap.collection),
+        return self.tail.overlay(snap.lineage, snap.versions, snap.local.records,
                                  under=snap.pending, base_matching=matching_of(snap.collection),
                                  retained=snap.manifest.retained_filters,
                                  space=snap.manifest.collection.settings.space.value)

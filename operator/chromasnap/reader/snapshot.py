@@ -43,6 +43,8 @@ FOLD_BATCH = 256
 #: Manifests read back to the previously loaded version when several were skipped; a
 #: longer gap leaves the tail's older deltas undecided (the next LIST reads them again).
 MAX_SKIPPED_VERSIONS = 64
+#: Records a copy remembers for the overlays (about 15 MB at 384 dimensions).
+KNOWN_RECORDS = 10_000
 
 
 def _dir_bytes(path: Path) -> int:
@@ -74,6 +76,22 @@ class LocalCopy:
     base: str
     segments: tuple[str, ...] = ()
     users: int = 1
+    #: Records looked up so far, by id (None: not in the copy). A copy never changes
+    #: while loaded, and every overlay a fresh read builds asks for the records its
+    #: tail touches again: fetching them (vectors included) from chromadb each time
+    #: made a read's cost grow with the tail. Bounded by KNOWN_RECORDS.
+    known: dict[str, Record | None] = field(default_factory=dict)
+
+    def records(self, ids: list[str]) -> Mapping[str, Record]:
+        """The records of ``ids`` this copy holds (remembered; safe from any thread)."""
+        missing = [rid for rid in ids if rid not in self.known]
+        if missing:
+            if len(self.known) + len(missing) > KNOWN_RECORDS:
+                self.known = {}
+            got = records_of(self.collection)(missing)
+            self.known.update({rid: got.get(rid) for rid in missing})
+        known = self.known
+        return {rid: rec for rid in ids if (rec := known.get(rid)) is not None}
 
 
 @dataclass
@@ -289,7 +307,7 @@ class SnapshotReader:
         for seg in man.segments[len(local.segments):]:
             ops += segments.read_ops(self.store, seg, dim, self.on_bytes)
             seg_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
-        pending = build_planned(ops, dim, records_of(local.collection),
+        pending = build_planned(ops, dim, local.records,
                                 space=man.collection.settings.space.value)
         # ChainMap only ever writes to its first map; the copy's table is read-only.
         below = cast(MutableMapping[str, Version], local.versions)

@@ -161,6 +161,9 @@ class VersionTable(Mapping[str, Version]):
     def __init__(self, table: pa.Table) -> None:
         self._table = table
         self._index: dict[str, int] | None = None
+        # Rows decoded so far: a reader asks for the same ids (those its tail touches)
+        # on every overlay it builds, and decoding a row costs four Arrow scalars.
+        self._decoded: dict[str, Version] = {}
 
     def _rows(self) -> dict[str, int]:
         if self._index is None:
@@ -169,13 +172,18 @@ class VersionTable(Mapping[str, Version]):
         return self._index
 
     def __getitem__(self, rid: str) -> Version:
+        got = self._decoded.get(rid)
+        if got is not None:
+            return got
         i = self._rows()[rid]
         t = self._table
-        return Version(
+        got = Version(
             OpKey(t.column("ts_us")[i].as_py(), t.column("writer")[i].as_py(),
                   t.column("seq")[i].as_py()),
             bool(t.column("deleted")[i].as_py()),
         )
+        self._decoded[rid] = got
+        return got
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows())
