@@ -188,13 +188,38 @@ class ReaderBackend:
             if snap_ids == []:
                 res: Mapping[str, Any] = {"ids": [[] for _ in range(len(req.query_embeddings))]}
             else:
-                res = reads.query_raw(
+                # Candidates without columns: the overlay's over-fetch (one per record it
+                # overrides) would otherwise fetch documents and metadata for all of them.
+                res = self._survivors(snap, reads.query_raw(
                     snap.collection, req.query_embeddings,
                     freshview.snapshot_k(req.n_results, ov), where=req.where,
-                    where_document=req.where_document, ids=snap_ids, include=wanted)
+                    where_document=req.where_document, ids=snap_ids, include=["distances"]),
+                    ov, req.n_results, wanted)
             return freshview.merge_query(res, ov, np.asarray(req.query_embeddings),
                                          req.n_results, space, include, req.where,
                                          req.where_document, req.ids)
+
+    @staticmethod
+    def _survivors(snap: LoadedSnapshot, res: Mapping[str, Any], ov: freshview.Overlay,
+                   n_results: int, include: list[str]) -> dict[str, Any]:
+        """``res`` cut to the candidates that can reach the top ``n_results``, with the
+        columns ``include`` asks for (one get for all rows)."""
+        kept = freshview.snapshot_survivors(res["ids"], ov, n_results)
+        rows = [[res["ids"][q][j] for j in js] for q, js in enumerate(kept)]
+        out: dict[str, Any] = {
+            "ids": rows,
+            "distances": [[res["distances"][q][j] for j in js] for q, js in enumerate(kept)]}
+        cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
+        ids = list(dict.fromkeys(rid for row in rows for rid in row))
+        if cols and ids:
+            got = reads.get_raw(snap.collection, ids=ids, include=cols)
+            at = {rid: i for i, rid in enumerate(got["ids"])}
+            for c in cols:
+                out[c] = [[got[c][at[rid]] for rid in row] for row in rows]
+        else:
+            for c in cols:
+                out[c] = [[] for _ in rows]
+        return out
 
     async def get(self, req: GetRequest) -> Mapping[str, Any]:
         """Records by id and/or filter, with limit and offset."""

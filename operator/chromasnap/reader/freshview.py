@@ -240,6 +240,15 @@ def snapshot_k(n_results: int, ov: Overlay) -> int:
     return n_results + len(ov.in_base)
 
 
+def snapshot_survivors(ids: Sequence[Sequence[str]], ov: Overlay,
+                       n_results: int) -> list[list[int]]:
+    """Per query row, the positions of the first ``n_results`` snapshot candidates the
+    overlay does not override: the only ones that can reach the merged top ``n_results``
+    (candidates come sorted by distance), so only their columns need fetching."""
+    return [[j for j, rid in enumerate(row) if rid not in ov.records][:n_results]
+            for row in ids]
+
+
 def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, Any],
                 n_results: int, space: str, include: Sequence[str], where: Any = None,
                 where_document: Any = None, ids: Sequence[str] | None = None) -> Columns:

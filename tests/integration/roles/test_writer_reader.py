@@ -310,3 +310,33 @@ def _fd_targets() -> list[str]:
         with contextlib.suppress(OSError):
             out.append(os.readlink(f"/proc/self/fd/{fd}"))
     return out
+
+
+def test_a_copy_remembers_the_records_overlays_ask_for(store: ObjectStore, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh reads rebuild their overlay on every new delta; the records the tail touches
+    come from chromadb once per loaded copy, not once per overlay, and stay bounded."""
+    from chromasnap.reader import snapshot
+
+    reader = SnapshotReader(store, tmp_path / "reader")
+    publish_generation(store, tmp_path / "c", 1)
+    assert reader.refresh()
+    with reader.use() as snap:
+        local = snap.local
+        got = local.records(["fixed", "nowhere"])
+        assert list(got) == ["fixed"] and got["fixed"].document == "gen 1"
+        assert local.known.keys() == {"fixed", "nowhere"} and local.known["nowhere"] is None
+        calls: list[list[str]] = []
+        real = snapshot.records_of
+
+        def counting(col: object) -> object:
+            lookup = real(col)
+            return lambda ids: calls.append(list(ids)) or lookup(ids)
+
+        monkeypatch.setattr(snapshot, "records_of", counting)
+        assert list(local.records(["fixed", "nowhere", "gen1"])) == ["fixed", "gen1"]
+        assert calls == [["gen1"]]  # only what it had not asked before
+        monkeypatch.setattr(snapshot, "KNOWN_RECORDS", 3)
+        local.records(["a", "b"])  # over the bound: forgets, then remembers only these
+        assert local.known.keys() == {"a", "b"}
+    reader.close()

@@ -229,3 +229,12 @@ def test_tail_vectors_read_back_as_the_index_returns_them(space: str) -> None:
     q = freshview.merge_query({"ids": [[]]}, ov, sent.reshape(1, -1), 4, space, ["embeddings"])
     for rid, vector in zip(q["ids"][0], q["embeddings"][0], strict=True):
         assert np.array_equal(vector, want[rid]), (rid, vector, want[rid])
+
+
+def test_only_candidates_that_can_reach_the_top_n_keep_their_columns() -> None:
+    """A query over-fetches one candidate per snapshot record the tail overrides; columns
+    are fetched only for the first n the overlay leaves, per query row."""
+    ov = overlay(SNAP, [op(OpKind.DELETE, "b"), op(OpKind.UPSERT, "c"), op(OpKind.UPSERT, "z")])
+    rows = [["b", "a", "c", "d", "e"], ["c", "b", "e", "a", "d"], ["b", "c"]]
+    assert freshview.snapshot_survivors(rows, ov, 2) == [[1, 3], [2, 3], []]
+    assert freshview.snapshot_survivors(rows, ov, 10) == [[1, 3, 4], [2, 3, 4], []]
