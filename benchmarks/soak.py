@@ -130,10 +130,23 @@ class Side:
             raise
 
 
+def _each_side(fh: Any, row: dict[str, Any], sides: list[tuple[str, Side]], i: int,
+               fn: Callable[[Any], Any]) -> None:
+    """Run ``fn`` on each side in turn; log milliseconds (or the error) as one JSON line."""
+    for name, side in sides:
+        try:
+            row[name] = round(side.call(i, fn), 3)
+        except Exception as e:
+            row[name] = None
+            row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:200]
+    fh.write(json.dumps(row) + "\n")
+    fh.flush()
+
+
 def run_write_client(client: int, ours: list[int], peer: int, seconds: float, out: Path) -> None:
     """Send paced writes to our writers (alternating) and to chroma run; log each result."""
     rng = np.random.default_rng(1000 + client)
-    sides = {"ours": Side(ours), "peer": Side([peer])}
+    sides = [("ours", Side(ours)), ("peer", Side([peer]))]
     deadline = time.monotonic() + seconds
     t_start = time.time()
     with out.open("w") as fh:
@@ -150,16 +163,9 @@ def run_write_client(client: int, ours: list[int], peer: int, seconds: float, ou
                 else:
                     col.delete(ids=[w.rid])
 
-            row: dict[str, Any] = {"t": round(time.time() - t_start, 3), "seq": seq,
-                                   "kind": w.kind, "rid": w.rid, "g": w.group}
-            for name, side in sides.items():
-                try:
-                    row[name] = round(side.call(seq, send), 3)
-                except Exception as e:
-                    row[name] = None
-                    row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:200]
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
+            row = {"t": round(time.time() - t_start, 3), "seq": seq, "kind": w.kind,
+                   "rid": w.rid, "g": w.group}
+            _each_side(fh, row, sides, seq, send)
 
 
 def run_query_client(client: int, ours: list[int], peer: int, seconds: float, out: Path) -> None:
@@ -185,15 +191,8 @@ def run_query_client(client: int, ours: list[int], peer: int, seconds: float, ou
                 else:
                     col.count()
 
-            row: dict[str, Any] = {"t": round(time.time() - t_start, 3), "kind": kind}
-            for name, side in sides if n % 2 == 0 else sides[::-1]:
-                try:
-                    row[name] = round(side.call(n, read), 3)
-                except Exception as e:
-                    row[name] = None
-                    row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:200]
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
+            row = {"t": round(time.time() - t_start, 3), "kind": kind}
+            _each_side(fh, row, sides if n % 2 == 0 else sides[::-1], n, read)
 
 
 # ---------------------------------------------------------------- sampling
