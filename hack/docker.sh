@@ -31,21 +31,22 @@ docker_cli() {
 
 answers() { "$1" info >/dev/null 2>&1; }
 
-ensure() {
+# True (and says so) when a CLI is there and the engine answers it.
+up() {
   local cli
   cli=$(docker_cli || true)
-  if [[ -n "$cli" ]] && answers "$cli"; then
-    log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
-    return 0
-  fi
-  # one starter at a time: two callers must not both start a dockerd
+  [[ -n "$cli" ]] && answers "$cli" || return 1
+  log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
+}
+
+ensure() {
+  local cli
+  up && return 0
+  # one starter at a time: two callers must not both start a dockerd; the second finds
+  # the first one's engine up
   exec 7>/var/lock/chromasnap-docker.lock
   flock 7
-  cli=$(docker_cli || true)
-  if [[ -n "$cli" ]] && answers "$cli"; then
-    log "docker: engine answers ($("$cli" version -f '{{.Server.Version}}' 2>/dev/null))"
-    return 0
-  fi
+  up && return 0
   if ! command -v dockerd >/dev/null 2>&1 || [[ ! -x /usr/bin/docker ]]; then
     # through the one installer, so a parallel apt-get never races this one
     bash "$(dirname "${BASH_SOURCE[0]}")/system-packages.sh" docker.io

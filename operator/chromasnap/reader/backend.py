@@ -24,7 +24,7 @@ from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.logs import fields
 from chromasnap.reader import freshview
-from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader, matching_of
+from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, StoreError
@@ -64,7 +64,8 @@ class ReaderBackend:
         if self.tail is None:
             return snap.pending
         return self.tail.overlay(snap.lineage, snap.versions, snap.local.records,
-                                 under=snap.pending, base_matching=matching_of(snap.collection),
+                                 under=snap.pending,
+                                 base_matching=reads.state_matching(snap.collection),
                                  retained=snap.manifest.retained_filters,
                                  space=snap.manifest.collection.settings.space.value)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from chromasnap.engine import chromadir, persistence, reads, replay
-from chromasnap.engine.merge import Matching, Record, Version
+from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
@@ -54,11 +54,6 @@ def _dir_bytes(path: Path) -> int:
 def records_of(collection: Any) -> Callable[[list[str]], Mapping[str, Record]]:
     """A lookup of ``collection``'s records by id, as the overlays need them."""
     return reads.state_lookup(collection)
-
-
-def matching_of(collection: Any) -> Matching:
-    """The ids of ``collection``'s records a filtered delete matches, found by chromadb."""
-    return reads.state_matching(collection)
 
 
 @dataclass
