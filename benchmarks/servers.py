@@ -577,7 +577,13 @@ def run(minio_endpoint: str, new_bucket_url: Any, records: int) -> list[Result]:
             shutil.copytree(src, work / "peer-db")
             with ChromaRun(work / "peer-db", work) as peer:
                 results, _ = reader_benchmarks(readers[0], peer, records, work)
-                results += writer_ingest(stack, new_bucket_url, minio_endpoint, peer, work)
+                ingested = writer_ingest(stack, new_bucket_url, minio_endpoint, peer, work)
+                results += ingested
+                from benchmarks.freshwrites import fresh_writes  # it imports this module
+
+                assert ingested[0].peer is not None
+                results += fresh_writes(stack, writer, READERS, new_bucket_url, minio_endpoint,
+                                        peer, ingested[0].peer, work)
             results += freshness(writer, readers)
         finally:
             stack.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -121,6 +122,47 @@ def keep_recorded(configured: CollectionSettings,
     return configured.model_copy(update={n: getattr(recorded, n) for n in INDEX_FIELDS}), kept
 
 
+@dataclass(frozen=True)
+class FreshnessTiming:
+    """How the fresh-read guarantee's leases and registrations are timed (seconds).
+
+    - ``lease_s``: a reader's freshness lease from one writer; a writer waits
+      at most this long for a reader that stopped confirming its pushes;
+    - ``members_refresh_s``: how often readers LIST the writer registrations;
+      they answer fresh reads from memory only while their last LIST started
+      less than ``members_window_s`` (twice that) ago, and a new writer waits
+      ``gate_s`` after registering before it acknowledges anything, so every
+      reader knows it by then;
+    - ``writer_stale_s``: a registration not renewed for this long is a dead
+      writer's; writers renew every third of it and stop acknowledging once
+      ``stop_acks_s`` passed since their last renewal began.
+    """
+
+    lease_s: float = 3.0
+    members_refresh_s: float = 1.0
+    writer_stale_s: float = 15.0
+
+    @property
+    def members_window_s(self) -> float:
+        """Oldest a reader's writer LIST may be (by its start) for a fresh read from memory."""
+        return 2 * self.members_refresh_s
+
+    @property
+    def gate_s(self) -> float:
+        """A new writer's wait after registering before its first acknowledgement."""
+        return self.members_window_s + 0.5
+
+    @property
+    def renew_s(self) -> float:
+        """How often a writer renews its registration."""
+        return self.writer_stale_s / 3
+
+    @property
+    def stop_acks_s(self) -> float:
+        """A writer acknowledges nothing once its last renewal began this long ago."""
+        return self.writer_stale_s * 0.8
+
+
 class CommonSettings(BaseSettings):
     """Settings every subcommand shares: where the bucket is and which collection."""
 
@@ -156,6 +198,27 @@ class CommonSettings(BaseSettings):
         description="file with the token writers send with delta pushes and readers require "
         "(a mounted Secret only the collection's pods get; never a client token)",
     )
+
+    advertise_host: str | None = Field(
+        default_factory=lambda: os.environ.get("POD_IP"),
+        description="the address other chromasnap pods reach this one at (the pod IP from the "
+        "downward API, POD_IP); unset: the listen host, or 127.0.0.1 when that is a wildcard",
+    )
+    # The fresh-read guarantee (writer/leases.py, reader/freshness.py): writers and readers
+    # of one collection must use the same values (the operator renders them alike).
+    fresh_lease_seconds: Annotated[float, Field(gt=0, le=60)] = 3.0
+    members_refresh_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    writer_stale_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
+
+    def freshness_timing(self) -> FreshnessTiming:
+        """The fresh-read guarantee's timing, as both roles must apply it."""
+        return FreshnessTiming(self.fresh_lease_seconds, self.members_refresh_seconds,
+                               self.writer_stale_seconds)
+
+    def advertised(self, host: str, port: int) -> str:
+        """This process's base URL for other pods (see ``advertise_host``)."""
+        addr = self.advertise_host or (host if host not in ("", "0.0.0.0", "::") else "127.0.0.1")
+        return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
 
     @field_validator("bucket_url")
     @classmethod

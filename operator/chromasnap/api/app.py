@@ -52,7 +52,7 @@ from chromasnap.api.service import (
     DEFAULT_MAX_BODY_BYTES,
     ServiceContext,
 )
-from chromasnap.api.system_routes import DeltaHandler, SystemRoutes
+from chromasnap.api.system_routes import DeltaHandler, Leases, SystemRoutes
 from chromasnap.api.write_routes import WriteRoutes
 from chromasnap.engine.errors import ChromasnapError, NotFound
 
@@ -91,6 +91,7 @@ class ChromaAPI:
         on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
         on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
         on_delta: DeltaHandler | None = None,
+        leases: Leases | None = None,
         push_tokens: Iterable[str] = (),
         internal_port: int | None = None,
     ) -> None:
@@ -120,13 +121,14 @@ class ChromaAPI:
         self.on_shutdown = list(on_shutdown)
         self.forwarder = Forwarder(role, forward_timeout, max_body_bytes)
         self.router = Router(
-            SystemRoutes(self.context, on_delta),
+            SystemRoutes(self.context, on_delta, leases),
             CollectionRoutes(self.context),
             ReadRoutes(self.context, self.forwarder,
                        forward_reads_to.rstrip("/") if forward_reads_to else None),
             WriteRoutes(self.context, self.forwarder,
                         forward_writes_to.rstrip("/") if forward_writes_to else None),
             notify_delta=on_delta is not None,
+            grant_lease=leases is not None,
         )
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -171,9 +173,9 @@ class ChromaAPI:
     def _admit(self, scope: Scope, route: str) -> None:
         """Who may call ``route`` on the port the request came in on."""
         on_internal = self.internal_port is not None and _local_port(scope) == self.internal_port
-        if route == "notify_delta":
+        if route in ("notify_delta", "grant_lease", "release_lease"):
             if self.internal_port is not None and not on_internal:
-                raise NotFound(f"delta pushes are accepted on port {self.internal_port} only")
+                raise NotFound(f"{route} is accepted on port {self.internal_port} only")
             authenticate_push(scope, self.push_tokens, bool(self.auth_tokens))
         elif on_internal and route not in PROBE_ROUTES:
             raise NotFound("the internal port serves delta pushes and probes only")

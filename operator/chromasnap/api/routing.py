@@ -21,6 +21,7 @@ from chromasnap.engine.ops import OpKind
 
 API_PREFIX = "/api/v2"
 DELTA_NOTIFY_PREFIX = "/internal/v1/deltas/"
+LEASE_PREFIX = "/internal/v1/leases/"
 
 Handler = Callable[..., Awaitable[Response]]
 Route = tuple[str, Handler, tuple[Any, ...]]
@@ -50,11 +51,12 @@ class Router:
     """Resolves ``(method, path)`` to a ``Route`` over the four groups of handlers."""
 
     def __init__(self, system: SystemRoutes, collections: CollectionRoutes, reads: ReadRoutes,
-                 writes: WriteRoutes, *, notify_delta: bool) -> None:
+                 writes: WriteRoutes, *, notify_delta: bool, grant_lease: bool = False) -> None:
         self.system = system
         self.collections = collections
         self.writes = writes
         self.notify_delta = notify_delta
+        self.grant_lease = grant_lease
         self._simple: dict[str, tuple[str, str, Handler]] = {
             "": ("GET", "root", system.root),
             "heartbeat": ("GET", "heartbeat", system.heartbeat),
@@ -133,6 +135,11 @@ class Router:
         if path.startswith(DELTA_NOTIFY_PREFIX) and self.notify_delta:
             return _only(method, "POST", "notify_delta", self.system.notify_delta,
                          (path[len(DELTA_NOTIFY_PREFIX):],))
+        if path.startswith(LEASE_PREFIX) and self.grant_lease:
+            if method == "DELETE":
+                return "release_lease", self.system.release_lease, (path[len(LEASE_PREFIX):],)
+            return _only(method, "POST", "grant_lease", self.system.grant_lease,
+                         (path[len(LEASE_PREFIX):],))
         raise NotFound(f"no route for {method} {path}")
 
     def _resolve_collection(self, method: str, path: str, parts: list[str]) -> Route:

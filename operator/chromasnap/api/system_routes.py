@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chromasnap.api.asgi import Receive, Scope, read_body
+from chromasnap.api.parsing import load_json
 from chromasnap.api.responses import (
     DEFAULT_DATABASE,
     DEFAULT_TENANT,
@@ -22,15 +24,30 @@ from chromasnap.api.responses import (
 from chromasnap.api.service import MAX_PUSH_BYTES, ServiceContext
 from chromasnap.engine.errors import InvalidArgument, NotFound, Unimplemented
 
+#: Largest lease request body (a URL in a JSON object).
+MAX_LEASE_BYTES = 4096
+
 DeltaHandler = Callable[[str, bytes], Awaitable[bool]]
+
+
+class Leases(Protocol):
+    """A writer's freshness leases (``writer/fanout.py``)."""
+
+    def grant(self, reader_id: str, url: str) -> dict[str, Any] | None:
+        """Grant or renew a reader's lease: the grant, or None when refused."""
+
+    def release(self, reader_id: str) -> None:
+        """The reader gave its lease back."""
 
 
 class SystemRoutes:
     """Handlers for the server-level routes of one ``ServiceContext``."""
 
-    def __init__(self, ctx: ServiceContext, on_delta: DeltaHandler | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, on_delta: DeltaHandler | None = None,
+                 leases: Leases | None = None) -> None:
         self.ctx = ctx
         self.on_delta = on_delta
+        self.leases = leases
 
     async def root(self, scope: Scope, receive: Receive) -> Response:
         """``GET /api/v2``: a heartbeat, as Chroma answers it."""
@@ -100,6 +117,25 @@ class SystemRoutes:
         except ValueError as e:  # CorruptDelta and bad names are ValueError/Exception kin
             raise InvalidArgument(f"delta {name!r} rejected: {e}") from e
         return json_response(200, {"accepted": accepted})
+
+    async def grant_lease(self, scope: Scope, receive: Receive, reader_id: str) -> Response:
+        """A reader asks this writer for a freshness lease (writer only): 409 when refused."""
+        assert self.leases is not None
+        body = load_json(await read_body(scope, receive, MAX_LEASE_BYTES))
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidArgument("a lease request needs {\"url\": \"http://<reader>:<port>\"}")
+        grant = self.leases.grant(reader_id, url)
+        if grant is None:
+            return json_response(409, {"error": "LeaseRefused", "message": (
+                "a delta pushed to this reader was not confirmed; its lease ends first")})
+        return json_response(200, grant)
+
+    async def release_lease(self, scope: Scope, receive: Receive, reader_id: str) -> Response:
+        """A reader gives its lease back (writer only) before it stops."""
+        assert self.leases is not None
+        self.leases.release(reader_id)
+        return json_response(200, {"released": reader_id})
 
     async def healthz(self, scope: Scope, receive: Receive) -> Response:
         """Liveness probe: the process answers."""

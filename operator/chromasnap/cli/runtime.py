@@ -160,6 +160,7 @@ def build_writer_app(s: WriterSettings) -> Any:
     from chromasnap.api.auth import load_auth_tokens
     from chromasnap.engine.validation import Limits
     from chromasnap.writer.backend import CollectionModel, Notifier, WriterBackend
+    from chromasnap.writer.fanout import Fanout
     from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter, process_writer_id
 
     store = open_store(s.bucket_url, s.s3_endpoint_url)
@@ -167,19 +168,25 @@ def build_writer_app(s: WriterSettings) -> Any:
     push = _push_tokens(s.push_token_file)
     urls = [u for u in (s.notify_urls or "").split(",") if u.strip()]
     notifier = Notifier(urls, s.notify_dns, push[0] if push else None)
+    writer_id = process_writer_id(s.writer_id)
+    fanout = Fanout(store, writer_id, s.advertised(s.host, s.port), s.freshness_timing(),
+                    push[0] if push else None,
+                    best_effort=notifier if (urls or s.notify_dns) else None)
     writer = GroupCommitWriter(
         store,
         Limits(s.dimension, s.max_request_records, s.max_request_bytes),
-        process_writer_id(s.writer_id),
+        writer_id,
         FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
-        on_durable=notifier if (urls or s.notify_dns) else None,
+        on_durable=fanout, admit=fanout.admit,
     )
     log.info("writer starting", extra=fields(writer=writer.writer_id, port=s.port,
                                              auth=bool(tokens), notify=bool(urls or s.notify_dns)))
     return ChromaAPI(
         write=WriterBackend(writer), collection_model=CollectionModel(store), auth_tokens=tokens,
-        role="writer", max_body_bytes=s.max_request_bytes,
-        on_startup=[writer.start], on_shutdown=[writer.stop, notifier.aclose],
+        role="writer", max_body_bytes=s.max_request_bytes, ready=fanout.ready,
+        leases=fanout, push_tokens=push,
+        on_startup=[fanout.start, writer.start],
+        on_shutdown=[writer.stop, fanout.stop, notifier.aclose],
     )
 
 
@@ -197,6 +204,7 @@ def build_reader_app(s: ReaderSettings) -> Any:
     from chromasnap.config import ReadLevel
     from chromasnap.reader.poller import Poller
     from chromasnap.reader.replica import open_replica
+    from chromasnap.storage import deltas
 
     store = open_store(s.bucket_url, s.s3_endpoint_url)
     tokens = load_auth_tokens(s.auth_token_file)
@@ -205,6 +213,15 @@ def build_reader_app(s: ReaderSettings) -> Any:
                            cache_max_bytes=s.cache_max_bytes,
                            read_after_timeout_s=s.read_after_timeout_seconds)
     reader, tail, backend = replica.reader, replica.tail, replica.backend
+    push = _push_tokens(s.push_token_file)
+    freshness = None
+    if tail is not None:
+        from chromasnap.reader.freshness import Freshness
+
+        freshness = Freshness(store, s.advertised(s.host, s.internal_port or s.port),
+                              s.freshness_timing(), tail.poll, lambda: tail.listed_at,
+                              push[0] if push else None)
+        backend.freshness = freshness
 
     poller = Poller(replica.poll_once, s.poll_interval_seconds)
     fold_stop = threading.Event()
@@ -213,25 +230,35 @@ def build_reader_app(s: ReaderSettings) -> Any:
 
     async def start() -> None:
         poller.start()
+        if freshness is not None:
+            freshness.start()
         if s.fold_segments:
             folder.start()
 
     async def shutdown() -> None:
         fold_stop.set()
         await asyncio.to_thread(poller.stop)
+        if freshness is not None:
+            await asyncio.to_thread(freshness.stop)
         reader.close()
 
     async def on_delta(name: str, data: bytes) -> bool:
         if tail is None:
             return False
-        return await asyncio.to_thread(tail.confirm, name, data)
+        try:
+            return await asyncio.to_thread(tail.confirm, name, data)
+        except Exception:
+            if freshness is not None:
+                # Not taken, so this writer's lease cannot hold: LIST before the next read.
+                freshness.delta_refused(deltas.parse_name(name).writer)
+            raise
 
     log.info("reader starting", extra=fields(port=s.port, read_level=s.read_level.value,
                                              auth=bool(tokens), writer_url=s.writer_url))
     return ChromaAPI(
         read=backend, forward_writes_to=s.writer_url, auth_tokens=tokens, ready=reader.ready,
         role="reader", on_startup=[start], on_shutdown=[shutdown], on_delta=on_delta,
-        push_tokens=_push_tokens(s.push_token_file), internal_port=s.internal_port,
+        push_tokens=push, internal_port=s.internal_port,
         ready_note=lambda: (f"stale: snapshot refresh failing ({poller.failures} attempts): "
                             f"{reader.last_error}") if poller.failures else None,
     )

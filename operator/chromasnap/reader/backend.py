@@ -24,6 +24,7 @@ from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.logs import fields
 from chromasnap.reader import freshview
+from chromasnap.reader.freshness import Freshness
 from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
 from chromasnap.reader.tail import DeltaTail
 from chromasnap.storage import deltas
@@ -39,6 +40,9 @@ class ReaderBackend:
                  read_after_timeout_s: float = 10.0) -> None:
         self.reader = reader
         self.tail = tail
+        #: The fresh-read guarantee (set by the reader process when it runs one): a fresh
+        #: read first makes sure the tail holds every write acknowledged before it started.
+        self.freshness: Freshness | None = None
         self.read_after_timeout_s = read_after_timeout_s
         self._model: tuple[str, dict[str, Any]] | None = None
         #: Newest read-after token whose earlier writes a LIST has made visible.
@@ -80,12 +84,15 @@ class ReaderBackend:
         return self.tail is not None and self.tail.holds(token, snap.lineage)
 
     async def wait_visible(self, token: str | None) -> None:
-        """Return once the write named by ``token`` is visible here, or raise ReadTimeout.
+        """Return once the write named by ``token`` is visible here, or raise ReadTimeout;
+        and, with the fresh-read guarantee on, every write acknowledged before this call.
 
         A token names a delta that was durable before the token was issued, so
         a delta that no longer exists was compacted and cleaned up: the
         current pointer's snapshot contains it.
         """
+        if self.freshness is not None and not self.freshness.fast():
+            await asyncio.to_thread(self.freshness.barrier)
         if token is None:
             return
         if not self._visible(token):

@@ -46,3 +46,12 @@ READER_FOLD_SECONDS = Histogram(
     "Folding a version's segments into a new local copy",
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
+READER_FRESH_FAST = Gauge(
+    "chromasnap_reader_fresh_from_memory",
+    "1 while fresh reads are answered from memory (leases from every registered writer); "
+    "0: each fresh read waits for a LIST of the deltas first",
+)
+READER_FRESH_SLOW_READS = Counter(
+    "chromasnap_reader_fresh_listed_reads_total",
+    "Fresh reads that waited for a LIST of the deltas (no lease from some writer)",
+)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,6 +76,9 @@ class DeltaTail:
         self._overlay_under: Overlay = EMPTY
         self._overlay: Overlay = EMPTY
         self.changed = threading.Condition(self._lock)
+        #: ``time.monotonic()`` at the start of the last LIST that completed (None: none yet):
+        #: every delta acknowledged before then is in the tail or the loaded version.
+        self.listed_at: float | None = None
 
     def names(self) -> frozenset[str]:
         """Deltas currently in the tail: pending on the loaded version."""
@@ -201,13 +205,21 @@ class DeltaTail:
 
     def poll(self) -> int:
         """LIST the deltas and fetch the ones neither in the tail nor the snapshot."""
-        added = 0
+        started = time.monotonic()
+        added, complete = 0, True
         for o in self.store.list(deltas.DELTA_PREFIX):
             if not deltas.is_delta_key(o.key):
                 continue
             name = o.key[len(deltas.DELTA_PREFIX):]
-            if not self.knows(name) and self.fetch(name):
+            if self.knows(name):
+                continue
+            if self.fetch(name):
                 added += 1
+            elif not self.knows(name):
+                complete = False  # gone, corrupt (quarantined soon) or versions kept moving
+        if complete:
+            with self._lock:
+                self.listed_at = max(self.listed_at or started, started)
         return added
 
     def overlay(self, on: Lineage, versions: Mapping[str, Version],

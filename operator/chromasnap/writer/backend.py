@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -112,9 +112,9 @@ class Notifier:
                 out.append(f"http://{addr}:{port}" if ":" not in addr else f"http://[{addr}]:{port}")
         return out
 
-    async def __call__(self, name: str, data: bytes) -> None:
-        """Send the delta to every target concurrently; failures are only logged."""
-        targets = await asyncio.to_thread(self._targets)
+    async def __call__(self, name: str, data: bytes, skip: Collection[str] = ()) -> None:
+        """Send the delta to every target but ``skip`` concurrently; failures are only logged."""
+        targets = [t for t in await asyncio.to_thread(self._targets) if t not in skip]
 
         async def one(base: str) -> None:
             try:

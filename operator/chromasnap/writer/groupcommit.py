@@ -68,13 +68,18 @@ class GroupCommitWriter:
         window: FlushWindow = FlushWindow(),
         max_inflight: int = 4,
         on_durable: Callable[[str, bytes], Awaitable[None]] | None = None,
+        admit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.writer_id = writer_id
         self.window = window
         self.clock = WriterClock(writer_id)
+        #: Called once a delta is durable, before its writes are acknowledged (the fresh-read
+        #: guarantee's pushes, ``writer/fanout.py``); raising means "not acknowledged".
         self.on_durable = on_durable
+        #: Called before a delta is written; raising refuses its writes (nothing written).
+        self.admit = admit
         self._batch = _Batch()
         self._kick = asyncio.Event()
         self._inflight = asyncio.Semaphore(max_inflight)
@@ -166,6 +171,8 @@ class GroupCommitWriter:
 
     async def _upload(self, batch: _Batch) -> None:
         try:
+            if self.admit is not None:
+                await self.admit()
             name = deltas.DeltaName(self.clock.flush_time_us(), self.writer_id)
             data = await asyncio.to_thread(
                 deltas.encode, batch.ops, self.limits.dimension, self.writer_id
@@ -187,15 +194,24 @@ class GroupCommitWriter:
             self._inflight.release()
         metrics.WRITER_DELTAS.inc()
         metrics.WRITER_DELTA_BYTES.inc(len(data))
+        if self.on_durable is not None:
+            try:
+                await self.on_durable(name.name, data)
+            except Exception as e:
+                # Durable, so the next compaction applies it: the client hears "retry", and a
+                # retried add/upsert/update/delete has the same effect again.
+                log.error("delta durable but not acknowledged", extra=fields(
+                    delta=name.name, records=len(batch.ops), error=str(e)))
+                err = e if isinstance(e, Unavailable) else Unavailable(
+                    f"the write is stored but could not be confirmed ({e}); retry the request")
+                for w in batch.waiters:
+                    if not w.done():
+                        w.set_exception(err)
+                return
         metrics.WRITER_FLUSH_SECONDS.observe(time.monotonic() - batch.started)
         for w in batch.waiters:
             if not w.done():
                 w.set_result(name.name)
-        if self.on_durable is not None:
-            try:
-                await self.on_durable(name.name, data)
-            except Exception as e:  # notification is an optimisation; polling covers it
-                log.warning("notify after flush failed", extra=fields(error=str(e)))
 
     def _put_once(self, key: str, data: bytes) -> None:
         """PUT a delta exactly once; a retried PUT that already landed counts as success."""

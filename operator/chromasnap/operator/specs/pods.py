@@ -68,6 +68,9 @@ def _common_env(cc: ChromaCollection) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # Where the other pods reach this one: writers and readers exchange freshness leases
+        # and delta pushes pod to pod (writer/fanout.py, reader/freshness.py).
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         # The root filesystem is read-only; libraries that write under ~ get /tmp.
         {"name": "HOME", "value": TMP_DIR},
     ]
