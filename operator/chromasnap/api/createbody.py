@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chromasnap.api.deserialize import DESERIALIZE, kind, metadata_value_ok, serde_error
 from chromasnap.config import COLLECTION_NAME_RE
 from chromasnap.engine.errors import InvalidArgument, Unprocessable
 
-DESERIALIZE = "Failed to deserialize the JSON body into the target type: "
 SPACES = ("l2", "cosine", "ip")
 HNSW_FIELDS = ("space", "ef_construction", "ef_search", "max_neighbors", "num_threads",
                "resize_factor", "sync_threshold", "batch_size")
@@ -69,33 +69,14 @@ class CreateRequest:
     spann: dict[str, Any] | None = None
 
 
-def _kind(v: Any) -> str:
-    """A JSON value as serde names it in "invalid type" errors."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return f"boolean `{str(v).lower()}`"
-    if isinstance(v, int):
-        return f"integer `{v}`"
-    if isinstance(v, float):
-        return f"floating point `{v}`"
-    if isinstance(v, str):
-        return f'string "{v}"'
-    return "sequence" if isinstance(v, list) else "map"
-
-
-def _serde(path: str, what: str) -> Unprocessable:
-    return Unprocessable(f"{DESERIALIZE}{path}: {what}")
-
-
 def _check_count(path: str, v: Any, top: int, type_name: str) -> None:
     """``v`` must be a non-negative integer up to ``top`` (or null: unset)."""
     if v is None:
         return
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _serde(path, f"invalid type: {_kind(v)}, expected {type_name}")
+        raise serde_error(path, f"invalid type: {kind(v)}, expected {type_name}")
     if not 0 <= v <= top:
-        raise _serde(path, f"invalid value: integer `{v}`, expected {type_name}")
+        raise serde_error(path, f"invalid value: integer `{v}`, expected {type_name}")
 
 
 def _check_space(path: str, v: Any) -> None:
@@ -105,17 +86,17 @@ def _check_space(path: str, v: Any) -> None:
         # Chroma's space parser fails before serde's type check, with this wording.
         raise InvalidArgument(f"Failed to parse the request body as JSON: {path}: expected value")
     if v not in SPACES:
-        raise _serde(path, f"unknown variant `{v}`, expected one of `l2`, `cosine`, `ip`")
+        raise serde_error(path, f"unknown variant `{v}`, expected one of `l2`, `cosine`, `ip`")
 
 
 def _check_struct(path: str, v: Any, fields: tuple[str, ...], type_name: str) -> dict[str, Any]:
     """An object whose keys are all in ``fields`` (serde's ``deny_unknown_fields``)."""
     if not isinstance(v, dict):
-        raise _serde(path, f"invalid type: {_kind(v)}, expected struct {type_name}")
+        raise serde_error(path, f"invalid type: {kind(v)}, expected struct {type_name}")
     for k in v:
         if k not in fields:
             expected = ", ".join(f"`{f}`" for f in fields)
-            raise _serde(f"{path}.{k}", f"unknown field `{k}`, expected one of {expected}")
+            raise serde_error(f"{path}.{k}", f"unknown field `{k}`, expected one of {expected}")
     return v
 
 
@@ -126,7 +107,7 @@ def _check_hnsw_config(path: str, v: Any) -> dict[str, Any]:
             _check_space(f"{path}.space", val)
         elif k == "resize_factor":
             if val is not None and (isinstance(val, bool) or not isinstance(val, int | float)):
-                raise _serde(f"{path}.{k}", f"invalid type: {_kind(val)}, expected f64")
+                raise serde_error(f"{path}.{k}", f"invalid type: {kind(val)}, expected f64")
         else:
             _check_count(f"{path}.{k}", val, _USIZE_MAX, "usize")
     return hnsw
@@ -146,41 +127,31 @@ def _check_embedding_function(path: str, v: Any) -> None:
     if v is None:
         return
     if not isinstance(v, dict):
-        raise _serde(path, f"invalid type: {_kind(v)}, expected internally tagged enum "
-                           "EmbeddingFunctionConfiguration")
-    kind = v.get("type")
-    if kind is None:
-        raise _serde(path, "missing field `type`")
-    if kind not in _EF_TYPES:
-        raise _serde(f"{path}.type",
-                     f"unknown variant `{kind}`, expected one of `legacy`, `known`, `unknown`")
-    if kind == "known":
+        raise serde_error(path, f"invalid type: {kind(v)}, expected internally tagged enum "
+                          "EmbeddingFunctionConfiguration")
+    ef_type = v.get("type")
+    if ef_type is None:
+        raise serde_error(path, "missing field `type`")
+    if ef_type not in _EF_TYPES:
+        raise serde_error(f"{path}.type",
+                          f"unknown variant `{ef_type}`, expected one of `legacy`, `known`, "
+                          "`unknown`")
+    if ef_type == "known":
         for needed in ("name", "config"):
             if needed not in v:
-                raise _serde(path, f"missing field `{needed}`")
-
-
-def _metadata_value_ok(v: Any) -> bool:
-    """A value Chroma's ``MetadataValue`` accepts: a scalar, or a list of one scalar kind."""
-    if isinstance(v, str | bool | int | float):
-        return True
-    if not isinstance(v, list):
-        return False
-    kinds = {"str" if isinstance(x, str) else "bool" if isinstance(x, bool)
-             else "num" if isinstance(x, int | float) else "other" for x in v}
-    return len(kinds) <= 1 and "other" not in kinds
+                raise serde_error(path, f"missing field `{needed}`")
 
 
 def _check_metadata_shape(v: Any) -> dict[str, Any] | None:
     if v is None:
         return None
     if not isinstance(v, dict):
-        shown = "sequence" if isinstance(v, list) else _kind(v)
-        raise _serde("metadata", f"invalid type: {shown}, expected a map")
+        shown = "sequence" if isinstance(v, list) else kind(v)
+        raise serde_error("metadata", f"invalid type: {shown}, expected a map")
     for k, val in v.items():
-        if not _metadata_value_ok(val):
-            raise _serde(f"metadata.{k}", "data did not match any variant of untagged enum "
-                                          "MetadataValue")
+        if not metadata_value_ok(val, sparse=False):
+            raise serde_error(f"metadata.{k}", "data did not match any variant of untagged enum "
+                              "MetadataValue")
     return v
 
 
@@ -214,18 +185,18 @@ def parse_create(body: Mapping[str, Any]) -> CreateRequest:
         raise Unprocessable(f"{DESERIALIZE}missing field `name`")
     name = body["name"]
     if not isinstance(name, str):
-        raise _serde("name", f"invalid type: {_kind(name)}, expected a string")
+        raise serde_error("name", f"invalid type: {kind(name)}, expected a string")
     goc = body.get("get_or_create", False)
     if not isinstance(goc, bool):
-        raise _serde("get_or_create", f"invalid type: {_kind(goc)}, expected a boolean")
+        raise serde_error("get_or_create", f"invalid type: {kind(goc)}, expected a boolean")
     metadata = _check_metadata_shape(body.get("metadata"))
     hnsw_cfg: dict[str, Any] | None = None
     spann: dict[str, Any] | None = None
     config = body.get("configuration")
     if config is not None:
         if not isinstance(config, dict):
-            raise _serde("configuration", f"invalid type: {_kind(config)}, expected struct "
-                                          "CollectionConfiguration")
+            raise serde_error("configuration", f"invalid type: {kind(config)}, expected struct "
+                              "CollectionConfiguration")
         # Other top-level keys are ignored, as Chroma ignores them.
         if config.get("hnsw") is not None:
             hnsw_cfg = _check_hnsw_config("configuration.hnsw", config["hnsw"])

@@ -1,11 +1,12 @@
 """Request bodies decoded into ``models``: JSON, embeddings, filters and the other fields.
 
-Only shapes and types are checked here, with Chroma's wording; whether a
-write fits the collection (dimension, metadata rules) is the write backend's
-call. Filters are compiled once here so a malformed or over-deep one is a 400
-before any backend sees it. Integers Chroma parses as ``u32`` (``n_results``,
-``limit``, ``offset``) are bounded the same way, so a huge one is a 400 rather
-than an overflow further down.
+A body that does not fit the route's Chroma request type is refused first, as
+Chroma refuses it (``deserialize.check_payload``: 422, or 400 where Chroma says
+400), so the checks here see the types Chroma's do. What is left is Chroma's
+400s: shapes (inconsistent lengths, base64, non-finite numbers), filters
+(compiled once here so a malformed or over-deep one is refused before any
+backend sees it). Whether a write fits the collection (dimension, metadata
+rules) is the write backend's call.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from chromasnap.api.deserialize import check_payload
 from chromasnap.api.models import (
     GET_DEFAULT_INCLUDE,
-    INCLUDE_VALUES,
     QUERY_DEFAULT_INCLUDE,
     GetRequest,
     QueryRequest,
@@ -31,7 +32,6 @@ from chromasnap.engine.errors import InvalidArgument
 from chromasnap.engine.filters import compile_where, compile_where_document
 from chromasnap.engine.ops import OpKind
 
-U32_MAX = (1 << 32) - 1
 N_RESULTS_CAP = (1 << 31) - 1
 """Where a valid ``n_results`` is clamped: far above any collection's size, so answers are
 unchanged, with room for a backend to ask its snapshot for ``n_results`` plus the ids its
@@ -123,50 +123,9 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _str_list(body: Mapping[str, Any], name: str, *, required: bool = False) -> list[str] | None:
-    v = body.get(name)
-    if v is None:
-        if required:
-            raise InvalidArgument(f"missing field `{name}`: send a list of strings")
-        return None
-    if not isinstance(v, list) or any(type(x) is not str for x in v):
-        raise InvalidArgument(f"{name} must be a list of strings")
-    return v
-
-
-def _optional_str_column(body: Mapping[str, Any], name: str) -> list[str | None] | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if not isinstance(v, list) or any(x is not None and type(x) is not str for x in v):
-        raise InvalidArgument(f"{name} must be a list of strings or nulls")
-    return v
-
-
-def _metadatas(body: Mapping[str, Any]) -> list[dict[str, Any] | None] | None:
-    v = body.get("metadatas")
-    if v is None:
-        return None
-    if not isinstance(v, list) or any(x is not None and not isinstance(x, dict) for x in v):
-        raise InvalidArgument("metadatas must be a list of objects or nulls")
-    return v
-
-
-def _u32_overflow(name: str, v: int) -> InvalidArgument:
-    # Chroma's server reads these fields as u32 and answers a larger one with this wording.
-    return InvalidArgument(f"{name}: invalid value: integer `{v}`, expected u32 "
-                           f"(at most {U32_MAX})")
-
-
-def _non_negative_int(body: Mapping[str, Any], name: str) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if type(v) is not int or v < 0:
-        raise InvalidArgument(f"{name} must be a non-negative integer, got {v!r}")
-    if v > U32_MAX:
-        raise _u32_overflow(name, v)
-    return v
+def _column(body: Mapping[str, Any], name: str) -> Any:
+    """An optional field, its type already checked by ``check_payload``."""
+    return body.get(name)
 
 
 def _filters(body: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -181,24 +140,15 @@ def _filters(body: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
 
 
 def _include(body: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
-    v = body.get("include")
-    if v is None:
-        return default
-    if not isinstance(v, list):
-        raise InvalidArgument("include must be a list")
-    for i, x in enumerate(v):
-        if x not in INCLUDE_VALUES:
-            raise InvalidArgument(
-                f"include[{i}]: unknown value {x!r}, expected one of {', '.join(INCLUDE_VALUES)}"
-            )
+    v = body.get("include", default)
     return tuple(v)
 
 
 def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> WriteRequest:
     """Decode an add/upsert/update/delete body (shapes only: the backend validates content)."""
-    b = body_object(body)
+    b = check_payload(kind.name.lower(), body)
     if kind == OpKind.DELETE:
-        ids = _str_list(b, "ids")
+        ids = _column(b, "ids")
         # Chroma's server refuses an empty filter in a delete (a get or query ignores it).
         if b.get("where") == {}:
             raise InvalidArgument("Invalid where clause")
@@ -213,17 +163,12 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
         return WriteRequest(
             # With a filter, no ids means every id and [] means none (Chroma deletes nothing).
             ids=ids if filtered else ids or [], where=where, where_document=where_document,
-            limit=_non_negative_int(b, "limit"), read_after=read_after,
+            limit=_column(b, "limit"), read_after=read_after,
         )
-    ids = _str_list(b, "ids", required=True)
-    assert ids is not None
-    if kind in (OpKind.ADD, OpKind.UPSERT) and b.get("embeddings") is None and ids:
-        raise InvalidArgument(
-            "missing field `embeddings`: chromasnap stores vectors, it does not compute them; "
-            "pass embeddings= or give the client an embedding function"
-        )
+    ids = b["ids"]
     raw = b.get("embeddings")
     if isinstance(raw, list) and any(r is None for r in raw):
+        # Only an update's body gets here with one (Chroma's update takes them).
         raise InvalidArgument(
             "embeddings must have a vector for every record (or be omitted in update)"
         )
@@ -231,9 +176,9 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
     req = WriteRequest(
         ids=ids,
         embeddings=emb,
-        documents=_optional_str_column(b, "documents"),
-        metadatas=_metadatas(b),
-        uris=_optional_str_column(b, "uris"),
+        documents=_column(b, "documents"),
+        metadatas=_column(b, "metadatas"),
+        uris=_column(b, "uris"),
         read_after=read_after,
     )
     n = len(ids)
@@ -247,14 +192,14 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
 
 def parse_get(body: Any, read_after: str | None = None) -> GetRequest:
     """Decode and validate a get body."""
-    b = body_object(body)
+    b = check_payload("get", body)
     where, where_document = _filters(b)
     return GetRequest(
-        ids=_str_list(b, "ids"),
+        ids=_column(b, "ids"),
         where=where,
         where_document=where_document,
-        limit=_non_negative_int(b, "limit"),
-        offset=_non_negative_int(b, "offset") or 0,
+        limit=_column(b, "limit"),
+        offset=_column(b, "offset") or 0,
         include=_include(b, GET_DEFAULT_INCLUDE),
         read_after=read_after,
     )
@@ -262,20 +207,17 @@ def parse_get(body: Any, read_after: str | None = None) -> GetRequest:
 
 def parse_query(body: Any, read_after: str | None = None) -> QueryRequest:
     """Decode and validate a query body."""
-    b = body_object(body)
-    if b.get("query_embeddings") is None:
-        raise InvalidArgument("missing field `query_embeddings`")
+    b = check_payload("query", body)
     q = decode_embeddings(b["query_embeddings"], "query_embeddings")
     assert q is not None
     n_results = b.get("n_results")
     if n_results is None:
         n_results = 10
-    elif type(n_results) is not int or n_results <= 0:
+    elif n_results == 0:
+        # chroma run 1.5.9 drops the connection for this one; chromadb's client says this.
         raise InvalidArgument(
             f"Number of requested results {n_results!r}, cannot be negative, or zero."
         )
-    elif n_results > U32_MAX:
-        raise _u32_overflow("n_results", n_results)
     where, where_document = _filters(b)
     return QueryRequest(
         query_embeddings=q,
@@ -283,6 +225,6 @@ def parse_query(body: Any, read_after: str | None = None) -> QueryRequest:
         where=where,
         where_document=where_document,
         include=_include(b, QUERY_DEFAULT_INCLUDE),
-        ids=_str_list(b, "ids"),
+        ids=_column(b, "ids"),
         read_after=read_after,
     )
