@@ -165,10 +165,11 @@ def vectors(n: int, seed: int = 0) -> list[list[float]]:
     return [[float(x) for x in row] for row in rng.standard_normal((n, DIM))]
 
 
-def assert_invalid(r: httpx.Response, *fragments: str) -> None:
-    assert r.status_code == 400, (r.status_code, r.text[:500])
+def assert_invalid(r: httpx.Response, *fragments: str, status: int = 400,
+                   error: str = "InvalidArgumentError") -> None:
+    assert r.status_code == status, (r.status_code, r.text[:500])
     body = r.json()
-    assert body["error"] == "InvalidArgumentError", body
+    assert body["error"] == error, body
     for fragment in fragments:
         assert fragment in body["message"], body
 
@@ -231,19 +232,23 @@ def test_deep_filters_are_refused_up_front(env: Env, compacted: bool) -> None:
 
 
 def test_huge_n_results_limit_and_offset_are_refused(env: Env) -> None:
-    # Item 7: Chroma reads these as u32; beyond that it is a 4xx, not an overflow.
+    # Item 7: Chroma reads these as u32; beyond that it is a 422 (the body does not
+    # deserialize), not an overflow.
     env.write("upsert", {"ids": ["a", "b", "c"], "embeddings": vectors(3)})
     env.compact_and_wait()
     env.write("upsert", {"ids": ["a"], "embeddings": vectors(1, 9)})  # tail over the snapshot
     q = vectors(1, 2)
     for n in (2**32, 2**62, 2**63, 2**64 - 1):
         assert_invalid(env.post("query", {"query_embeddings": q, "n_results": n}),
-                       "n_results", "u32")
-    for n in (2**64, 10**30, -1, 0, 1.5, "10", True):
-        assert_invalid(env.post("query", {"query_embeddings": q, "n_results": n}))
+                       "n_results", "u32", status=422, error="ChromaError")
+    for n in (2**64, 10**30, -1, 1.5, "10", True):
+        assert_invalid(env.post("query", {"query_embeddings": q, "n_results": n}),
+                       "n_results", "u32", status=422, error="ChromaError")
+    assert_invalid(env.post("query", {"query_embeddings": q, "n_results": 0}))
     for field in ("limit", "offset"):
         for n in (2**32, 2**62, 2**64 - 1):
-            assert_invalid(env.post("get", {field: n}), field, "u32")
+            assert_invalid(env.post("get", {field: n}), field, "u32", status=422,
+                           error="ChromaError")
     # The largest n_results Chroma accepts returns everything, here too.
     r = env.post("query", {"query_embeddings": q, "n_results": 2**32 - 1})
     assert r.status_code == 200, r.text
