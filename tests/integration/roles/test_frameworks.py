@@ -29,9 +29,9 @@ from llama_index.core.vector_stores import (
 )
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
 from llama_index.vector_stores.chroma import ChromaVectorStore
-from test_chroma_parity import DIM, SETTINGS, Pair
 
 from minio_server import MinioServer
+from parity_pair import DIM, SETTINGS, Pair
 
 pytestmark = pytest.mark.minio
 # Distances come from two code paths (the tail's exhaustive search, the snapshot's
