@@ -129,10 +129,12 @@ class FreshnessTiming:
     - ``lease_s``: a reader's freshness lease from one writer; a writer waits
       at most this long for a reader that stopped confirming its pushes;
     - ``members_refresh_s``: how often readers LIST the writer registrations;
-      they answer fresh reads from memory only while their last LIST started
-      less than ``members_window_s`` (twice that) ago, and a new writer waits
-      ``gate_s`` after registering before it acknowledges anything, so every
-      reader knows it by then;
+    - ``members_window_s``: readers answer fresh reads from memory only while
+      their last such LIST started less than this ago, and a new writer waits
+      ``gate_s`` (0.5 s longer) after registering before it acknowledges
+      anything, so every reader knows it by then. So a reader rides out an
+      S3 outage this long before its fresh reads need a LIST, and a new
+      writer is ready this long after it starts;
     - ``writer_stale_s``: a registration not renewed for this long is a dead
       writer's; writers renew every third of it and stop acknowledging once
       ``stop_acks_s`` passed since their last renewal began.
@@ -141,11 +143,11 @@ class FreshnessTiming:
     lease_s: float = 3.0
     members_refresh_s: float = 1.0
     writer_stale_s: float = 15.0
+    members_window_s: float = 10.0
 
-    @property
-    def members_window_s(self) -> float:
-        """Oldest a reader's writer LIST may be (by its start) for a fresh read from memory."""
-        return 2 * self.members_refresh_s
+    def __post_init__(self) -> None:
+        if self.members_window_s < 2 * self.members_refresh_s:
+            raise ValueError("members_window_s must be at least twice members_refresh_s")
 
     @property
     def gate_s(self) -> float:
@@ -209,11 +211,12 @@ class CommonSettings(BaseSettings):
     fresh_lease_seconds: Annotated[float, Field(gt=0, le=60)] = 3.0
     members_refresh_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     writer_stale_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
+    members_window_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
 
     def freshness_timing(self) -> FreshnessTiming:
         """The fresh-read guarantee's timing, as both roles must apply it."""
         return FreshnessTiming(self.fresh_lease_seconds, self.members_refresh_seconds,
-                               self.writer_stale_seconds)
+                               self.writer_stale_seconds, self.members_window_seconds)
 
     def advertised(self, host: str, port: int) -> str:
         """This process's base URL for other pods (see ``advertise_host``)."""

@@ -17,7 +17,8 @@ from chromasnap.reader.freshness import FreshnessState
 from chromasnap.storage.members import Registration
 from chromasnap.writer.leases import Lease, LeaseTable
 
-T = FreshnessTiming(lease_s=3.0, members_refresh_s=1.0, writer_stale_s=15.0)
+T = FreshnessTiming(lease_s=3.0, members_refresh_s=1.0, writer_stale_s=15.0,
+                    members_window_s=2.0)
 
 
 def reg(wid: str, etag: str = "e1") -> Registration:

@@ -45,7 +45,10 @@ def collection_env(bucket_url: str, endpoint: str | None, collection: str, dimen
     env = dict(os.environ)
     env.update({"CHROMASNAP_BUCKET_URL": bucket_url, "CHROMASNAP_COLLECTION": collection,
                 "CHROMASNAP_DIMENSION": str(dimension), "CHROMASNAP_SPACE": space,
-                "CHROMASNAP_POLL_INTERVAL_SECONDS": "0.5", "CHROMASNAP_LOG_FORMAT": "text"})
+                "CHROMASNAP_POLL_INTERVAL_SECONDS": "0.5", "CHROMASNAP_LOG_FORMAT": "text",
+                # One machine, no partitions to ride out: a writer is ready 2.5 s after it
+                # starts rather than the pods' 10.5 s (config.FreshnessTiming).
+                "CHROMASNAP_MEMBERS_WINDOW_SECONDS": "2"})
     if endpoint:
         env["CHROMASNAP_S3_ENDPOINT_URL"] = endpoint
     env.update(extra)
