@@ -2,6 +2,9 @@
 
 Usage: python -m benchmarks.run [--only dataplane,segments,...] [--records N]
        [--segment-records N]
+
+``--only readpath`` runs the read-path figures at their default sizes; for other
+sizes run ``python -m benchmarks.readpath --help`` directly.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--only",
-        default="dataplane,segments,servers,operator",
-        help="comma list of: dataplane, segments, servers, operator",
+        default="dataplane,segments,servers,readpath,operator",
+        help="comma list of: dataplane, segments, servers, readpath, operator",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(
@@ -100,6 +103,12 @@ def main() -> int:
             served = servers.run(minio.endpoint, minio.new_bucket_url, args.serving_records)
             report.save(served, command)
             servers.write_profile(served)
+        if "readpath" in only:
+            from benchmarks import readpath
+
+            read_results = readpath.run(minio.endpoint, minio.new_bucket_url)
+            report.save(read_results, command)
+            readpath.write_markdown(read_results, command)
     if "operator" in only:
         # its own control plane (built by hack/build-tools.sh); no MinIO: no pod runs
         from benchmarks import operator as operator_bench
