@@ -85,6 +85,7 @@ READPATH_END = "<!-- readpath:end -->"
 #: at the next run (segments holding more writes than 1.0x the base).
 POLICY = MergePolicy(full_merge_ratio=3.0, shadowed_ratio=0.5)
 SLOW_FACTOR = 10.0
+CALL = 100  # writes per client call (per kind) in the generated order
 PROBE_TIMEOUT_S = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -169,7 +170,13 @@ class Live:
         self.ids = [i for i in self.ids if i not in gone] + new_ids
         kinds = ["add"] * n_new + ["update"] * n_upd + ["delete"] * n_del
         all_ids = new_ids + upd + dele
-        order = rng.permutation(n)
+        # Client calls: every CALL writes in a random order, grouped by kind (an add, an
+        # update and a delete call), as clients send batches (one op per call, or kinds
+        # interleaved one by one, would make every replay a chromadb call per write).
+        rank = {"add": 0, "update": 1, "delete": 2}
+        perm = rng.permutation(n)
+        order = np.concatenate([sorted(perm[o:o + CALL], key=lambda i: rank[kinds[i]])
+                                for o in range(0, n, CALL)]).astype(int)
         for i in range(n_new, n_new + n_upd):  # an update changes all three fields
             docs[i] = f"updated {all_ids[i]}"
             metas[i] = {"i": -1, "group": int(rng.integers(10)), "updated": True}
