@@ -1010,8 +1010,10 @@ def write_markdown(results: list[Result], command: str) -> None:
     for r in results:
         rows.append(f"| `{r.name}` | {fmt(r.value)} | {fmt(r.peer)} | {fmt(r.ratio)} | "
                     f"{r.unit} | {r.target} | {r.n:,} |")
+    m = report.machine()
     lines = [f"`{command}` on {datetime.now(UTC):%Y-%m-%d}, commit `{commit}`, "
-             f"{run_info.get('seconds', 0) / 60:.1f} minutes; {run_info.get('load', '')}.", "",
+             f"{run_info.get('seconds', 0) / 60:.1f} minutes; machine: {m['cores']} cores, "
+             f"{m['memory_gib']} GiB, {m['cpu_model']}; {run_info.get('load', '')}.", "",
              *rows]
     ing = by.get("reader_query_p50_during_ingest")
     if ing is not None:
