@@ -425,6 +425,7 @@ def writer_ingest(
     store = S3Store(new_bucket_url(), endpoint_url=endpoint)
     new_compactor(store, work / "ingest-compactor").run()  # the empty collection, version 1
     writer = stack.start("writer", CHROMASNAP_BUCKET_URL=store.url)  # no readers to notify
+    stack.wait(writer, "/readyz")  # registered and past its start-up gate (writer/fanout.py)
     n = INGEST_CLIENTS * INGEST_BATCHES_PER_CLIENT * INGEST_BATCH
     secs: dict[str, list[float]] = {"ours": [], "peer_1_client": [], "peer_n_clients": []}
     for rnd in range(INGEST_ROUNDS):
@@ -577,6 +578,8 @@ def run(minio_endpoint: str, new_bucket_url: Any, records: int) -> list[Result]:
             shutil.copytree(src, work / "peer-db")
             with ChromaRun(work / "peer-db", work) as peer:
                 results, _ = reader_benchmarks(readers[0], peer, records, work)
+                # Before fresh_writes fills the readers' tail (nothing compacts here).
+                results += freshness(writer, readers)
                 ingested = writer_ingest(stack, new_bucket_url, minio_endpoint, peer, work)
                 results += ingested
                 from benchmarks.freshwrites import fresh_writes  # it imports this module
@@ -584,7 +587,6 @@ def run(minio_endpoint: str, new_bucket_url: Any, records: int) -> list[Result]:
                 assert ingested[0].peer is not None
                 results += fresh_writes(stack, writer, READERS, new_bucket_url, minio_endpoint,
                                         peer, ingested[0].peer, work)
-            results += freshness(writer, readers)
         finally:
             stack.stop()
         for result in results:
