@@ -32,6 +32,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from chromasnap.engine.merge import (
     plan,
 )
 from chromasnap.engine.ops import DeleteFilter, Op, OpKind
+from chromasnap.reader.tailsearch import BoolArray, MaskCache
 
 Columns = dict[str, Any]
 Positions = Callable[[Sequence[str]], Mapping[str, int]]
@@ -70,11 +72,19 @@ class Overlay:
     stays: frozenset[str] = frozenset()  # live ids that existed in the snapshot throughout
     inserts: bool = False  # the tail adds or upserts vectors (Chroma then has an index)
     created: tuple[str, ...] = ()  # live ids the ops created, in creation order
+    # Built on first use and kept as long as the overlay (which never changes): the
+    # prepared search matrix and the masks of the filters queries used.
+    cache: MaskCache = field(default_factory=MaskCache, compare=False, repr=False)
 
     @property
     def empty(self) -> bool:
         """True when the tail changes nothing."""
         return not self.records
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Index in ``live`` (and row of ``matrix``) of every live id."""
+        return {rid: i for i, rid in enumerate(self.live)}
 
 
 EMPTY = Overlay({}, frozenset(), [], np.zeros((0, 0), dtype=np.float32))
@@ -198,19 +208,35 @@ def count(base_count: int, ov: Overlay) -> int:
     return base_count - len(ov.in_base) + len(ov.live)
 
 
-def _matching_live(ov: Overlay, where: Any, where_document: Any,
-                   ids: Sequence[str] | None) -> list[int]:
+def _filter_mask(ov: Overlay, where: Any, where_document: Any) -> BoolArray | None:
+    """Live records a filter matches (None: no filter), evaluated once per overlay."""
     pred = filters.compile_filter(where, where_document)
-    allowed = set(ids) if ids is not None else None
-    out = []
-    for i, rid in enumerate(ov.live):
-        if allowed is not None and rid not in allowed:
-            continue
-        rec = ov.records[rid]
-        assert rec is not None
-        if pred is None or pred(rec.metadata, rec.document):
-            out.append(i)
-    return out
+    if pred is None:
+        return None
+
+    def build() -> BoolArray:
+        recs = ov.records
+        return np.fromiter(
+            (pred(rec.metadata, rec.document)  # type: ignore[union-attr]
+             for rec in (recs[rid] for rid in ov.live)), dtype=np.bool_, count=len(ov.live))
+
+    return ov.cache.mask(where, where_document, build)
+
+
+def matching_rows(ov: Overlay, where: Any, where_document: Any,
+                  ids: Sequence[str] | None) -> np.ndarray[Any, np.dtype[np.intp]] | None:
+    """Rows of ``ov.live`` a query's filters and ``ids`` select, ascending (None: all).
+
+    The filter's mask is computed once per overlay and filter (an overlay
+    never changes); ``ids`` are looked up, never scanned for.
+    """
+    mask = _filter_mask(ov, where, where_document)
+    if ids is not None:
+        pos = ov.positions
+        picked = np.zeros(len(ov.live), dtype=np.bool_)
+        picked[[p for rid in ids if (p := pos.get(rid)) is not None]] = True
+        mask = picked if mask is None else picked & mask
+    return None if mask is None else np.flatnonzero(mask).astype(np.intp)
 
 
 def chroma_metadata(rec: Record) -> Any:
@@ -252,33 +278,37 @@ def snapshot_survivors(ids: Sequence[Sequence[str]], ov: Overlay,
 def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, Any],
                 n_results: int, space: str, include: Sequence[str], where: Any = None,
                 where_document: Any = None, ids: Sequence[str] | None = None) -> Columns:
-    """Combine the snapshot's query answer (with distances) and the overlay's exact search."""
+    """Combine the snapshot's query answer (with distances) and the overlay's exact search.
+
+    The overlay is searched in numpy (``tailsearch``: one float32 product, then
+    exact distances for the few rows that can rank); Python rows are built
+    only for the ``n_results`` that are returned.
+    """
     cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
-    live_idx = _matching_live(ov, where, where_document, ids)
-    tail_d = (distances.distances(queries, ov.matrix[live_idx], space)
-              if live_idx else np.zeros((len(queries), 0), dtype=np.float32))
+    rows = matching_rows(ov, where, where_document, ids)
+    tm = ov.cache.matrix(ov.matrix, space)
     out: Columns = {"ids": []}
     for c in [*cols, "distances"] if "distances" in include else cols:
         out[c] = []
     for q in range(len(queries)):
-        cands: list[tuple[float, int, str, dict[str, Any]]] = []
+        # (distance, source, order, id, where): snapshot before tail on exact ties, then
+        # each source's own order (deterministic, as a stable sort of both lists).
+        cands: list[tuple[float, int, int, str, int]] = []
         snap_ids = snap["ids"][q] if snap.get("ids") else []
         for j, rid in enumerate(snap_ids):
             if rid in ov.records:
                 continue  # overridden or deleted by the tail
-            row = {c: snap[c][q][j] for c in cols}
-            cands.append((float(snap["distances"][q][j]), 0, rid, row))
-        for k, i in enumerate(live_idx):
-            rid = ov.live[i]
-            rec = ov.records[rid]
-            assert rec is not None
-            cands.append((float(tail_d[q, k]), 1, rid, {c: _field(rec, c) for c in cols}))
-        # Stable by distance; snapshot before tail on exact ties (deterministic).
-        cands.sort(key=lambda t: (t[0], t[1]))
+            cands.append((float(snap["distances"][q][j]), 0, j, rid, j))
+        idx, dist = tm.nearest(queries[q], n_results, rows)
+        for k, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True)):
+            cands.append((d, 1, k, ov.live[i], i))
+        cands.sort(key=lambda t: (t[0], t[1], t[2]))
         top = cands[:n_results]
-        out["ids"].append([t[2] for t in top])
+        out["ids"].append([t[3] for t in top])
         for c in cols:
-            out[c].append([t[3][c] for t in top])
+            out[c].append([snap[c][q][t[4]] if t[1] == 0
+                           else _field(ov.records[t[3]], c)  # type: ignore[arg-type]
+                           for t in top])
         if "distances" in include:
             out["distances"].append([t[0] for t in top])
     return out
@@ -297,7 +327,7 @@ def check_query_ids(ov: Overlay, ids: Sequence[str] | None, where: Any, where_do
     """
     if ids is None or where or where_document:
         return
-    live = {rid for rid, rec in ov.records.items() if rec is not None}
+    live = ov.positions
     ask = list(dict.fromkeys(rid for rid in ids if rid not in ov.records))
     found = set(in_snapshot(ask)) if ask else set()
     if all(rid in live or rid in found for rid in ids):
@@ -353,7 +383,8 @@ def get_plan(snap_ids: Sequence[str], ov: Overlay, where: Any, where_document: A
     the same order); the ones the tail created follow, in creation order.
     """
     base = [rid for rid in snap_ids if rid not in ov.records]
-    matching = [ov.live[i] for i in _matching_live(ov, where, where_document, ids)]
+    rows = matching_rows(ov, where, where_document, ids)
+    matching = ov.live if rows is None else [ov.live[i] for i in rows.tolist()]
     merged = _interleave(base, [rid for rid in matching if rid in ov.stays], positions)
     merged += [(rid, True) for rid in matching if rid not in ov.stays]
     end = None if limit is None else offset + limit
