@@ -25,11 +25,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
-from chromasnap.engine import chromadir, persistence, reads, replay
+from chromasnap.engine import chromadir, persistence, reads
 from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
+from chromasnap.reader.foldproc import fold_in_child
 from chromasnap.reader.freshview import EMPTY, Overlay, build_planned
 from chromasnap.reader.lineage import Lineage, of_chain
 from chromasnap.storage import manifest as mf
@@ -38,8 +39,6 @@ from chromasnap.storage.store import ObjectStore, StoreError
 
 log = logging.getLogger("chromasnap.reader")
 
-#: Records per chromadb call while folding (bounds how long a call holds the GIL).
-FOLD_BATCH = 256
 #: Manifests read back to the previously loaded version when several were skipped; a
 #: longer gap leaves the tail's older deltas undecided (the next LIST reads them again).
 MAX_SKIPPED_VERSIONS = 64
@@ -347,12 +346,11 @@ class SnapshotReader:
         t0 = time.perf_counter()
         try:
             shutil.rmtree(path, ignore_errors=True)
-            shutil.copytree(cur.local.path / mf.DB_DIR, path / mf.DB_DIR)
             settings = man.collection.settings
-            with persistence.open_collection(path / mf.DB_DIR, settings.name) as (_, col):
-                # Small batches: a write call holds the GIL, and queries run meanwhile.
-                replay.apply_ops(col, cur.pending_ops, dimension=settings.dimension,
-                                 max_batch_size=FOLD_BATCH)
+            # In a child process: chromadb's write calls hold the GIL for their whole
+            # duration, and probes and queries in this process would wait for them.
+            fold_in_child(cur.local.path / mf.DB_DIR, path / mf.DB_DIR, settings.name,
+                          settings.dimension, cur.pending_ops)
             updates = {rid: cur.versions[rid] for rid in cur.pending.records}
             snapshots.merge_versions_file(cur.local.path / mf.VERSIONS_FILE, updates,
                                           path / mf.VERSIONS_FILE)
