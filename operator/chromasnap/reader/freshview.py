@@ -122,6 +122,28 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
     return _fold(p.ops, p.superseded, dimension, space, base_lookup, under)
 
 
+def extend_overlay(ops: list[Op], versions: Mapping[str, Version], dimension: int,
+                   base_lookup: Lookup, prev: Overlay, *,
+                   space: str) -> tuple[Overlay, dict[str, Version]]:
+    """Fold ``ops`` on top of ``prev``; also return the versions the ops give their ids.
+
+    The same as one :func:`build_overlay` over ``prev``'s ops and ``ops``
+    when ``ops`` hold no filtered delete, none needs the snapshot's records
+    (``merge.needs_records``), and every op of ``ops`` is newer than every op
+    ``prev`` folded: planning sorts ops by key, so the combined plan is
+    ``prev``'s followed by these, and a fold is sequential. ``versions`` must
+    include the versions ``prev``'s ops gave. So a tail that grows by one
+    delta costs that delta, not the whole tail again.
+    """
+    p = plan(ops, versions)
+    if not p.ops:
+        if prev.empty:
+            return (Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32),
+                            prev.superseded + p.superseded, prev.ops), p.versions)
+        return replace(prev, superseded=prev.superseded + p.superseded), p.versions
+    return _fold(p.ops, p.superseded, dimension, space, base_lookup, prev), p.versions
+
+
 def _lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
     """Records of the snapshot with ``under`` on top."""
 
@@ -195,12 +217,32 @@ def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
     created = ([rid for rid in under.created if live(rid)]
                + sorted(new, key=lambda r: new[r]))
     order = stays + created
-    matrix = (np.stack([finals[r].embedding for r in order]).astype(np.float32)  # type: ignore[union-attr]
-              if order else np.zeros((0, dimension), dtype=np.float32))
+    matrix = _matrix(order, set(touched), finals, under, dimension)
     inserts = under.inserts or any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in ops)
     return Overlay(finals, under.in_base | frozenset(found), order, matrix,
                    under.superseded + superseded, under.ops + len(ops), frozenset(stays),
                    inserts, tuple(created))
+
+
+def _matrix(order: list[str], touched: set[str], finals: Mapping[str, Record | None],
+            under: Overlay, dimension: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The rows of ``order``: ``under``'s rows for the ids these ops left alone (one
+    copy in numpy), the folded records' vectors for the others. A tail that grows by
+    one delta then costs that delta's rows, not a Python object per tail record."""
+    if not order:
+        return np.zeros((0, dimension), dtype=np.float32)
+    prev = under.positions
+    src = np.fromiter((-1 if rid in touched else prev.get(rid, -1) for rid in order),
+                      dtype=np.intp, count=len(order))
+    kept = src >= 0
+    if kept.any():
+        # One gather (rows of new ids are overwritten below).
+        out = under.matrix.take(np.where(kept, src, 0), axis=0)
+    else:
+        out = np.empty((len(order), dimension), dtype=np.float32)
+    for i in np.flatnonzero(~kept).tolist():
+        out[i] = finals[order[i]].embedding  # type: ignore[union-attr]
+    return out
 
 
 def count(base_count: int, ov: Overlay) -> int:

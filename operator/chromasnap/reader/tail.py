@@ -27,14 +27,16 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from chromasnap.engine.merge import Matching, Record, Version
-from chromasnap.engine.ops import Op
+from chromasnap.engine.merge import Matching, Record, Version, needs_records
+from chromasnap.engine.ops import Op, OpKey
 from chromasnap.logs import fields
 from chromasnap.reader import metrics
-from chromasnap.reader.freshview import EMPTY, Overlay, build_overlay
+from chromasnap.reader.freshview import EMPTY, Overlay, build_overlay, extend_overlay
 from chromasnap.reader.lineage import Lineage, pending_on
 from chromasnap.storage import deltas
 from chromasnap.storage.store import NotFound, ObjectStore
@@ -48,6 +50,18 @@ READ_ATTEMPTS = 3
 
 class UnconfirmedDelta(ValueError):
     """A pushed delta that the bucket does not hold as pushed: never merged."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The last overlay built without filtered deletes, to extend with the next deltas."""
+
+    version: str
+    under: Overlay
+    names: tuple[str, ...]  # the deltas it folded, in order
+    newest: OpKey  # the newest op among them
+    versions: dict[str, Version]  # what their ops made of the ids they touch
+    overlay: Overlay
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class DeltaTail:
         self._overlay_key: tuple[str, int] | None = None
         self._overlay_under: Overlay = EMPTY
         self._overlay: Overlay = EMPTY
+        self._built: _Built | None = None
         self.changed = threading.Condition(self._lock)
         #: ``time.monotonic()`` at the start of the last LIST that completed (None: none yet):
         #: every delta acknowledged before then is in the tail or the loaded version.
@@ -241,11 +256,57 @@ class DeltaTail:
             if key == self._overlay_key and under is self._overlay_under:
                 return self._overlay
             entries = {**self._retired, **self._pending}
-            ops = [op for name in sorted(entries) if pending_on(name, entries[name].stamp, on)
-                   for op in entries[name].ops]
-        ov = (build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching,
-                            retained, space=space) if ops else under)
+            names = tuple(name for name in sorted(entries)
+                          if pending_on(name, entries[name].stamp, on))
+            sizes = [len(entries[name].ops) for name in names]
+            ops = [op for name in names for op in entries[name].ops]
+            inc = self._built
+        built = self._extended(inc, on.version, under, names, sizes, ops, versions,
+                               base_lookup, retained, space) if ops else None
+        if built is not None:
+            ov = built.overlay
+        elif not ops:
+            ov = under
+        elif needs_records(ops, retained):
+            ov = build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching,
+                               retained, space=space)
+        else:
+            ov, vers = extend_overlay(ops, versions, self.dimension, base_lookup, under,
+                                      space=space)
+            built = _Built(on.version, under, names, max(op.key for op in ops), vers, ov)
         with self._lock:
             if self._generation == key[1]:
                 self._overlay_key, self._overlay, self._overlay_under = key, ov, under
+                self._built = built
         return ov
+
+    def _extended(self, inc: _Built | None, version: str, under: Overlay,
+                  names: tuple[str, ...], sizes: list[int], ops: list[Op],
+                  versions: Mapping[str, Version],
+                  base_lookup: Callable[[list[str]], Mapping[str, Record]],
+                  retained: Sequence[Op], space: str) -> _Built | None:
+        """The previous overlay extended by the deltas added since, or None when it cannot be.
+
+        It can when the tail only gained deltas, all after the ones it holds,
+        whose writes are all newer than every write it folded and need no
+        snapshot records (the usual case: deltas arrive in order); then one
+        build over all of them gives the same (``freshview.extend_overlay``),
+        and a new delta costs its own writes, not the whole tail again.
+        """
+        if (inc is None or inc.version != version or inc.under is not under
+                or names[:len(inc.names)] != inc.names):
+            return None
+        fresh = ops[sum(sizes[:len(inc.names)]):]
+        if not fresh:
+            return inc
+        # The overlay extended needed no records: with newer writes only, a retained
+        # filtered delete that matters to them matters to it too, so checking the
+        # fresh writes suffices.
+        if min(op.key for op in fresh) <= inc.newest or needs_records(fresh, retained):
+            return None
+        # ChainMap only ever writes to its first map; ``versions`` is only read.
+        below = cast(MutableMapping[str, Version], versions)
+        ov, vers = extend_overlay(fresh, ChainMap(inc.versions, below), self.dimension,
+                                  base_lookup, inc.overlay, space=space)
+        return _Built(version, under, names, max(op.key for op in fresh),
+                      {**inc.versions, **vers}, ov)

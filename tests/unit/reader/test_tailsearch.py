@@ -77,3 +77,45 @@ def test_merge_query_filters_through_the_cached_mask() -> None:
     res = freshview.merge_query(snap, ov, vec[1:2], 2, "l2", ["distances"],
                                 where={"g": 0}, ids=["t2", "s0"])
     assert res["ids"] == [["s0", "t2"]]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_extending_an_overlay_equals_building_it_at_once(seed: int) -> None:
+    """A tail that grows by a delta of newer writes is extended, never rebuilt: same result."""
+    from chromasnap.engine.ops import Op, OpKey, OpKind
+
+    rng = np.random.default_rng(seed)
+    snapshot = [f"s{i}" for i in range(8)]
+    base = {r: Record(r, np.full(2, i, dtype=np.float32), f"doc {r}", {"k": i})
+            for i, r in enumerate(snapshot)}
+    versions = {r: freshview.Version(OpKey(1, "c", i)) for i, r in enumerate(snapshot)}
+
+    def lookup(ids: list[str]) -> dict[str, Record]:
+        return {i: base[i] for i in ids if i in base}
+
+    kinds = [OpKind.ADD, OpKind.UPSERT, OpKind.UPDATE, OpKind.DELETE]
+    ops = []
+    for n in range(int(rng.integers(1, 40))):
+        kind = kinds[int(rng.integers(4))]
+        rid = f"{'s' if rng.random() < 0.5 else 't'}{int(rng.integers(10))}"
+        emb = None if kind is OpKind.DELETE else rng.standard_normal(2).astype(np.float32)
+        meta = None if kind is OpKind.DELETE else {"n": n}
+        # Two writers a clock tick apart: keys still increase along the list.
+        ops.append(Op(kind, rid, OpKey(100 + n, "ab"[n % 2], n), emb, None, meta))
+    cut = int(rng.integers(0, len(ops) + 1))
+    whole = freshview.build_overlay(ops, versions, 2, lookup, space="cosine")
+    first, v1 = freshview.extend_overlay(ops[:cut], versions, 2, lookup, freshview.EMPTY,
+                                         space="cosine")
+    both, _ = freshview.extend_overlay(ops[cut:], {**versions, **v1}, 2, lookup, first,
+                                       space="cosine")
+    assert both.records.keys() == whole.records.keys()
+    for rid, rec in whole.records.items():
+        got = both.records[rid]
+        assert (got is None) == (rec is None)
+        if rec is not None and got is not None:
+            assert (got.document, got.metadata) == (rec.document, rec.metadata)
+            assert got.embedding.tolist() == rec.embedding.tolist()
+    assert (both.live, both.in_base, both.stays, both.created, both.superseded, both.ops,
+            both.inserts) == (whole.live, whole.in_base, whole.stays, whole.created,
+                              whole.superseded, whole.ops, whole.inserts)
+    assert both.matrix.tolist() == whole.matrix.tolist()
