@@ -3,11 +3,12 @@
 A full version of ``--base`` records (384 dims, cosine) is compacted into a
 local-directory bucket; then tails of 1k / 5k / 10k writes (80% new ids, 10%
 updates, 10% deletes, in 1k-write deltas, as a writer's group commit makes
-them) are put on top, and the reader's ``_query`` (the code an HTTP query
-runs, without the HTTP layer) is timed: p50 of single queries with
-``n_results=10``, without a filter and with a ``where`` filter, and the
-first query after one more delta arrives (what rebuilding the overlay costs
-a read). Run: ``PYTHONPATH=operator:tests python -m benchmarks.freshtail``.
+them; ``--new-share 1`` for new ids only) are put on top, and the reader's
+``_query`` (the code an HTTP query runs, without the HTTP layer) is timed:
+p50 of single queries with ``n_results=10``, without a filter and with a
+``where`` filter, and the first query after one more delta arrives (what
+rebuilding the overlay costs a read). Run:
+``PYTHONPATH=operator:tests python -m benchmarks.freshtail``.
 """
 
 from __future__ import annotations
@@ -36,18 +37,19 @@ DELTA = 1_000
 
 
 def _ops(rng: np.random.Generator, start: int, n: int, base: int, t0: int,
-         writer: str) -> list[Op]:
-    """``n`` writes: 80% new ids, 10% updates and 10% deletes of base records."""
+         writer: str, new_share: float = 0.8) -> list[Op]:
+    """``n`` writes: ``new_share`` new ids, the rest half updates, half deletes of base
+    records (which the snapshot must over-fetch for)."""
     emb = rng.standard_normal((n, DIM)).astype(np.float32)
     out = []
     for i in range(n):
         key = OpKey(t0 + start + i, writer, start + i)
         r = rng.random()
-        if r < 0.8:
+        if r < new_share:
             rid = f"t{start + i}"
             out.append(Op(OpKind.UPSERT, rid, key, emb[i], f"doc {rid}",
                           {"group": (start + i) % 10}))
-        elif r < 0.9:
+        elif r < (1 + new_share) / 2:
             rid = f"b{int(rng.integers(base))}"
             out.append(Op(OpKind.UPDATE, rid, key, emb[i], None, {"group": i % 10}))
         else:
@@ -74,6 +76,8 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=30_000)
     ap.add_argument("--tails", default="0,1000,5000,10000")
     ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--new-share", type=float, default=0.8,
+                    help="share of tail writes that create new ids (1.0: no over-fetch)")
     a = ap.parse_args()
     rng = np.random.default_rng(7)
     work = Path(tempfile.mkdtemp(prefix="freshtail-"))
@@ -96,7 +100,7 @@ def main() -> None:
     for size in (int(s) for s in a.tails.split(",")):
         while written < size:
             n = min(DELTA, size - written)
-            _put(store, _ops(rng, written, n, a.base, t1, "w"), t1 + written, "w")
+            _put(store, _ops(rng, written, n, a.base, t1, "w", a.new_share), t1 + written, "w")
             written += n
         replica.tail.poll()
 
@@ -112,7 +116,7 @@ def main() -> None:
         p_plain = _p50(plain, a.queries)
         p_filtered = _p50(filtered, a.queries)
         # One more small delta: the first query after it pays for the overlay's rebuild.
-        _put(store, _ops(rng, written, 10, a.base, t1, "w"), t1 + written, "w")
+        _put(store, _ops(rng, written, 10, a.base, t1, "w", a.new_share), t1 + written, "w")
         written += 10
         replica.tail.poll()
         t = time.perf_counter()

@@ -14,9 +14,12 @@ process then opens the result like any other copy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,11 +53,25 @@ def fold_in_child(src_db: Path, dest_db: Path, name: str, dimension: int,
         raise FoldFailed(f"fold process exited with {done.returncode}: {err}")
 
 
+def _exit_with_parent() -> None:
+    """End this process when the reader that started it is gone (re-parented): a fold
+    nobody will open only burns CPU, and the cache it writes to is wiped on restart."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fold-parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str]) -> int:
     """The child: ``SRC_DB DEST_DB NAME DIMENSION OPS_FILE``."""
     from chromasnap.engine import persistence, replay
 
     src, dest, name, dim, ops_file = argv
+    _exit_with_parent()
     dimension = int(dim)
     ops = deltas.decode(Path(ops_file).read_bytes(), dimension)
     shutil.copytree(src, dest)
