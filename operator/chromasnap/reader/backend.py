@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,14 +198,40 @@ class ReaderBackend:
             else:
                 # Candidates without columns: the overlay's over-fetch (one per record it
                 # overrides) would otherwise fetch documents and metadata for all of them.
-                res = self._survivors(snap, reads.query_raw(
-                    snap.collection, req.query_embeddings,
-                    freshview.snapshot_k(req.n_results, ov), where=req.where,
-                    where_document=req.where_document, ids=snap_ids, include=["distances"]),
-                    ov, req.n_results, wanted)
+                def candidates(k: int) -> Mapping[str, Any]:
+                    return reads.query_raw(
+                        snap.collection, req.query_embeddings, k, where=req.where,
+                        where_document=req.where_document, ids=snap_ids,
+                        include=["distances"])
+
+                res = self._survivors(snap, self._candidates(candidates, ov, req.n_results),
+                                      ov, req.n_results, wanted)
             return freshview.merge_query(res, ov, np.asarray(req.query_embeddings),
                                          req.n_results, space, include, req.where,
                                          req.where_document, req.ids)
+
+    @staticmethod
+    def _candidates(query: Callable[[int], Mapping[str, Any]], ov: freshview.Overlay,
+                    n_results: int) -> Mapping[str, Any]:
+        """The snapshot's candidates: enough that ``n_results`` survive the overlay.
+
+        Asking for ``n + |overlay ∩ snapshot|`` always suffices but makes every
+        query fetch (and walk in Python) one candidate per record the tail
+        updates or deletes, so it grew with the tail. Candidates come sorted
+        by distance, so when a smaller ask already leaves ``n_results`` per row
+        (or the snapshot ran out), its survivors are the same top ``n``; only
+        otherwise is the full ask made.
+        """
+        full = freshview.snapshot_k(n_results, ov)
+        first = min(full, 2 * n_results + 16)
+        res = query(first)
+        if first == full:
+            return res
+        kept = freshview.snapshot_survivors(res["ids"], ov, n_results)
+        if all(len(k) == n_results or len(row) < first
+               for k, row in zip(kept, res["ids"], strict=True)):
+            return res
+        return query(full)
 
     @staticmethod
     def _survivors(snap: LoadedSnapshot, res: Mapping[str, Any], ov: freshview.Overlay,
