@@ -6,8 +6,9 @@ the snapshot's versions, then ``merge.fold`` over the snapshot's records).
 Answers then combine two sources:
 
 - the snapshot, asked through chromadb's index with the same filters, for
-  ``n + |overlay ∩ snapshot|`` candidates so that dropping the ids the
-  overlay overrides still leaves ``n``;
+  enough candidates that dropping the ids the overlay overrides still
+  leaves ``n`` (``n + |overlay ∩ snapshot|`` at most, see
+  ``ReaderBackend._candidates``);
 - the overlay's live records, searched exhaustively with the index's own
   distance function (``distances.py``) and filtered by ``filters.py``.
 
