@@ -21,7 +21,7 @@ from chromasnap.engine.merge import (
     Version,
     apply_op,
     expand_filtered_deletes,
-    fold,
+    fold_tracked,
     matching_records,
     plan,
     retain,
@@ -41,8 +41,9 @@ class Delta:
     ops: list[Op]
 
 
-def random_filter(rng: random.Random, ids: int) -> DeleteFilter:
-    """A filtered delete over what ``random_history`` writes (``k``, ``f0..2``, documents)."""
+def random_filter(rng: random.Random, ids: int, limits: bool = False) -> DeleteFilter:
+    """A filtered delete over what ``random_history`` writes (``k``, ``f0..2``, documents);
+    with ``limits``, some remove only their first 0..3 matches."""
     wheres: list[Any] = [
         None, {"k": rng.randrange(5)}, {"k": {"$gte": rng.randrange(5)}},
         {"k": {"$in": [rng.randrange(5), rng.randrange(5)]}},
@@ -57,7 +58,8 @@ def random_filter(rng: random.Random, ids: int) -> DeleteFilter:
     limited = None
     if rng.random() < 0.3:
         limited = tuple(sorted({f"id{rng.randrange(ids)}" for _ in range(rng.randint(1, 4))}))
-    return DeleteFilter(where, where_document, limited)
+    limit = rng.choice([None, None, 0, 1, 2, 3]) if limits else None
+    return DeleteFilter(where, where_document, limited, limit)
 
 
 def random_history(
@@ -67,6 +69,7 @@ def random_history(
     n_ops: int = 120,
     ids: int = 12,
     filtered_deletes: float = 0.0,
+    limits: bool = False,
 ) -> list[Delta]:
     """Ops from several writers with interleaved timestamps, cut into deltas.
 
@@ -83,7 +86,7 @@ def random_history(
         seq[w] += 1
         if filtered_deletes and rng.random() < filtered_deletes:
             pending[w].append(Op(OpKind.DELETE_WHERE, "", OpKey(clock, f"w{w}", seq[w]),
-                                 filter=random_filter(rng, ids)))
+                                 filter=random_filter(rng, ids, limits)))
             continue
         kind = rng.choice(RECORD_KINDS)
         rid = f"id{rng.randrange(ids)}"
@@ -172,7 +175,8 @@ def apply_in_order(ops: Iterable[Op]) -> dict[str, Record]:
     for op in sort_ops(ops):
         if op.kind is OpKind.DELETE_WHERE:
             assert op.filter is not None
-            for rid in matching_records(dict(state), op.filter):
+            hits = matching_records(dict(state), op.filter)
+            for rid in hits if op.filter.limit is None else hits[:op.filter.limit]:
                 del state[rid]
             continue
         rec = apply_op(state.get(op.id), op)
@@ -190,7 +194,7 @@ def chroma_call(col: Any, op: Op) -> None:
         assert op.filter is not None
         f = op.filter
         col.delete(ids=None if f.ids is None else list(f.ids), where=f.where,
-                   where_document=f.where_document)
+                   where_document=f.where_document, limit=f.limit)
         return
     if op.kind is OpKind.DELETE:
         server._delete(collection_id=col.id, ids=[op.id], **where)
@@ -243,11 +247,15 @@ class PureState:
         touched, _ = settle(p, self.versions)
         self.versions.update(touched)
         self.retained = retain(self.retained, ops, 0)
-        for rid, rec in fold(self.records, indexed_ops(p.ops, self.space)).items():
+        folded = fold_tracked(self.records, indexed_ops(p.ops, self.space))
+        for rid, rec in folded.records.items():
             if rec is None:
                 self.records.pop(rid, None)
-            else:
+            elif rid not in folded.created:  # keeps its place
                 self.records[rid] = rec
+        for rid in sorted(folded.created, key=folded.created.__getitem__):  # go last
+            self.records.pop(rid, None)
+            self.records[rid] = folded.records[rid]  # type: ignore[assignment]
 
     def fresh(self, tail: list[Op]) -> dict[str, Record]:
         """What a fresh read sees: the version with the tail's overlay on top."""

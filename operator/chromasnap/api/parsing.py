@@ -155,6 +155,9 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
         if b.get("where_document") == {}:
             raise InvalidArgument("Invalid where document clause")
         where, where_document = _filters(b)
+        if b.get("limit") is not None and where is None and where_document is None:
+            raise InvalidArgument("Validation error: limit, where: limit can only be "
+                                  "specified when a where clause is provided")
         if ids is None and where is None and where_document is None:
             raise InvalidArgument("Either ids, where or where_document must be specified")
         if ids is not None and not ids and where is None and where_document is None:

@@ -134,7 +134,9 @@ Lookup = Callable[[list[str]], Mapping[str, Record]]
 """Records of a state by id (absent ids are left out)."""
 
 Matching = Callable[[DeleteFilter], Iterable[str]]
-"""Ids of a state's live records that a filter matches, its ``ids`` limit included."""
+"""Ids of a state's live records that a filter matches, its ``ids`` limit included, in
+the state's storage order (Chroma's ``get`` order) at least when the filter has a
+``limit``; the ``limit`` itself is not applied (every match is returned)."""
 
 
 def matching_records(records: Mapping[str, Record | None], f: DeleteFilter) -> list[str]:
@@ -169,9 +171,12 @@ def needs_records(ops: Sequence[Op], retained: Iterable[Op] = ()) -> bool:
 
 def retain(retained: Iterable[Op], ops: Iterable[Op], horizon_us: int) -> list[Op]:
     """The filtered deletes a new version keeps: the old ones and ``ops``' own, in key
-    order, minus those older than the grace horizon (like tombstones)."""
+    order, minus those older than the grace horizon (like tombstones) and those with
+    a ``limit``: those removed exactly the ids they removed when folded, and the
+    tombstones they left turn away late writes to those ids."""
     kept = {f.key: f for f in [*retained, *(op for op in ops if op.kind is OpKind.DELETE_WHERE)]
-            if f.key.ts_us >= horizon_us}
+            if f.key.ts_us >= horizon_us
+            and (f.filter is None or f.filter.limit is None)}  # a limited one is decided
     return [kept[k] for k in sorted(kept)]
 
 
@@ -194,6 +199,16 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
     grace period): they were decided on the state's records then, so they
     test only the records this batch changes before them — a late write older
     than a filtered delete still meets it.
+
+    A delete with a ``limit`` removes only the first ``limit`` matching
+    records in Chroma's order just before ``K``: the state's records that
+    exist throughout in storage order (``matching`` gives that order), then
+    the records the batch created before ``K`` in creation order. A matching
+    record a newer folded write keeps still counts toward the limit. Once
+    folded, a limited delete is decided: it removed exactly those ids, and
+    their tombstones (keyed ``K``) turn away late writes to them, so it is
+    not retained (:func:`retain`) and a late write creating another matching
+    record keeps it.
     """
     ordered = sort_ops(ops)
     again = _relevant(ordered, retained)
@@ -216,25 +231,55 @@ def expand_filtered_deletes(ops: Iterable[Op], versions: Mapping[str, Version],
             seen = versions[rid].key
         return seen is not None and key <= seen
 
+    created: dict[str, int] = {}  # live ids the batch created: when (Chroma's order)
     out: list[Op] = []
     for op in ordered:
         if op.kind is not OpKind.DELETE_WHERE:
             out.append(op)
             if op.key < last and not newer_than(op.id, op.key):  # else plan decides alone
-                state[op.id] = apply_op(state[op.id] if op.id in state else base.get(op.id), op)
+                cur = state[op.id] if op.id in state else base.get(op.id)
+                state[op.id] = new = apply_op(cur, op)
                 newest[op.id] = op.key
+                if new is None:
+                    created.pop(op.id, None)
+                elif cur is None:
+                    created[op.id] = len(out)
             continue
         f = op.filter
         assert f is not None, "a filtered delete carries its filter"
-        # Records unchanged since the state: a retained one decided them already.
-        hits = [] if op.key in old_keys else [rid for rid in matching(f) if rid not in state]
-        for rid in [*hits, *matching_records(state, f)]:
+        if f.limit is not None:
+            removes = _first_matching(f, f.limit, matching, state, created)
+        else:
+            # Records unchanged since the state: a retained one decided them already.
+            hits = [] if op.key in old_keys else [rid for rid in matching(f) if rid not in state]
+            removes = [*hits, *matching_records(state, f)]
+        for rid in removes:
             if newer_than(rid, op.key):
                 continue
             out.append(Op(OpKind.DELETE, rid, op.key))
             state[rid] = None
+            created.pop(rid, None)
             newest[rid] = op.key
     return out
+
+
+def _first_matching(f: DeleteFilter, limit: int, matching: Matching,
+                    state: Mapping[str, Record | None], created: Mapping[str, int]) -> list[str]:
+    """The first ``limit`` records ``f`` matches, in Chroma's order (storage order).
+
+    The state's matching records the batch left alone, and those it changed
+    but did not create (they keep their place), go in the state's order; the
+    records the batch created follow, in creation order.
+    """
+    if limit == 0:
+        return []
+    hits = [rid for rid in matching(f) if rid not in state]
+    mine = matching_records(state, f)
+    kept = [rid for rid in mine if rid not in created]
+    if kept:  # their place among the state's hits: the state's own order of them
+        hits = list(matching(DeleteFilter(ids=(*hits[:limit], *kept), limit=limit)))
+    new = sorted((rid for rid in mine if rid in created), key=lambda rid: created[rid])
+    return [*hits, *new][:limit]
 
 
 @dataclass

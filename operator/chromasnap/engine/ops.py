@@ -44,11 +44,14 @@ class DeleteFilter:
 
     ``where``/``where_document`` are Chroma filters (already validated); ``ids``,
     when given, limits the delete to those ids (Chroma deletes the ids that match).
+    ``limit``, when given, removes only the first ``limit`` matching records in
+    Chroma's order (its ``get(where=..., limit=...)`` order: storage order).
     """
 
     where: dict[str, Any] | None = None
     where_document: dict[str, Any] | None = None
     ids: tuple[str, ...] | None = None
+    limit: int | None = None
 
 
 class OpKey(NamedTuple):

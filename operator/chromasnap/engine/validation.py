@@ -174,12 +174,9 @@ def _filtered_delete(ids: Any, where: Any, where_document: Any, limit: int | Non
                      limits: Limits, clock: WriterClock) -> Op:
     """``delete(where=..., where_document=..., ids=...)`` as one op: a writer holds no
     records, so the filter travels in the delta and is decided where the state is."""
-    if limit is not None:
-        raise InvalidWrite(
-            "delete with limit is not supported: which records are the first n matching "
-            "ones is only known once the delete is folded; delete by filter without limit, "
-            "or get the ids from a reader and delete those"
-        )
+    # ``limit``: only the first n matching records, decided where the state is.
+    if limit is not None and (type(limit) is not int or not 0 <= limit < 1 << 32):
+        raise InvalidWrite("limit must be a non-negative integer in delete")
     if where is not None:
         validate_where(where)
     if where_document is not None:
@@ -191,7 +188,8 @@ def _filtered_delete(ids: Any, where: Any, where_document: Any, limit: int | Non
                            f"{limits.max_records}; split it into smaller requests")
     (key,) = clock.next_keys(1)
     return Op(OpKind.DELETE_WHERE, "", key,
-              filter=DeleteFilter(where, where_document, None if rids is None else tuple(rids)))
+              filter=DeleteFilter(where, where_document, None if rids is None else tuple(rids),
+                                  limit))
 
 
 def build_ops(

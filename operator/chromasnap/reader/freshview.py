@@ -161,8 +161,16 @@ def _matching_over(base_matching: Matching, under: Overlay) -> Matching:
     """Matching records of the snapshot with ``under`` on top."""
 
     def matching(f: DeleteFilter) -> list[str]:
-        return ([rid for rid in base_matching(f) if rid not in under.records]
-                + matching_records(under.records, f))
+        hits = [rid for rid in base_matching(f) if rid not in under.records]
+        if f.limit is None:  # order does not matter
+            return hits + matching_records(under.records, f)
+        # Chroma's order: ``under``'s records that stay in the snapshot go in its
+        # order, the ones ``under`` created follow in creation order.
+        mine = matching_records({rid: under.records[rid] for rid in under.live}, f)
+        stays = [rid for rid in mine if rid in under.stays]
+        if stays:
+            hits = list(base_matching(DeleteFilter(ids=(*hits, *stays), limit=f.limit)))
+        return [*hits, *(rid for rid in mine if rid not in under.stays)]
 
     return matching
 

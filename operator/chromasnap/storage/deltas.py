@@ -12,7 +12,10 @@ Format 2 adds one column, ``filter`` (JSON text: ``where``, ``where_document``,
 format 2 only for a delta that holds one, so every other delta stays format 1
 and readable by components that predate filtered deletes; those refuse a
 format-2 delta as unsupported (quarantined by an old compactor, never applied
-wrongly). Both formats are read.
+wrongly). Format 3 is format 2 whose filters may carry ``limit`` (a
+``delete(where=..., limit=n)``); a writer writes it only for a delta holding
+such a delete, so components that predate limits refuse it rather than delete
+every match. All three formats are read.
 
 Key: ``deltas/<ts_us:017d>-<writer-id>.arrow``: the flush time in
 microseconds sorts keys roughly by time; the writer id makes them unique
@@ -37,8 +40,8 @@ from chromasnap.engine import filters
 from chromasnap.engine.errors import InvalidArgument
 from chromasnap.engine.ops import DeleteFilter, Op, OpKey, OpKind
 
-FORMAT_VERSION = 2  # newest format read; written only when a delta needs it
-_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # newest format read; written only when a delta needs it
+_FORMATS = (1, 2, 3)
 MAGIC = b"CSNAPD01"
 DELTA_PREFIX = "deltas/"
 DELTA_EXT = ".arrow"
@@ -116,7 +119,8 @@ def encode(ops: Sequence[Op], dimension: int, writer: str) -> bytes:
             emb_valid[i] = True
     flat = pa.array(emb.reshape(-1), type=pa.float32())
     emb_arr = pa.FixedSizeListArray.from_arrays(flat, dimension, mask=pa.array(~emb_valid))
-    fmt = 2 if any(op.filter is not None for op in ops) else 1
+    fmt = (3 if any(op.filter is not None and op.filter.limit is not None for op in ops)
+           else 2 if any(op.filter is not None for op in ops) else 1)
     filters = ([pa.array([_filter_json(op.filter) for op in ops], type=pa.string())]
                if fmt >= 2 else [])
     table = pa.Table.from_arrays(
@@ -165,10 +169,10 @@ def decode(data: bytes, dimension: int | None = None) -> list[Op]:
     dim = int(meta.get(b"chromasnap.dimension", b"0"))
     if dimension is not None and dim != dimension:
         raise CorruptDelta(f"delta has dimension {dim}, the collection has {dimension}")
-    return _ops_from_table(table, dim)
+    return _ops_from_table(table, dim, fmt)
 
 
-def _ops_from_table(table: pa.Table, dim: int) -> list[Op]:
+def _ops_from_table(table: pa.Table, dim: int, fmt: int) -> list[Op]:
     kinds = table.column("kind").to_pylist()
     ids = table.column("id").to_pylist()
     ts = table.column("ts_us").to_pylist()
@@ -200,7 +204,7 @@ def _ops_from_table(table: pa.Table, dim: int) -> list[Op]:
                 document=docs[i],
                 metadata=None if metas[i] is None else orjson.loads(metas[i]),
                 uri=uris[i],
-                filter=None if filters[i] is None else _filter_of(filters[i]),
+                filter=None if filters[i] is None else _filter_of(filters[i], fmt),
             )
         )
     return out
@@ -216,15 +220,21 @@ def _kind(value: int) -> OpKind:
 def _filter_json(f: DeleteFilter | None) -> str | None:
     if f is None:
         return None
-    return json.dumps({"where": f.where, "where_document": f.where_document,
-                       "ids": None if f.ids is None else list(f.ids)})
+    raw: dict[str, Any] = {"where": f.where, "where_document": f.where_document,
+                           "ids": None if f.ids is None else list(f.ids)}
+    if f.limit is not None:
+        raw["limit"] = f.limit  # only in format 3 (see the module docstring)
+    return json.dumps(raw)
 
 
-def _filter_of(text: str) -> DeleteFilter:
+def _filter_of(text: str, fmt: int) -> DeleteFilter:
     """The filter, checked as a writer checks it: a bad one would fail every fold and read."""
     try:
         raw = orjson.loads(text)
         where, where_document, ids = raw["where"], raw["where_document"], raw["ids"]
+        limit = raw.get("limit")
+        if limit is not None and (fmt < 3 or type(limit) is not int or limit < 0):
+            raise ValueError("limit must be a non-negative integer, in format 3 only")
         if where is None and where_document is None:
             raise ValueError("a filtered delete without a filter")
         if where is not None:
@@ -233,6 +243,6 @@ def _filter_of(text: str) -> DeleteFilter:
             filters.validate_where_document(where_document)
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise ValueError("ids must be a list of strings")
-        return DeleteFilter(where, where_document, None if ids is None else tuple(ids))
+        return DeleteFilter(where, where_document, None if ids is None else tuple(ids), limit)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidArgument) as e:
         raise CorruptDelta(f"bad filter in a filtered delete: {e}") from e

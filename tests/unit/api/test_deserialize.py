@@ -68,6 +68,9 @@ def test_what_deserializes_passes_on_to_the_400s() -> None:
     assert info.value.status == 400
     with pytest.raises(InvalidArgument, match="Invalid where clause"):
         parse_write(OpKind.DELETE, {"where": {}})
+    for body in ({"limit": 1}, {"ids": ["a"], "limit": 1}):  # as chroma run 1.5.9 answers
+        with pytest.raises(InvalidArgument, match="limit can only be specified when a where"):
+            parse_write(OpKind.DELETE, body)
     with pytest.raises(InvalidArgument, match="cannot be negative, or zero"):
         parse_query({"query_embeddings": [[1.0]], "n_results": 0})
     with pytest.raises(InvalidArgument, match="Inconsistent number"):

@@ -61,13 +61,15 @@ def key_windows(rng: random.Random, ops: list[Op], compactions: int) -> list[lis
     return windows
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(("seed", "limits"), [*((s, False) for s in range(12)),
+                                               *((s, True) for s in range(100, 112))])
 def test_filtered_deletes_match_chromadb_at_every_compaction_point(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, limits: bool
 ) -> None:
+    """With ``limits``, some deletes remove only their first n matches (Chroma's order)."""
     rng = random.Random(seed)
     history = random_history(rng, dimension=DIM, writers=2, n_ops=90, ids=8,
-                             filtered_deletes=0.12)
+                             filtered_deletes=0.12, limits=limits)
     ops = [op for d in history for op in d.ops]
     assert any(op.kind is OpKind.DELETE_WHERE for op in ops)
     want = chroma_reference(tmp_path, ops)
@@ -88,8 +90,10 @@ def _upsert(rid: str, ts: int, meta: dict[str, Any]) -> Op:
     return Op(OpKind.UPSERT, rid, OpKey(ts, "w1", ts), E, f"doc {rid}", dict(meta))
 
 
-def _where(ts: int, where: dict[str, Any], ids: tuple[str, ...] | None = None) -> Op:
-    return Op(OpKind.DELETE_WHERE, "", OpKey(ts, "w2", ts), filter=DeleteFilter(where, None, ids))
+def _where(ts: int, where: dict[str, Any], ids: tuple[str, ...] | None = None,
+           limit: int | None = None) -> Op:
+    return Op(OpKind.DELETE_WHERE, "", OpKey(ts, "w2", ts),
+              filter=DeleteFilter(where, None, ids, limit))
 
 
 def test_a_record_written_after_the_filtered_delete_survives_one_before_goes() -> None:
@@ -163,3 +167,68 @@ def test_the_batch_state_before_the_delete_decides_not_the_version() -> None:
 def test_planning_an_unexpanded_filtered_delete_is_refused() -> None:
     with pytest.raises(ValueError, match="expanded"):
         plan([_where(1, {"t": "a"})], {})
+
+
+def _five() -> PureState:
+    """Records e, d, c, b, a in that storage order, all ``t: a``."""
+    state = PureState()
+    state.compact([_upsert(r, i + 1, {"t": "a"}) for i, r in enumerate("edcba")])
+    return state
+
+
+def test_a_limit_removes_the_first_matching_records_in_storage_order() -> None:
+    for fresh in (False, True):
+        state = _five()
+        delete = [_where(10, {"t": "a"}, limit=2)]
+        if fresh:
+            assert sorted(state.fresh(delete)) == ["a", "b", "c"]
+        state.compact(delete)
+        assert list(state.records) == ["c", "b", "a"]
+
+
+def test_a_limit_of_zero_or_over_the_matches() -> None:
+    state = _five()
+    state.compact([_where(10, {"t": "a"}, limit=0)])
+    assert list(state.records) == list("edcba")
+    state.compact([_upsert("b", 11, {"t": "b"}), _where(12, {"t": "a"}, limit=100)])
+    assert list(state.records) == ["b"]
+
+
+def test_ids_and_limit_take_the_first_named_matches_in_storage_order() -> None:
+    state = _five()
+    state.compact([_where(10, {"t": "a"}, ("a", "c", "d"), limit=1)])
+    assert list(state.records) == ["e", "c", "b", "a"]  # d: first of a, c, d in storage
+
+
+def test_with_a_limit_changed_records_keep_their_place_created_ones_go_last() -> None:
+    """In one batch: e updated (keeps its place), d deleted and added again (goes
+    last), x new: the order is e, c, b, a, then d and x in creation order."""
+    for fresh in (False, True):
+        state = _five()
+        tail = [Op(OpKind.UPDATE, "e", OpKey(10, "w1", 10), metadata={"n": 1}),
+                Op(OpKind.DELETE, "d", OpKey(11, "w1", 11)),
+                _upsert("x", 13, {"t": "a"}), _upsert("d", 12, {"t": "a"})]
+        for limit, left in ((1, ["c", "b", "a", "d", "x"]), (4, ["d", "x"]),
+                            (5, ["x"]), (6, [])):
+            ops = [*tail, _where(20, {"t": "a"}, limit=limit)]
+            if fresh:
+                assert sorted(state.fresh(ops)) == sorted(left)
+            else:
+                st = _five()
+                st.compact(ops)
+                assert list(st.records) == left, limit
+
+
+def test_a_limited_delete_counts_a_record_a_newer_write_keeps() -> None:
+    state = _five()
+    state.compact([_upsert("e", 30, {"t": "a", "n": 1})])  # newer than the delete
+    state.compact([_where(20, {"t": "a"}, limit=2)])  # arrives late: e counts, d goes
+    assert list(state.records) == ["e", "c", "b", "a"]
+
+
+def test_a_limited_delete_is_decided_once_folded_and_not_retained() -> None:
+    state = _five()
+    state.compact([_where(20, {"t": "a"}, limit=1)])
+    assert state.retained == [] and list(state.records) == list("dcba")
+    state.compact([_upsert("late", 15, {"t": "a"}), _upsert("e", 16, {"t": "a"})])
+    assert list(state.records) == [*"dcba", "late"]  # e's tombstone turns the late write away

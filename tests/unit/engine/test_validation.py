@@ -97,12 +97,14 @@ def test_a_filtered_delete_is_one_op_carrying_its_filter() -> None:
     assert op.filter == DeleteFilter(None, {"$contains": "x"}, ("a", "b"))
     (op,) = ops(OpKind.DELETE, ids=[], embeddings=None, where={"k": 1})
     assert op.filter is not None and op.filter.ids == ()  # Chroma's server deletes nothing
+    (op,) = ops(OpKind.DELETE, ids=None, embeddings=None, where={"k": 1}, limit=2)
+    assert op.filter == DeleteFilter({"k": 1}, limit=2)  # decided where the state is
 
 
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"where": {"k": 1}, "limit": 1}, "delete with limit is not supported"),
+        ({"where": {"k": 1}, "limit": -1}, "limit must be a non-negative integer"),
         ({"where": {}}, "Expected where to have exactly one operator"),
         ({"where": {"k": {"$bad": 1}}}, r"\$bad"),
         ({"where_document": {"$nope": "x"}}, "nope"),

@@ -95,6 +95,26 @@ def test_filtered_deletes_round_trip_in_format_2() -> None:
     assert _format_of(data) == 2
 
 
+def test_a_limited_filtered_delete_is_format_3_so_older_components_refuse_it() -> None:
+    """A component that reads only formats 1 and 2 must not delete every match."""
+    f = DeleteFilter({"k": 1}, None, ("a", "b"), 2)
+    ops = [*sample_ops(), Op(OpKind.DELETE_WHERE, "", OpKey(13, "w-1", 5), filter=f),
+           Op(OpKind.DELETE_WHERE, "", OpKey(13, "w-1", 6), filter=DeleteFilter({"k": 2}))]
+    data = deltas.encode(ops, 8, "w-1")
+    assert _format_of(data) == 3
+    back = deltas.decode(data, dimension=8)
+    assert [o.filter for o in back] == [o.filter for o in ops]
+    zero = Op(OpKind.DELETE_WHERE, "", OpKey(13, "w-1", 7), filter=DeleteFilter({"k": 1}, limit=0))
+    assert deltas.decode(deltas.encode([zero], 8, "w-1"), dimension=8)[0].filter == zero.filter
+    # A limit where the format has none, or a bad one, is refused, never ignored.
+    with pytest.raises(deltas.CorruptDelta, match="limit"):
+        deltas._filter_of('{"where": {"k": 1}, "where_document": null, "ids": null, '
+                          '"limit": 1}', 2)
+    bad = Op(OpKind.DELETE_WHERE, "", OpKey(1, "w-1", 1), filter=DeleteFilter({"k": 1}, limit=-1))
+    with pytest.raises(deltas.CorruptDelta, match="limit"):
+        deltas.decode(deltas.encode([bad], 8, "w-1"), dimension=8)
+
+
 def test_deltas_without_filtered_deletes_stay_format_1() -> None:
     """Components that predate filtered deletes read every delta that has none."""
     data = deltas.encode(sample_ops(), 8, "w-1")
