@@ -155,13 +155,13 @@ def parse_write(kind: OpKind, body: Any, read_after: str | None = None) -> Write
         if b.get("where_document") == {}:
             raise InvalidArgument("Invalid where document clause")
         where, where_document = _filters(b)
+        if ids is not None and not ids and where is None and where_document is None:
+            raise InvalidArgument("Either ids or where must be specified")
         if b.get("limit") is not None and where is None and where_document is None:
             raise InvalidArgument("Validation error: limit, where: limit can only be "
                                   "specified when a where clause is provided")
         if ids is None and where is None and where_document is None:
             raise InvalidArgument("Either ids, where or where_document must be specified")
-        if ids is not None and not ids and where is None and where_document is None:
-            raise InvalidArgument("Either ids or where must be specified")
         filtered = where is not None or where_document is not None
         return WriteRequest(
             # With a filter, no ids means every id and [] means none (Chroma deletes nothing).

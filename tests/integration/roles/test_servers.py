@@ -157,8 +157,6 @@ def test_bad_requests_get_clear_errors_and_write_nothing(env: Env) -> None:
     col = env.client(env.readers[0]).get_collection("docs")
     with pytest.raises(InvalidArgumentError, match="dimension"):
         col.add(ids=["x"], embeddings=[[1.0, 2.0]])
-    with pytest.raises(InvalidArgumentError, match="delete with limit is not supported"):
-        col.delete(where={"n": 1}, limit=1)
     base = f"{env.readers[0].url}/api/v2/tenants/default_tenant/databases/default_database"
     add_url = (
         f"{env.writers[0].url}/api/v2/tenants/default_tenant/databases/default_database"
