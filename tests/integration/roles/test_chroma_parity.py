@@ -196,6 +196,32 @@ def test_filtered_deletes_match_chroma_before_and_after_compaction(pair: Pair) -
     pair.in_both_states(check)
 
 
+def test_limited_deletes_match_chroma_before_and_after_compaction(pair: Pair) -> None:
+    """delete(where=…, limit=n) removes the first n matching records in Chroma's order:
+    snapshot records (also updated ones, which keep their place), then records the tail
+    created, in creation order; a record deleted and added again moves to the end."""
+    ids = [f"r{i}" for i in range(8)]
+    pair.write("add", ids=ids, embeddings=[e(i) for i in range(8)],
+               metadatas=[{"k": "x" if i % 2 else "y", "n": i} for i in range(8)])
+    pair.compact_and_wait()
+    pair.write("add", ids=["t0", "t1"], embeddings=[e(20), e(21)],
+               metadatas=[{"k": "x", "n": 20}, {"k": "x", "n": 21}])
+    pair.write("update", ids=["r1"], metadatas=[{"n": 100}])  # keeps its place
+    pair.write("delete", ids=["r3"])
+    pair.write("add", ids=["r3"], embeddings=[e(3)], metadatas=[{"k": "x"}])  # to the end
+    pair.write("delete", where={"k": "x"}, limit=2)  # r1, r5
+    pair.write("delete", where={"k": "x"}, limit=0)  # nothing
+    pair.write("delete", ids=["t1", "r7", "t0"], where={"k": "x"}, limit=1)  # r7
+
+    def check() -> None:
+        got, ref = pair.col.get(include=["metadatas"]), pair.ref.get(include=["metadatas"])
+        assert got["ids"] == ref["ids"]
+        assert got["metadatas"] == ref["metadatas"]
+        assert pair.col.count() == pair.ref.count()
+
+    pair.in_both_states(check)
+
+
 def test_filtered_delete_errors_match_chroma(pair: Pair) -> None:
     """Empty filters and ids=[] with a filter: what chromadb 1.5.9 answers, client and server."""
     pair.write("add", ids=["a", "b"], embeddings=[e(1), e(2)], metadatas=[{"k": 1}, {"k": 2}])
