@@ -90,6 +90,8 @@ PROFILE_FRAMES: list[tuple[str, str, str]] = [
     ),
     ("ReaderBackend._overlay", "chromasnap/reader/backend.py", "fresh-read tail overlay"),
     ("Poller._loop", "chromasnap/reader/poller.py", "background pointer / tail polling"),
+    ("Freshness._loop", "chromasnap/reader/freshness.py",
+     "fresh-read guarantee: writer registrations LIST and lease renewals"),
 ]
 
 
