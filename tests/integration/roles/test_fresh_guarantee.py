@@ -5,7 +5,7 @@ three client processes with their own ``chromadb.HttpClient``s. One client
 writes through either writer and, after each acknowledgement, hands the id
 to the second client through a pipe; the second reads it from the *other*
 reader. A third keeps both readers busy with queries meanwhile, and a
-compactor folds the deltas every few seconds (so reads also cross version
+compactor folds the deltas every 8 s (so reads also cross version
 swaps, and the tail stays as short as the schedule keeps it). Then the
 failure cases: a reader that stops answering (SIGSTOP) delays
 acknowledgements only until its lease ends and serves nothing stale once it
@@ -141,7 +141,7 @@ def test_no_acknowledged_write_is_missed_by_another_client_on_another_reader(
 
     def compact() -> None:
         c = compactor(store, tmp_path / "c", settings=SETTINGS, grace=5.0)
-        while not done.wait(3.0):
+        while not done.wait(8.0):
             runs.append(c.run().result)
 
     folding = threading.Thread(target=compact, daemon=True)
