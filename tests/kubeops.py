@@ -539,6 +539,8 @@ class PodRunner:
                 env[e["name"]] = {
                     "metadata.name": pod_name, "metadata.namespace": self.namespace,
                     "spec.serviceAccountName": pod.get("serviceAccountName", "default"),
+                    # Every "pod" here is a local process: the others reach it on loopback.
+                    "status.podIP": "127.0.0.1",
                 }[src["fieldRef"]["fieldPath"]]
             elif "secretKeyRef" in src:
                 ref = src["secretKeyRef"]
