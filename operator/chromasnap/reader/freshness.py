@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from chromasnap.api.auth import PUSH_TOKEN_HEADER
+from chromasnap.api.routing import LEASE_PREFIX
 from chromasnap.config import FreshnessTiming
 from chromasnap.engine.errors import Unavailable
 from chromasnap.logs import fields
@@ -42,9 +43,6 @@ from chromasnap.storage import members
 from chromasnap.storage.store import ObjectStore, StoreError
 
 log = logging.getLogger("chromasnap.reader.freshness")
-
-LEASE_PATH = "/internal/v1/leases/"
-
 
 @dataclass
 class _Writer:
@@ -191,11 +189,9 @@ class Freshness:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        with self._lock:
-            writers = [(w, v.registration.url) for w, v in self.state.writers.items()]
-        for wid, url in writers:
+        for wid, url in self._writer_urls():
             try:
-                self.client.delete(url + LEASE_PATH + self.reader_id, headers=self.headers)
+                self.client.delete(url + LEASE_PREFIX + self.reader_id, headers=self.headers)
             except httpx.HTTPError as e:  # its lease then just runs out
                 log.info("lease not released", extra=fields(writer=wid, error=str(e)))
         self.client.close()
@@ -223,9 +219,7 @@ class Freshness:
         if regs is not None:
             with self._lock:
                 self.state.listed(regs, started, time.monotonic())
-        with self._lock:
-            writers = [(w, v.registration.url) for w, v in self.state.writers.items()]
-        for wid, url in writers:
+        for wid, url in self._writer_urls():
             self._renew(wid, url)
         with self._lock:
             sync_after = self.state.sync_after
@@ -234,10 +228,14 @@ class Freshness:
             # A new epoch or a departed writer: LIST now rather than in the next read.
             self._list_after(sync_after + 1e-9)
 
+    def _writer_urls(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(w, v.registration.url) for w, v in self.state.writers.items()]
+
     def _renew(self, wid: str, url: str) -> None:
         sent = time.monotonic()
         try:
-            r = self.client.post(url + LEASE_PATH + self.reader_id,
+            r = self.client.post(url + LEASE_PREFIX + self.reader_id,
                                  json={"url": self.push_url}, headers=self.headers)
         except httpx.HTTPError as e:
             log.info("lease request failed", extra=fields(writer=wid, error=str(e)))
