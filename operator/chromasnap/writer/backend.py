@@ -13,6 +13,7 @@ import httpx
 
 from chromasnap.api.auth import PUSH_TOKEN_HEADER
 from chromasnap.api.models import WriteRequest
+from chromasnap.api.routing import DELTA_NOTIFY_PREFIX
 from chromasnap.engine.errors import Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.logs import fields
@@ -21,7 +22,7 @@ from chromasnap.storage.store import ObjectStore, StoreError
 from chromasnap.writer.groupcommit import GroupCommitWriter
 
 log = logging.getLogger("chromasnap.writeserver")
-NOTIFY_PATH = "/internal/v1/deltas/"
+NOTIFY_PATH = DELTA_NOTIFY_PREFIX  # the readers' push route
 
 
 class WriterBackend:
