@@ -38,6 +38,7 @@ def compactor(
     retain: int = 3,
     identity: str = "test-compactor",
     policy: MergePolicy | None = None,
+    index_min_rows: int | None = None,
 ) -> Compactor:
     """An in-process compactor on ``store`` (``FULL``: every run writes a full version)."""
     return Compactor(
@@ -47,6 +48,7 @@ def compactor(
         CompactorOptions(
             identity=identity, cache_dir=cache, delta_grace_seconds=grace, retain_snapshots=retain,
             policy=policy or MergePolicy(),
+            **({} if index_min_rows is None else {"segment_index_min_rows": index_min_rows}),
         ),
     )
 

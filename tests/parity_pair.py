@@ -29,12 +29,18 @@ SETTINGS = CollectionSettings(name="docs", dimension=DIM, space=Space.L2)
 
 
 class Pair:
-    """chromasnap (one writer, one reader) and a chromadb reference, written alike."""
+    """chromasnap (one writer, one reader) and a chromadb reference, written alike.
+
+    With ``fold`` the reader folds every version's segments into its copy;
+    without, it serves them as an overlay, through their indexes when
+    ``indexed`` (the compactor then indexes every segment, however small).
+    """
 
     def __init__(self, minio: MinioServer, tmp: Path, fold: bool = True,
-                 settings: CollectionSettings = SETTINGS) -> None:
+                 settings: CollectionSettings = SETTINGS, indexed: bool = False) -> None:
         self.tmp = tmp
         self.fold = fold
+        self.indexed = indexed
         self.settings = settings
         url = minio.new_bucket_url()
         self.store = open_store(url, minio.endpoint)
@@ -45,7 +51,7 @@ class Pair:
         writer = self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{reader_port}")
         self.reader: Proc = self.stack.start(
             "reader", reader_port, CHROMASNAP_WRITER_URL=writer.url,
-            CHROMASNAP_FOLD_SEGMENTS=str(fold).lower(),
+            CHROMASNAP_FOLD_SEGMENTS=str(fold).lower(), CHROMASNAP_FOLD_MIN_ROWS="0",
         )
         self.stack.wait(self.reader, "/readyz")
         self.col = chromadb.HttpClient(host="127.0.0.1", port=self.reader.port).get_collection(
@@ -58,7 +64,8 @@ class Pair:
         )
 
     def compact(self) -> int:
-        res = compactor(self.store, self.tmp / "compactor", settings=self.settings).run()
+        res = compactor(self.store, self.tmp / "compactor", settings=self.settings,
+                        index_min_rows=1 if self.indexed else None).run()
         assert res.result == "succeeded", res.message
         return mf.version_seq(res.version)
 

@@ -297,6 +297,10 @@ class CompactorSettings(CommonSettings):
     # hold more dead elements (deleted or replaced vectors, which chromadb never drops)
     # than this times the records.
     merge_dead_ratio: Annotated[float, Field(ge=0)] = 0.1
+    # A segment whose writes carry at least this many vectors gets an HNSW index that
+    # readers load instead of re-indexing (engine/hnswindex.py); smaller ones are
+    # searched exhaustively.
+    segment_index_min_rows: Annotated[int, Field(ge=1)] = 1000
     # Point-in-time recovery: keep every version and delta that restoring to any time
     # in this window needs (0: off, applied deltas go after the grace period).
     recovery_window_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = 0
@@ -332,6 +336,11 @@ class ReaderSettings(CommonSettings):
         default=True,
         description="fold a version's segments into the local copy in the background (off: "
         "serve them as an overlay until the next full version; for tests and diagnosis)",
+    )
+    fold_min_rows: Annotated[int, Field(ge=0)] = Field(
+        default=20_000,
+        description="fold only once a version's segments hold this many records that no "
+        "segment index holds (those are searched exhaustively; indexed ones at full speed)",
     )
     writer_url: str | None = Field(
         default=None,

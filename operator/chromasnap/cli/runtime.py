@@ -77,6 +77,7 @@ def make_compactor(s: CompactorSettings) -> Compactor:
             ),
             recovery_window_seconds=s.recovery_window_seconds,
             bootstrap=bootstrap_of(s),
+            segment_index_min_rows=s.segment_index_min_rows,
         ),
     )
 
@@ -211,7 +212,8 @@ def build_reader_app(s: ReaderSettings) -> Any:
     replica = open_replica(store, Path(s.cache_dir), s.dimension,
                            fresh=s.read_level == ReadLevel.FRESH,
                            cache_max_bytes=s.cache_max_bytes,
-                           read_after_timeout_s=s.read_after_timeout_seconds)
+                           read_after_timeout_s=s.read_after_timeout_seconds,
+                           fold_min_rows=s.fold_min_rows)
     reader, tail, backend = replica.reader, replica.tail, replica.backend
     push = _push_tokens(s.push_token_file)
     freshness = None

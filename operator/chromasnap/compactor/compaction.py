@@ -406,7 +406,8 @@ class Compactor:
             seg = segments.write(
                 self.store, new.version, [*sb.old_ops, *fold.ops], {**sb.old_versions, **touched},
                 self.settings.dimension, shadowing + sum(s.shadowing for s in sb.absorbed),
-                work, self.on_bytes,
+                work, self.on_bytes, settings=self.settings,
+                index_min_rows=self.opt.segment_index_min_rows,
             )
             _failpoint("upload", "mid")
             kept = sb.base.segments[: len(sb.base.segments) - len(sb.absorbed)]

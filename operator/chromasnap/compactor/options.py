@@ -7,6 +7,7 @@ from pathlib import Path
 
 from chromasnap.compactor import policy
 from chromasnap.compactor.bootstrap import Bootstrap
+from chromasnap.engine import hnswindex
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,5 @@ class CompactorOptions:
     policy: policy.MergePolicy = field(default_factory=policy.MergePolicy)
     recovery_window_seconds: float = 0.0  # keep what restoring to any time in it needs
     bootstrap: Bootstrap | None = None  # where version 1 comes from (else: empty)
+    # A segment whose writes carry this many vectors gets an HNSW index (engine.hnswindex).
+    segment_index_min_rows: int = hnswindex.MIN_ROWS

@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from chromasnap.api.models import GetRequest, QueryRequest
 from chromasnap.api.responses import collection_model_json
-from chromasnap.engine import reads
 from chromasnap.engine.errors import InvalidArgument, ReadTimeout, Unavailable
 from chromasnap.logs import fields
-from chromasnap.reader import freshview
+from chromasnap.reader import layers
 from chromasnap.reader.freshness import Freshness
 from chromasnap.reader.snapshot import LoadedSnapshot, SnapshotReader
 from chromasnap.reader.tail import DeltaTail
@@ -64,14 +61,16 @@ class ReaderBackend:
                 self._model = (s.manifest.version, collection_model_json(s.collection))
         return self._model[1]
 
-    def _overlay(self, snap: LoadedSnapshot) -> freshview.Overlay:
+    def _source(self, snap: LoadedSnapshot) -> layers.Source:
+        """What reads answer from: the version's layers, with the tail's overlay on top."""
+        lower = snap.source
         if self.tail is None:
-            return snap.pending
-        return self.tail.overlay(snap.lineage, snap.versions, snap.local.records,
-                                 under=snap.pending,
-                                 base_matching=reads.state_matching(snap.collection),
-                                 retained=snap.manifest.retained_filters,
-                                 space=snap.manifest.collection.settings.space.value)
+            return lower
+        ov = self.tail.overlay(snap.lineage, snap.versions, lower.lookup,
+                               base_matching=lower.matching,
+                               retained=snap.manifest.retained_filters,
+                               space=snap.space)
+        return layers.on(lower, ov, snap.space)
 
     # -- read-your-writes --------------------------------------------------------------
 
@@ -159,7 +158,7 @@ class ReaderBackend:
 
     def _count(self) -> int:
         with self._use() as snap:
-            return freshview.count(reads.count_raw(snap.collection), self._overlay(snap))
+            return self._source(snap).count()
 
     def _use(self) -> Any:
         try:
@@ -174,86 +173,9 @@ class ReaderBackend:
 
     def _query(self, req: QueryRequest) -> Mapping[str, Any]:
         with self._use() as snap:
-            ov = self._overlay(snap)
-            space = snap.manifest.collection.settings.space.value
-            include = list(req.include)
-            if ov.empty:
-                return reads.query_raw(snap.collection, req.query_embeddings, req.n_results,
-                                       where=req.where, where_document=req.where_document,
-                                       ids=req.ids, include=include)
-            if ov.live and ov.matrix.shape[1] != req.query_embeddings.shape[1]:
-                # Before the first compaction the API knows no dimension to check against;
-                # the tail's vectors have one, and Chroma words the mismatch like this.
-                raise InvalidArgument(
-                    f"Collection expecting embedding with dimension of {ov.matrix.shape[1]}, "
-                    f"got {req.query_embeddings.shape[1]}")
-            freshview.check_query_ids(
-                ov, req.ids, req.where, req.where_document,
-                lambda ids: reads.get_raw(snap.collection, ids=ids)["ids"],
-                lambda: reads.has_index(snap.collection), reads.id_not_found())
-            wanted = list(dict.fromkeys([*include, "distances"]))
-            snap_ids = None if req.ids is None else [i for i in req.ids if i not in ov.records]
-            if snap_ids == []:
-                res: Mapping[str, Any] = {"ids": [[] for _ in range(len(req.query_embeddings))]}
-            else:
-                # Candidates without columns: the overlay's over-fetch (one per record it
-                # overrides) would otherwise fetch documents and metadata for all of them.
-                def candidates(k: int) -> Mapping[str, Any]:
-                    return reads.query_raw(
-                        snap.collection, req.query_embeddings, k, where=req.where,
-                        where_document=req.where_document, ids=snap_ids,
-                        include=["distances"])
-
-                res = self._survivors(snap, self._candidates(candidates, ov, req.n_results),
-                                      ov, req.n_results, wanted)
-            return freshview.merge_query(res, ov, np.asarray(req.query_embeddings),
-                                         req.n_results, space, include, req.where,
-                                         req.where_document, req.ids)
-
-    @staticmethod
-    def _candidates(query: Callable[[int], Mapping[str, Any]], ov: freshview.Overlay,
-                    n_results: int) -> Mapping[str, Any]:
-        """The snapshot's candidates: enough that ``n_results`` survive the overlay.
-
-        Asking for ``n + |overlay ∩ snapshot|`` always suffices but makes every
-        query fetch (and walk in Python) one candidate per record the tail
-        updates or deletes, so it grew with the tail. Candidates come sorted
-        by distance, so when a smaller ask already leaves ``n_results`` per row
-        (or the snapshot ran out), its survivors are the same top ``n``; only
-        otherwise is the full ask made.
-        """
-        full = freshview.snapshot_k(n_results, ov)
-        first = min(full, 2 * n_results + 16)
-        res = query(first)
-        if first == full:
-            return res
-        kept = freshview.snapshot_survivors(res["ids"], ov, n_results)
-        if all(len(k) == n_results or len(row) < first
-               for k, row in zip(kept, res["ids"], strict=True)):
-            return res
-        return query(full)
-
-    @staticmethod
-    def _survivors(snap: LoadedSnapshot, res: Mapping[str, Any], ov: freshview.Overlay,
-                   n_results: int, include: list[str]) -> dict[str, Any]:
-        """``res`` cut to the candidates that can reach the top ``n_results``, with the
-        columns ``include`` asks for (one get for all rows)."""
-        kept = freshview.snapshot_survivors(res["ids"], ov, n_results)
-        rows = [[res["ids"][q][j] for j in js] for q, js in enumerate(kept)]
-        out: dict[str, Any] = {
-            "ids": rows,
-            "distances": [[res["distances"][q][j] for j in js] for q, js in enumerate(kept)]}
-        cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
-        ids = list(dict.fromkeys(rid for row in rows for rid in row))
-        if cols and ids:
-            got = reads.get_raw(snap.collection, ids=ids, include=cols)
-            at = {rid: i for i, rid in enumerate(got["ids"])}
-            for c in cols:
-                out[c] = [[got[c][at[rid]] for rid in row] for row in rows]
-        else:
-            for c in cols:
-                out[c] = [[] for _ in rows]
-        return out
+            return self._source(snap).query(
+                req.query_embeddings, req.n_results, where=req.where,
+                where_document=req.where_document, ids=req.ids, include=list(req.include))
 
     async def get(self, req: GetRequest) -> Mapping[str, Any]:
         """Records by id and/or filter, with limit and offset."""
@@ -264,33 +186,6 @@ class ReaderBackend:
         if req.limit is not None and req.limit < 0:
             raise InvalidArgument("limit must not be negative")
         with self._use() as snap:
-            ov = self._overlay(snap)
-            include = list(req.include)
-            if ov.empty:
-                return reads.get_raw(snap.collection, ids=req.ids, where=req.where,
-                                     where_document=req.where_document, limit=req.limit,
-                                     offset=req.offset, include=include)
-            snap_ids = reads.get_raw(snap.collection, ids=req.ids, where=req.where,
-                                     where_document=req.where_document)["ids"]
-            with reads.row_positions(snap.collection) as positions:
-                chosen = freshview.get_plan(snap_ids, ov, req.where, req.where_document,
-                                            req.ids, req.offset, req.limit, positions)
-            return self._columns(snap, ov, chosen, include)
-
-    @staticmethod
-    def _columns(snap: LoadedSnapshot, ov: freshview.Overlay,
-                 chosen: Sequence[tuple[str, bool]], include: list[str]) -> dict[str, Any]:
-        from_snap = [rid for rid, tail in chosen if not tail]
-        snap_cols = (reads.get_raw(snap.collection, ids=from_snap, include=include)
-                     if from_snap and include else {"ids": from_snap})
-        pos = {rid: i for i, rid in enumerate(snap_cols["ids"])}
-        tail_ids = [rid for rid, tail in chosen if tail]
-        tail_cols = freshview.tail_columns(ov, tail_ids, include)
-        tpos = {rid: i for i, rid in enumerate(tail_ids)}
-        out: dict[str, Any] = {"ids": [rid for rid, _ in chosen]}
-        for c in include:
-            if c not in ("documents", "metadatas", "embeddings", "uris"):
-                continue
-            out[c] = [snap_cols[c][pos[rid]] if not tail else tail_cols[c][tpos[rid]]
-                      for rid, tail in chosen]
-        return out
+            return self._source(snap).get(ids=req.ids, where=req.where,
+                                          where_document=req.where_document, limit=req.limit,
+                                          offset=req.offset, include=list(req.include))

@@ -52,6 +52,8 @@ from chromasnap.engine.merge import (
     plan,
 )
 from chromasnap.engine.ops import DeleteFilter, Op, OpKind
+from chromasnap.reader import indexsearch
+from chromasnap.reader.indexsearch import Placed, Served, remapped, served
 from chromasnap.reader.tailsearch import BoolArray, MaskCache
 
 Columns = dict[str, Any]
@@ -76,6 +78,8 @@ class Overlay:
     # Built on first use and kept as long as the overlay (which never changes): the
     # prepared search matrix and the masks of the filters queries used.
     cache: MaskCache = field(default_factory=MaskCache, compare=False, repr=False)
+    # The live records segment indexes hold (``indexsearch``); None: all searched exhaustively.
+    served: Served | None = field(default=None, compare=False, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -112,8 +116,8 @@ def build_overlay(ops: Iterable[Op], versions: Mapping[str, Version], dimension:
     if needs_records(ops, retained):
         if base_matching is None:
             raise ValueError("filtered deletes need the snapshot's matching records")
-        ops = expand_filtered_deletes(ops, versions, _lookup_over(base_lookup, under),
-                                      _matching_over(base_matching, under), retained)
+        ops = expand_filtered_deletes(ops, versions, lookup_over(base_lookup, under),
+                                      matching_over(base_matching, under), retained)
     p = plan(ops, versions)
     if not p.ops:
         if under.empty:
@@ -145,7 +149,7 @@ def extend_overlay(ops: list[Op], versions: Mapping[str, Version], dimension: in
     return _fold(p.ops, p.superseded, dimension, space, base_lookup, prev), p.versions
 
 
-def _lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
+def lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
     """Records of the snapshot with ``under`` on top."""
 
     def lookup(ids: list[str]) -> Mapping[str, Record]:
@@ -157,7 +161,7 @@ def _lookup_over(base_lookup: Lookup, under: Overlay) -> Lookup:
     return lookup
 
 
-def _matching_over(base_matching: Matching, under: Overlay) -> Matching:
+def matching_over(base_matching: Matching, under: Overlay) -> Matching:
     """Matching records of the snapshot with ``under`` on top."""
 
     def matching(f: DeleteFilter) -> list[str]:
@@ -177,11 +181,15 @@ def _matching_over(base_matching: Matching, under: Overlay) -> Matching:
 
 def build_planned(ops: Sequence[Op], dimension: int,
                   base_lookup: Callable[[list[str]], Mapping[str, Record]], *,
-                  space: str) -> Overlay:
-    """The overlay of ops already planned and ordered, as a segment stores them."""
+                  space: str, under: Overlay = EMPTY,
+                  placed: Sequence[Placed] = ()) -> Overlay:
+    """The overlay of ops already planned and ordered, as segments store them, on
+    ``under`` (the overlay of the segments before them); ``placed`` are the
+    indexes of the segments whose ops these are (``indexsearch``)."""
     if not ops:
-        return Overlay({}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32))
-    return _fold(list(ops), 0, dimension, space, base_lookup, EMPTY)
+        return under if not under.empty else Overlay(
+            {}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32))
+    return _fold(list(ops), 0, dimension, space, base_lookup, under, placed)
 
 
 def indexed_ops(ops: list[Op], space: str) -> list[Op]:
@@ -205,7 +213,8 @@ def indexed_ops(ops: list[Op], space: str) -> list[Op]:
 
 
 def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
-          base_lookup: Callable[[list[str]], Mapping[str, Record]], under: Overlay) -> Overlay:
+          base_lookup: Callable[[list[str]], Mapping[str, Record]], under: Overlay,
+          placed: Sequence[Placed] = ()) -> Overlay:
     ops = indexed_ops(ops, space)
     touched = list(dict.fromkeys(op.id for op in ops))
     found = base_lookup([rid for rid in touched if rid not in under.records])
@@ -226,23 +235,27 @@ def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
     created = ([rid for rid in under.created if live(rid)]
                + sorted(new, key=lambda r: new[r]))
     order = stays + created
-    matrix = _matrix(order, set(touched), finals, under, dimension)
+    prev = under.positions
+    touched_set = set(touched)
+    # The row of ``under`` each new row keeps (-1: the ops touched the id).
+    src = np.fromiter((-1 if rid in touched_set else prev.get(rid, -1) for rid in order),
+                      dtype=np.intp, count=len(order))
+    matrix = _matrix(order, src, finals, under, dimension)
     inserts = under.inserts or any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in ops)
+    sv = served(order, finals, ops, placed, remapped(under.served, src, len(under.live)))
     return Overlay(finals, under.in_base | frozenset(found), order, matrix,
                    under.superseded + superseded, under.ops + len(ops), frozenset(stays),
-                   inserts, tuple(created))
+                   inserts, tuple(created), served=sv)
 
 
-def _matrix(order: list[str], touched: set[str], finals: Mapping[str, Record | None],
+def _matrix(order: list[str], src: np.ndarray[Any, np.dtype[np.intp]],
+            finals: Mapping[str, Record | None],
             under: Overlay, dimension: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     """The rows of ``order``: ``under``'s rows for the ids these ops left alone (one
     copy in numpy), the folded records' vectors for the others. A tail that grows by
     one delta then costs that delta's rows, not a Python object per tail record."""
     if not order:
         return np.zeros((0, dimension), dtype=np.float32)
-    prev = under.positions
-    src = np.fromiter((-1 if rid in touched else prev.get(rid, -1) for rid in order),
-                      dtype=np.intp, count=len(order))
     kept = src >= 0
     if kept.any():
         # One gather (rows of new ids are overwritten below).
@@ -337,7 +350,9 @@ def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, A
     """
     cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
     rows = matching_rows(ov, where, where_document, ids)
-    tm = ov.cache.matrix(ov.matrix, space)
+    sv = ov.served
+    tm = ov.cache.matrix(
+        lambda: ov.matrix if sv is None else ov.matrix[sv.exhaustive], space)
     out: Columns = {"ids": []}
     for c in [*cols, "distances"] if "distances" in include else cols:
         out[c] = []
@@ -350,7 +365,11 @@ def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, A
             if rid in ov.records:
                 continue  # overridden or deleted by the tail
             cands.append((float(snap["distances"][q][j]), 0, j, rid, j))
-        idx, dist = tm.nearest(queries[q], n_results, rows)
+        if sv is None:
+            idx, dist = tm.nearest(queries[q], n_results, rows)
+        else:
+            idx, dist = indexsearch.nearest(sv, ov.matrix, tm, space, queries[q], n_results,
+                                            rows)
         for k, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True)):
             cands.append((d, 1, k, ov.live[i], i))
         cands.sort(key=lambda t: (t[0], t[1], t[2]))

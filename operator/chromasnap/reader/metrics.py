@@ -39,7 +39,8 @@ READER_LAST_REFRESH = Gauge(
 )
 READER_SEGMENTS_PENDING = Gauge(
     "chromasnap_reader_segments_pending",
-    "Segments of the served version not yet folded into the local copy (served as an overlay)",
+    "Segments of the served version waiting to be folded into the local copy (0 once folded, "
+    "or when their overlay needs no fold: segment indexes hold its records, or it is small)",
 )
 READER_FOLD_SECONDS = Histogram(
     "chromasnap_reader_fold_seconds",

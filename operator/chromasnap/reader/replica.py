@@ -39,7 +39,8 @@ class Replica:
 
 def open_replica(store: ObjectStore, cache_dir: Path, dimension: int, *, fresh: bool,
                  cache_max_bytes: int = 0, read_after_timeout_s: float = 10.0,
-                 on_bytes: Callable[[int], None] | None = None) -> Replica:
+                 on_bytes: Callable[[int], None] | None = None,
+                 fold_min_rows: int = 0) -> Replica:
     """Wire a reader on ``store``: with a tail (``fresh``) every swap rebases it."""
     tail = DeltaTail(store, dimension) if fresh else None
 
@@ -48,5 +49,5 @@ def open_replica(store: ObjectStore, cache_dir: Path, dimension: int, *, fresh: 
             tail.rebase(snap.lineage)
 
     reader = SnapshotReader(store, cache_dir, on_bytes=on_bytes, on_swap=rebase,
-                            cache_max_bytes=cache_max_bytes)
+                            cache_max_bytes=cache_max_bytes, fold_min_rows=fold_min_rows)
     return Replica(reader, tail, ReaderBackend(reader, tail, read_after_timeout_s))

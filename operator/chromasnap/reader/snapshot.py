@@ -21,17 +21,21 @@ from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
+from chromasnap.config import CollectionSettings
 from chromasnap.engine import chromadir, persistence, reads
+from chromasnap.engine.hnswindex import SegmentIndex
 from chromasnap.engine.merge import Record, Version
 from chromasnap.engine.ops import Op
 from chromasnap.logs import fields
-from chromasnap.reader import metrics
+from chromasnap.reader import layers, metrics
 from chromasnap.reader.foldproc import fold_in_child
 from chromasnap.reader.freshview import EMPTY, Overlay, build_planned
+from chromasnap.reader.indexsearch import Placed
 from chromasnap.reader.lineage import Lineage, of_chain
 from chromasnap.storage import manifest as mf
 from chromasnap.storage import pointer, segments, snapshots
@@ -100,7 +104,6 @@ class LoadedSnapshot:
     manifest: mf.Manifest
     local: LocalCopy
     pending: Overlay
-    pending_ops: list[Op]
     versions: Mapping[str, Version]
     lineage: Lineage
     refs: int = 0
@@ -111,6 +114,17 @@ class LoadedSnapshot:
     def collection(self) -> Any:
         """The local chromadb collection (the base, plus the segments folded so far)."""
         return self.local.collection
+
+    @property
+    def space(self) -> str:
+        """The collection's distance space."""
+        return self.manifest.collection.settings.space.value
+
+    @cached_property
+    def source(self) -> layers.Source:
+        """The version's layers: the local copy with the pending segments' overlay on it."""
+        return layers.on(layers.ChromaSource(self.local.collection, self.local.records),
+                         self.pending, self.space)
 
     @property
     def path(self) -> Path:
@@ -132,12 +146,20 @@ class SnapshotReader:
         on_bytes: Callable[[int], None] | None = None,
         on_swap: Callable[[LoadedSnapshot], None] | None = None,
         cache_max_bytes: int = 0,
+        fold_min_rows: int = 0,
     ) -> None:
         self.store = store
         self.on_swap = on_swap
         self.cache_dir = cache_dir / "snapshots"
         self.on_bytes = on_bytes
         self.cache_max_bytes = cache_max_bytes
+        #: Fold a version's segments into a new local copy only once its overlay has this
+        #: many records to search exhaustively (0: always). Records segment indexes hold
+        #: are searched at full speed without a fold (``indexsearch``).
+        self.fold_min_rows = fold_min_rows
+        #: The last segments' overlay built, to extend when the next version only adds
+        #: segments: (copy, segment names, overlay, versions the segments set).
+        self._built: tuple[LocalCopy, tuple[str, ...], Overlay, dict[str, Version]] | None = None
         #: True while refreshes fail to reach the bucket or to load into the cache.
         self.failing = False
         self._etag: str | None = None
@@ -294,18 +316,57 @@ class SnapshotReader:
 
     def _with_segments(self, man: mf.Manifest, local: LocalCopy,
                        lineage: Lineage) -> LoadedSnapshot:
-        """The version ``man`` on ``local``: download the segments it lacks, overlay them."""
+        """The version ``man`` on ``local``: download the segments it lacks, overlay them.
+
+        When the previous version had the same copy and a prefix of these
+        segments, its overlay is extended by the new ones only.
+        """
+        names = man.segment_names[len(local.segments):]
+        under, seg_versions = EMPTY, dict[str, Version]()
+        built = self._built
+        if built is not None and built[0] is local and names[:len(built[1])] == built[1]:
+            _, done, under, seg_versions = built
+            seg_versions = dict(seg_versions)
+        else:
+            done = ()
+        settings = man.collection.settings
         ops: list[Op] = []
-        seg_versions: dict[str, Version] = {}
-        dim = man.collection.settings.dimension
-        for seg in man.segments[len(local.segments):]:
-            ops += segments.read_ops(self.store, seg, dim, self.on_bytes)
+        placed: list[Placed] = []
+        for seg in man.segments[len(local.segments) + len(done):]:
+            if seg.indexed:
+                placed.append(Placed(len(ops), self._index_of(seg, settings)))
+            ops += segments.read_ops(self.store, seg, settings.dimension, self.on_bytes)
             seg_versions.update(segments.read_versions(self.store, seg, self.on_bytes))
-        pending = build_planned(ops, dim, local.records,
-                                space=man.collection.settings.space.value)
+        pending = build_planned(ops, settings.dimension, local.records,
+                                space=settings.space.value, under=under, placed=placed)
+        self._built = (local, names, pending, seg_versions)
         # ChainMap only ever writes to its first map; the copy's table is read-only.
         below = cast(MutableMapping[str, Version], local.versions)
-        return LoadedSnapshot(man, local, pending, ops, ChainMap(seg_versions, below), lineage)
+        return LoadedSnapshot(man, local, pending, ChainMap(seg_versions, below), lineage)
+
+    def _index_of(self, seg: mf.Segment, settings: CollectionSettings) -> SegmentIndex:
+        """Segment ``seg``'s index, downloaded and loaded into memory (its files deleted)."""
+        dest = self.cache_dir / "indexes" / seg.name
+        self._check_room(f"the index of segment {seg.name}",
+                         sum(seg.file(p).size for p in (mf.INDEX_FILE, mf.INDEX_IDS_FILE)))
+        try:
+            return segments.fetch_index(self.store, seg, dest, settings.space.value,
+                                        settings.dimension, settings.hnsw_search_ef,
+                                        self.on_bytes)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+
+    def wants_fold(self, snap: LoadedSnapshot) -> bool:
+        """Whether ``snap``'s segments should be folded into a new local copy.
+
+        Only when its overlay has at least ``fold_min_rows`` records that no
+        segment index holds: the rest are searched at full speed as they are.
+        """
+        if len(snap.manifest.segments) == len(snap.local.segments):
+            return False
+        sv = snap.pending.served
+        exhaustive = len(snap.pending.live) if sv is None else len(sv.exhaustive)
+        return exhaustive >= self.fold_min_rows
 
     def _release(self, local: LocalCopy) -> None:
         with self._lock:
@@ -325,11 +386,12 @@ class SnapshotReader:
         Reads keep using the current copy and overlay meanwhile; the result
         is the same version without an overlay (what a full compaction would
         have written), so queries go back to one chromadb index. True when a
-        fold was swapped in.
+        fold was swapped in; StoreError when the segments cannot be read
+        (the caller retries later).
         """
         with self._lock:
             cur = self._current
-            if cur is None or not cur.pending_ops:
+            if cur is None or not self.wants_fold(cur):
                 return False
             cur.refs += 1  # keeps the copy being read from alive
         try:
@@ -347,10 +409,14 @@ class SnapshotReader:
         try:
             shutil.rmtree(path, ignore_errors=True)
             settings = man.collection.settings
+            # Read again: a reader keeps only the overlay of the segments it serves, and
+            # folds are rare (see ``wants_fold``).
+            ops, _ = segments.read_all(self.store, man.segments[len(cur.local.segments):],
+                                       settings.dimension, self.on_bytes)
             # In a child process: chromadb's write calls hold the GIL for their whole
             # duration, and probes and queries in this process would wait for them.
             fold_in_child(cur.local.path / mf.DB_DIR, path / mf.DB_DIR, settings.name,
-                          settings.dimension, cur.pending_ops)
+                          settings.dimension, ops)
             updates = {rid: cur.versions[rid] for rid in cur.pending.records}
             snapshots.merge_versions_file(cur.local.path / mf.VERSIONS_FILE, updates,
                                           path / mf.VERSIONS_FILE)
@@ -358,7 +424,7 @@ class SnapshotReader:
             shutil.rmtree(path, ignore_errors=True)
             raise
         local = self._open(man, path, man.segment_names)
-        folded = LoadedSnapshot(man, local, EMPTY, [], local.versions, cur.lineage)
+        folded = LoadedSnapshot(man, local, EMPTY, local.versions, cur.lineage)
         with self._refresh_lock:
             if self._current is not cur:
                 self._release(local)  # a newer version arrived meanwhile: fold that one
@@ -389,7 +455,8 @@ class SnapshotReader:
         metrics.READER_SWAPS.inc()
         metrics.READER_SNAPSHOT_VERSION_SEQ.set(new.manifest.seq)
         metrics.READER_SNAPSHOT_CREATED.set(new.manifest.created_at.timestamp())
-        metrics.READER_SEGMENTS_PENDING.set(len(new.manifest.segments) - len(new.local.segments))
+        metrics.READER_SEGMENTS_PENDING.set(
+            len(new.manifest.segments) - len(new.local.segments) if self.wants_fold(new) else 0)
         log.info("snapshot loaded", extra=fields(
             version=new.manifest.version, records=new.manifest.record_count,
             segments=len(new.manifest.segments), folded=len(new.local.segments)))

@@ -57,7 +57,6 @@ class _Built:
     """The last overlay built without filtered deletes, to extend with the next deltas."""
 
     version: str
-    under: Overlay
     names: tuple[str, ...]  # the deltas it folded, in order
     newest: OpKey  # the newest op among them
     versions: dict[str, Version]  # what their ops made of the ids they touch
@@ -87,7 +86,6 @@ class DeltaTail:
         self._lock = threading.Lock()
         self._generation = 0
         self._overlay_key: tuple[str, int] | None = None
-        self._overlay_under: Overlay = EMPTY
         self._overlay: Overlay = EMPTY
         self._built: _Built | None = None
         self.changed = threading.Condition(self._lock)
@@ -239,21 +237,22 @@ class DeltaTail:
 
     def overlay(self, on: Lineage, versions: Mapping[str, Version],
                 base_lookup: Callable[[list[str]], Mapping[str, Record]],
-                under: Overlay = EMPTY, base_matching: Matching | None = None,
+                base_matching: Matching | None = None,
                 retained: Sequence[Op] = (), *, space: str) -> Overlay:
         """The overlay on the loaded version ``on``, cached per change.
 
         It merges exactly the deltas ``on`` has not folded (``pending_on``),
-        whichever version the tail has moved to since. ``under`` is the
-        overlay of the version's segments that the reader's copy does not
-        hold yet; the tail's writes go on top of it. ``base_matching`` finds
-        the copy's records a filtered delete matches; ``retained`` are the
+        whichever version the tail has moved to since, over the version's
+        layers (``base_lookup`` reads their records, ``base_matching`` finds
+        the records a filtered delete matches: see ``reader.layers``). The
+        layers change when a reader folds segments into its copy, but not
+        what they hold, so the cache is kept then; ``retained`` are the
         filtered deletes ``on`` keeps for late writes; ``space`` is the
         collection's (it never changes, so the cache need not know it).
         """
         with self._lock:
             key = (on.version, self._generation)
-            if key == self._overlay_key and under is self._overlay_under:
+            if key == self._overlay_key:
                 return self._overlay
             entries = {**self._retired, **self._pending}
             names = tuple(name for name in sorted(entries)
@@ -261,26 +260,26 @@ class DeltaTail:
             sizes = [len(entries[name].ops) for name in names]
             ops = [op for name in names for op in entries[name].ops]
             inc = self._built
-        built = self._extended(inc, on.version, under, names, sizes, ops, versions,
+        built = self._extended(inc, on.version, names, sizes, ops, versions,
                                base_lookup, retained, space) if ops else None
         if built is not None:
             ov = built.overlay
         elif not ops:
-            ov = under
+            ov = EMPTY
         elif needs_records(ops, retained):
-            ov = build_overlay(ops, versions, self.dimension, base_lookup, under, base_matching,
+            ov = build_overlay(ops, versions, self.dimension, base_lookup, EMPTY, base_matching,
                                retained, space=space)
         else:
-            ov, vers = extend_overlay(ops, versions, self.dimension, base_lookup, under,
+            ov, vers = extend_overlay(ops, versions, self.dimension, base_lookup, EMPTY,
                                       space=space)
-            built = _Built(on.version, under, names, max(op.key for op in ops), vers, ov)
+            built = _Built(on.version, names, max(op.key for op in ops), vers, ov)
         with self._lock:
             if self._generation == key[1]:
-                self._overlay_key, self._overlay, self._overlay_under = key, ov, under
+                self._overlay_key, self._overlay = key, ov
                 self._built = built
         return ov
 
-    def _extended(self, inc: _Built | None, version: str, under: Overlay,
+    def _extended(self, inc: _Built | None, version: str,
                   names: tuple[str, ...], sizes: list[int], ops: list[Op],
                   versions: Mapping[str, Version],
                   base_lookup: Callable[[list[str]], Mapping[str, Record]],
@@ -293,7 +292,7 @@ class DeltaTail:
         build over all of them gives the same (``freshview.extend_overlay``),
         and a new delta costs its own writes, not the whole tail again.
         """
-        if (inc is None or inc.version != version or inc.under is not under
+        if (inc is None or inc.version != version
                 or names[:len(inc.names)] != inc.names):
             return None
         fresh = ops[sum(sizes[:len(inc.names)]):]
@@ -308,5 +307,5 @@ class DeltaTail:
         below = cast(MutableMapping[str, Version], versions)
         ov, vers = extend_overlay(fresh, ChainMap(inc.versions, below), self.dimension,
                                   base_lookup, inc.overlay, space=space)
-        return _Built(version, under, names, max(op.key for op in fresh),
+        return _Built(version, names, max(op.key for op in fresh),
                       {**inc.versions, **vers}, ov)

@@ -115,12 +115,12 @@ class MaskCache:
         self._masks: OrderedDict[str, BoolArray] = OrderedDict()
         self._matrix: TailMatrix | None = None
 
-    def matrix(self, matrix: Any, space: str) -> TailMatrix:
-        """The prepared matrix of this overlay's live records (built on first use)."""
+    def matrix(self, rows: Callable[[], Any], space: str) -> TailMatrix:
+        """The prepared matrix of the vectors ``rows`` gives (called on first use only)."""
         with self._lock:
             tm = self._matrix
         if tm is None or tm.space != space:
-            tm = TailMatrix(matrix, space)
+            tm = TailMatrix(rows(), space)
             with self._lock:
                 self._matrix = tm
         return tm

@@ -42,6 +42,8 @@ SEGMENT_PREFIX = "segments/"
 OPS_FILE = "ops.arrow"
 DB_DIR = "db"
 VERSIONS_FILE = "versions.arrow"
+INDEX_FILE = "index.hnsw"
+INDEX_IDS_FILE = "index.arrow"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -93,8 +95,13 @@ class Segment(BaseModel):
         """Bytes of the segment's files."""
         return sum(f.size for f in self.files)
 
+    @property
+    def indexed(self) -> bool:
+        """Whether the compactor built a vector index for it (``engine.hnswindex``)."""
+        return any(f.path == INDEX_FILE for f in self.files)
+
     def file(self, path: str) -> FileEntry:
-        """The entry of ``path`` (``ops.arrow`` or ``versions.arrow``)."""
+        """The entry of ``path`` (``ops.arrow``, ``versions.arrow``, ``index.*``)."""
         for f in self.files:
             if f.path == path:
                 return f

@@ -6,7 +6,10 @@ A segment is two files under ``segments/<name>/``:
   the order they apply, in the delta format (checksummed Arrow, see
   :mod:`chromasnap.storage.deltas`);
 - ``versions.arrow``: the new version of every id those writes touch, with
-  ``deleted`` meaning *no record after them* (see :func:`merge.liveness`).
+  ``deleted`` meaning *no record after them* (see :func:`merge.liveness`);
+- ``index.hnsw`` and ``index.arrow``, when its writes carry enough vectors:
+  their HNSW index and its label table (``engine.hnswindex``), built once
+  here so that readers load it instead of re-indexing.
 
 Applying a version's segments, in order, to its base gives exactly the
 collection a full compaction of the same deltas would have written: the ops
@@ -23,12 +26,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from chromasnap.engine import persistence, replay
+from chromasnap.config import CollectionSettings
+from chromasnap.engine import hnswindex, persistence, replay
 from chromasnap.engine.merge import Version
 from chromasnap.engine.ops import Op
 from chromasnap.storage import deltas, snapshots
 from chromasnap.storage import manifest as mf
-from chromasnap.storage.store import NotFound, ObjectStore
+from chromasnap.storage.store import ChecksumMismatch, NotFound, ObjectStore
 
 Progress = Callable[[int], None]
 
@@ -42,17 +46,28 @@ def write(
     shadowing: int,
     work: Path,
     on_bytes: Progress | None = None,
+    settings: CollectionSettings | None = None,
+    index_min_rows: int = hnswindex.MIN_ROWS,
 ) -> mf.Segment:
     """Write and upload segment ``name``; return its manifest entry.
 
-    Nothing refers to the segment until a manifest lists it, so a crash here
-    leaves only an orphan that garbage collection removes.
+    With ``settings``, a segment whose writes carry at least
+    ``index_min_rows`` vectors also gets its index. Nothing refers to
+    the segment until a manifest lists it, so a crash here leaves only an
+    orphan that garbage collection removes.
     """
     work.mkdir(parents=True, exist_ok=True)
     (work / mf.OPS_FILE).write_bytes(deltas.encode(ops, dimension, f"segment-{name}"))
     snapshots.write_versions(work / mf.VERSIONS_FILE, versions)
+    paths = [mf.OPS_FILE, mf.VERSIONS_FILE]
+    positions = hnswindex.rows(ops)
+    if settings is not None and len(positions) >= index_min_rows:
+        hnswindex.build(ops, positions, settings.space.value, settings.hnsw_m,
+                        settings.hnsw_construction_ef, work / mf.INDEX_FILE,
+                        work / mf.INDEX_IDS_FILE)
+        paths += [mf.INDEX_FILE, mf.INDEX_IDS_FILE]
     files = []
-    for path in (mf.OPS_FILE, mf.VERSIONS_FILE):
+    for path in paths:
         local = work / path
         sha = store.upload_file(mf.segment_prefix(name) + path, local, on_bytes=on_bytes)
         files.append(mf.FileEntry(path=path, size=local.stat().st_size, sha256=sha))
@@ -72,6 +87,27 @@ def _verified(store: ObjectStore, seg: mf.Segment, path: str,
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise mf.CorruptSnapshot(f"segment file {key} failed verification (size or SHA-256)")
     return data
+
+
+def fetch_index(store: ObjectStore, seg: mf.Segment, dest: Path, space: str, dimension: int,
+                ef_search: int, on_bytes: Progress | None = None) -> hnswindex.SegmentIndex:
+    """Download (verified) and open segment ``seg``'s index into directory ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in (mf.INDEX_FILE, mf.INDEX_IDS_FILE):
+        entry = seg.file(path)
+        try:
+            store.download_file(seg.prefix + path, dest / path, entry.size, entry.sha256,
+                                on_bytes=on_bytes)
+        except NotFound as e:
+            raise mf.CorruptSnapshot(f"segment file {seg.prefix + path} does not exist") from e
+        except ChecksumMismatch as e:
+            raise mf.CorruptSnapshot(f"segment file {seg.prefix + path} failed verification: "
+                                     f"{e}") from e
+    try:
+        return hnswindex.load(dest / mf.INDEX_FILE, dest / mf.INDEX_IDS_FILE, space,
+                              dimension, ef_search)
+    except (RuntimeError, ValueError, OSError, pa.ArrowInvalid) as e:
+        raise mf.CorruptSnapshot(f"segment {seg.name}: its index does not open: {e}") from e
 
 
 def read_ops(store: ObjectStore, seg: mf.Segment, dimension: int | None,

@@ -30,12 +30,14 @@ def space() -> Space:
     return SETTINGS.space
 
 
-@pytest.fixture(params=["folded", "overlay"])
+@pytest.fixture(params=["folded", "indexed"])
 def pair(minio: MinioServer, tmp_path: Path, request: pytest.FixtureRequest,
          space: Space) -> Iterator[Pair]:
-    """A pair whose reader folds segments into its copy, or serves them as an overlay."""
+    """A pair whose reader folds segments into its copy, or serves them as an overlay
+    searched through the indexes the compactor built."""
     p = Pair(minio, tmp_path, fold=request.param == "folded",
-             settings=SETTINGS.model_copy(update={"space": space}))
+             settings=SETTINGS.model_copy(update={"space": space}),
+             indexed=request.param == "indexed")
     yield p
     p.close()
 

@@ -323,7 +323,9 @@ class Run:
             self.racing.during = during
             return "race"
         if r < 0.90:
-            self.replica.reader.fold_pending()
+            # A fold reads the segments again: in an outage it fails, and is retried.
+            with contextlib.suppress(StoreError):
+                self.replica.reader.fold_pending()
             return "fold"
         if r < 0.95:
             fault = self.rng.choice([Fault.error(503, "SlowDown"), Fault.reset()])

@@ -44,10 +44,12 @@ class Env:
         notify = ",".join(f"http://127.0.0.1:{p}" for p in reader_ports)
         self.writers = [self.stack.start("writer", CHROMASNAP_NOTIFY_URLS=notify) for _ in range(2)]
         # Readers forward writes to the first writer (in a cluster: the writer Service).
-        # The second never folds segments into its copy: it serves them as an overlay.
+        # The first folds every version's segments into its copy; the second never does:
+        # it serves them as an overlay.
         self.readers: list[Proc] = [
             self.stack.start(
                 "reader", port, CHROMASNAP_WRITER_URL=self.writers[0].url,
+                CHROMASNAP_FOLD_MIN_ROWS="0",
                 **({"CHROMASNAP_FOLD_SEGMENTS": "false"} if i else {}), **reader_env
             )
             for i, port in enumerate(reader_ports)
@@ -56,7 +58,9 @@ class Env:
             self.stack.wait(r, "/readyz")
 
     def compact(self) -> Any:
-        return compactor(self.store, self.tmp / "compactor", settings=SETTINGS).run()
+        # Every segment gets an index: the second reader searches its overlay through them.
+        return compactor(self.store, self.tmp / "compactor", settings=SETTINGS,
+                         index_min_rows=1).run()
 
     def client(self, p: Proc, **settings: Any) -> Any:
         return chromadb.HttpClient(
