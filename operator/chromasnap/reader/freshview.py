@@ -189,7 +189,7 @@ def build_planned(ops: Sequence[Op], dimension: int,
     if not ops:
         return under if not under.empty else Overlay(
             {}, frozenset(), [], np.zeros((0, dimension), dtype=np.float32))
-    return _fold(list(ops), 0, dimension, space, base_lookup, under, placed)
+    return _fold(list(ops), 0, dimension, space, base_lookup, under, placed, views=True)
 
 
 def indexed_ops(ops: list[Op], space: str) -> list[Op]:
@@ -214,7 +214,11 @@ def indexed_ops(ops: list[Op], space: str) -> list[Op]:
 
 def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
           base_lookup: Callable[[list[str]], Mapping[str, Record]], under: Overlay,
-          placed: Sequence[Placed] = ()) -> Overlay:
+          placed: Sequence[Placed] = (), views: bool = False) -> Overlay:
+    """Fold ``ops`` over ``under``. With ``views``, every live record's vector becomes a
+    view of its row of the overlay's matrix: a segments' overlay, which lives as long as
+    its version, then holds each vector once, not twice (the tail's, rebuilt per delta,
+    is not worth the pass)."""
     ops = indexed_ops(ops, space)
     touched = list(dict.fromkeys(op.id for op in ops))
     found = base_lookup([rid for rid in touched if rid not in under.records])
@@ -243,6 +247,9 @@ def _fold(ops: list[Op], superseded: int, dimension: int, space: str,
     matrix = _matrix(order, src, finals, under, dimension)
     inserts = under.inserts or any(op.kind in (OpKind.ADD, OpKind.UPSERT) for op in ops)
     sv = served(order, finals, ops, placed, remapped(under.served, src, len(under.live)))
+    if views:
+        for i, rid in enumerate(order):
+            finals[rid] = replace(finals[rid], embedding=matrix[i])  # type: ignore[type-var]
     return Overlay(finals, under.in_base | frozenset(found), order, matrix,
                    under.superseded + superseded, under.ops + len(ops), frozenset(stays),
                    inserts, tuple(created), served=sv)
