@@ -262,8 +262,9 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError) as err:
             raise NotFound(f"{self.url}/{key} does not exist") from err
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """All objects under ``prefix`` in key order (byte order, as S3 lists)."""
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """All objects under ``prefix`` in key order (byte order, as S3 lists), after
+        ``start_after`` when given."""
         # Only walk the directory the prefix names; its last segment is a name prefix.
         if prefix.split("/", maxsplit=1)[0] == RESERVED_DIR:
             return
@@ -281,6 +282,8 @@ class LocalStore:
         # A depth-first walk is not key order ("a-b" < "a/c"), so sort whole keys;
         # code-point order of str equals S3's UTF-8 byte order.
         for key in sorted(keys):
+            if start_after is not None and key <= start_after:
+                continue
             try:
                 yield self.head(key)
             except NotFound:

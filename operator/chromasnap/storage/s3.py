@@ -322,12 +322,13 @@ class S3Store:
             last_modified=resp["LastModified"].timestamp(),
         )
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """All objects under ``prefix`` in key order (ListObjectsV2 pages)."""
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket,
             Prefix=self._root + prefix,
+            StartAfter=self._root + start_after if start_after else "",
             PaginationConfig={"PageSize": self._page_size},
         )
         with self._errors("list", prefix):

@@ -87,8 +87,10 @@ class ObjectStore(Protocol):
         """Size and ETag without the body; raise NotFound."""
         ...
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """All objects under ``prefix`` in key order (paginated under the hood)."""
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """All objects under ``prefix`` in key order (paginated under the hood); with
+        ``start_after``, only keys after it (S3's ``StartAfter``: one request, however
+        many keys come before)."""
         ...
 
     def delete_many(self, keys: builtins.list[str]) -> None:

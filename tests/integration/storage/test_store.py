@@ -128,6 +128,10 @@ def test_list_in_key_order(store: ObjectStore) -> None:
     assert [o.key for o in store.list("a")] == ["a-c", "a/b", "a/c/d", "a0"]
     assert [o.key for o in store.list("snapshots/v1/")] == ["snapshots/v1/x"]
     assert list(store.list("nothing/")) == []
+    # StartAfter: keys strictly after it (it need not exist), within the prefix.
+    assert [o.key for o in store.list("a", start_after="a/b")] == ["a/c/d", "a0"]
+    assert [o.key for o in store.list("a/", start_after="a/bb")] == ["a/c/d"]
+    assert [o.key for o in store.list("", start_after="z/\u00fc.bin")] == ["\u00e9"]
 
 
 def test_delete_many(store: ObjectStore) -> None:
