@@ -37,6 +37,11 @@ from chromasnap.engine.ops import Op
 #: merges fold small segments into one big enough to get an index.
 MIN_ROWS = 1000
 
+#: Searches over-fetch and drop excluded labels afterwards while at most this share of
+#: an index's labels is excluded; beyond it, the filter goes inside the graph walk.
+OVERFETCH_MAX_EXCLUDED = 0.5
+OVERFETCH_MARGIN = 8
+
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -84,22 +89,37 @@ class SegmentIndex:
                 allowed: BoolArray | None) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """Up to ``k`` labels nearest to one ``query``, among ``allowed`` ones (all if None).
 
-        As Chroma searches: ``ef = max(ef_search, k)``, and a filter inside
-        the graph walk rather than over-fetching.
+        As Chroma searches: ``ef = max(ef_search, k)``. When few labels are
+        excluded (records later writes replaced, the usual case), the search
+        over-fetches and drops them afterwards: a filter inside the graph walk
+        calls back into Python for every node visited, retaking the GIL each
+        time, which under a busy server cost more than the search itself. Only
+        when the over-fetch leaves fewer than ``k`` does the filtered walk run.
         """
         n = len(self.ids) if allowed is None else int(allowed.sum())
         k = min(k, n)
         if k <= 0:
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-        ef = max(self.ef_search, k)
         q = np.asarray(query, dtype=np.float32).reshape(1, -1)
-        keep = None if allowed is None else allowed.tolist()
+        if allowed is None or n == len(self.ids):
+            return self._search(q, k, None)
+        if n >= len(self.ids) * (1 - OVERFETCH_MAX_EXCLUDED):
+            # Expect k / (share allowed) to hold k allowed labels; a margin for variance.
+            ask = min(len(self.ids), int(k * len(self.ids) / n) + OVERFETCH_MARGIN)
+            labels, dists = self._search(q, ask, None)
+            keep = allowed[labels]
+            if int(keep.sum()) >= k:
+                return labels[keep][:k], dists[keep][:k]
+        return self._search(q, k, allowed.tolist().__getitem__)
+
+    def _search(self, q: Any, k: int, keep: Any) -> tuple[npt.NDArray[np.intp],
+                                                         npt.NDArray[np.float32]]:
+        ef = max(self.ef_search, k)
         with self._lock:
             if ef != self._ef:
                 self.index.set_ef(ef)
                 self._ef = ef
-            labels, dists = self.index.knn_query(
-                q, k=k, num_threads=1, filter=None if keep is None else keep.__getitem__)
+            labels, dists = self.index.knn_query(q, k=k, num_threads=1, filter=keep)
         return labels[0].astype(np.intp), dists[0].astype(np.float32)
 
 

@@ -37,6 +37,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from chromasnap.engine import distances, filters
 from chromasnap.engine.errors import ChromasnapError
@@ -346,20 +347,42 @@ def snapshot_survivors(ids: Sequence[Sequence[str]], ov: Overlay,
             for row in ids]
 
 
-def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, Any],
-                n_results: int, space: str, include: Sequence[str], where: Any = None,
-                where_document: Any = None, ids: Sequence[str] | None = None) -> Columns:
-    """Combine the snapshot's query answer (with distances) and the overlay's exact search.
+#: Per query row, the overlay's nearest live rows and their distances.
+Neighbours = list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]]
 
-    The overlay is searched in numpy (``tailsearch``: one float32 product, then
-    exact distances for the few rows that can rank); Python rows are built
-    only for the ``n_results`` that are returned.
+
+def overlay_nearest(ov: Overlay, queries: np.ndarray[Any, Any], n_results: int, space: str,
+                    where: Any = None, where_document: Any = None,
+                    ids: Sequence[str] | None = None) -> Neighbours:
+    """The overlay's side of a query: per row, its ``n_results`` nearest matching records.
+
+    Searched in numpy (``tailsearch``: one float32 product, then exact
+    distances for the few rows that can rank) and in the segment indexes
+    that hold the overlay's vectors (``indexsearch``). Touches no Python row
+    per record, so it can run beside the snapshot's search.
     """
-    cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
     rows = matching_rows(ov, where, where_document, ids)
     sv = ov.served
     tm = ov.cache.matrix(
         lambda: ov.matrix if sv is None else ov.matrix[sv.exhaustive], space)
+    if sv is None:
+        return [tm.nearest(queries[q], n_results, rows) for q in range(len(queries))]
+    return [indexsearch.nearest(sv, ov.matrix, tm, space, queries[q], n_results, rows)
+            for q in range(len(queries))]
+
+
+def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, Any],
+                n_results: int, space: str, include: Sequence[str], where: Any = None,
+                where_document: Any = None, ids: Sequence[str] | None = None,
+                near: Neighbours | None = None) -> Columns:
+    """Combine the snapshot's query answer (with distances) and the overlay's search
+    (``near``, from :func:`overlay_nearest`; searched here when not given).
+
+    Python rows are built only for the ``n_results`` that are returned.
+    """
+    if near is None:
+        near = overlay_nearest(ov, queries, n_results, space, where, where_document, ids)
+    cols = [c for c in ("documents", "metadatas", "embeddings", "uris") if c in include]
     out: Columns = {"ids": []}
     for c in [*cols, "distances"] if "distances" in include else cols:
         out[c] = []
@@ -372,11 +395,7 @@ def merge_query(snap: Mapping[str, Any], ov: Overlay, queries: np.ndarray[Any, A
             if rid in ov.records:
                 continue  # overridden or deleted by the tail
             cands.append((float(snap["distances"][q][j]), 0, j, rid, j))
-        if sv is None:
-            idx, dist = tm.nearest(queries[q], n_results, rows)
-        else:
-            idx, dist = indexsearch.nearest(sv, ov.matrix, tm, space, queries[q], n_results,
-                                            rows)
+        idx, dist = near[q]
         for k, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True)):
             cands.append((d, 1, k, ov.live[i], i))
         cands.sort(key=lambda t: (t[0], t[1], t[2]))

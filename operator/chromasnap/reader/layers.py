@@ -17,6 +17,7 @@ filter masks live as long as the version.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -30,6 +31,9 @@ from chromasnap.reader import freshview
 from chromasnap.reader.freshview import Overlay, Positions
 
 COLUMNS = ("documents", "metadatas", "embeddings", "uris")
+#: Where an overlay's index searches run while the calling thread asks the layer below.
+#: Its tasks never wait on it, so a query cannot deadlock it.
+_BESIDE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="overlay-search")
 #: Storage-order keys of the records an overlay created start here, after every key
 #: of the layer below (chromadb's row ids, far smaller), in creation order.
 CREATED_KEYS = 1 << 48
@@ -153,6 +157,12 @@ class OverlaySource:
             self.lower.has_index, reads.id_not_found())
         wanted = list(dict.fromkeys([*include, "distances"]))
         lower_ids = None if ids is None else [i for i in ids if i not in ov.records]
+        near: Future[freshview.Neighbours] | None = None
+        if ov.served is not None:
+            # Segment indexes and chromadb's search both release the GIL: searching the
+            # overlay beside the layer below takes the longer of the two, not the sum.
+            near = _BESIDE.submit(freshview.overlay_nearest, ov, queries, n_results,
+                                  self.space, where, where_document, ids)
         if lower_ids == []:
             res: Mapping[str, Any] = {"ids": [[] for _ in range(len(queries))]}
         else:
@@ -165,7 +175,8 @@ class OverlaySource:
 
             res = self._survivors(_candidates(candidates, ov, n_results), n_results, wanted)
         return freshview.merge_query(res, ov, queries, n_results, self.space, include, where,
-                                     where_document, ids)
+                                     where_document, ids,
+                                     near=None if near is None else near.result())
 
     def _survivors(self, res: Mapping[str, Any], n_results: int,
                    include: list[str]) -> dict[str, Any]:

@@ -47,6 +47,37 @@ def test_a_loaded_index_finds_the_exact_neighbours_of_a_small_segment(
     assert idx.nearest(vecs[0], 5, np.zeros(300, dtype=np.bool_))[0].size == 0
 
 
+@pytest.mark.parametrize("excluded", ["few", "the whole over-fetch", "most"])
+def test_excluded_labels_never_come_back_and_the_rest_rank_exactly(
+        tmp_path: Path, excluded: str) -> None:
+    """Over-fetching and dropping (few excluded), its fallback to a filtered walk (the
+    over-fetch held fewer than k allowed) and the filtered walk (most excluded) all
+    give brute force's answer over the allowed labels."""
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((400, 16)).astype(np.float32)
+    ops = [_op(OpKind.UPSERT, f"id{i}", i + 1, vecs[i]) for i in range(400)]
+    hnswindex.build(ops, hnswindex.rows(ops), "l2", 16, 200, tmp_path / "i.hnsw",
+                    tmp_path / "i.arrow")
+    idx = hnswindex.load(tmp_path / "i.hnsw", tmp_path / "i.arrow", "l2", 16, ef_search=400)
+    for q in rng.standard_normal((5, 16)).astype(np.float32):
+        exact = distances.distances(distances.as_matrix(q), vecs, "l2")[0]
+        order = np.argsort(exact, kind="stable")
+        allowed = np.ones(400, dtype=np.bool_)
+        if excluded == "few":
+            allowed[order[:3]] = False
+            allowed[rng.choice(400, 40, replace=False)] = False
+        elif excluded == "the whole over-fetch":
+            # k / share allowed + margin = 10 * 400 / 370 + 8 = 18 asked: all excluded.
+            allowed[order[:30]] = False
+        else:
+            allowed[rng.choice(400, 300, replace=False)] = False
+        labels, dist = idx.nearest(q, 10, allowed)
+        masked = np.where(allowed, exact, np.inf)
+        assert labels.tolist() == np.argsort(masked, kind="stable")[:10].tolist()
+        assert allowed[labels].all()
+        np.testing.assert_allclose(dist, np.sort(masked)[:10], rtol=1e-5, atol=1e-5)
+
+
 def test_a_label_table_that_does_not_match_the_index_is_refused(tmp_path: Path) -> None:
     vecs = np.eye(4, dtype=np.float32)
     ops = [_op(OpKind.ADD, f"id{i}", i + 1, vecs[i]) for i in range(4)]
