@@ -65,8 +65,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--only",
-        default="dataplane,segments,servers,readpath,operator",
-        help="comma list of: dataplane, segments, servers, readpath, operator",
+        default="dataplane,segments,servers,readpath,catalog,operator",
+        help="comma list of: dataplane, segments, servers, readpath, catalog, operator",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(
@@ -109,6 +109,10 @@ def main() -> int:
             read_results = readpath.run(minio.endpoint, minio.new_bucket_url)
             report.save(read_results, command)
             readpath.write_markdown(read_results, command)
+        if "catalog" in only:
+            from benchmarks import catalog
+
+            report.save(catalog.run(minio.endpoint, minio.new_bucket_url), command)
     if "operator" in only:
         # its own control plane (built by hack/build-tools.sh); no MinIO: no pod runs
         from benchmarks import operator as operator_bench
