@@ -734,22 +734,18 @@ class ReadPath:
         t_settled = self.watcher.wait_settled(seq, p.settle_timeout)
         cpu = cpu_seconds(pid) - c0
         sender.join(600)
-        served = len(win.side("ours"))
-        st = self.info["steady"]
-        taken = max(0.0, cpu - served * st["reader_cpu_per_query_s"]
-                 - (t_settled - t0) * st["reader_idle_cpu_per_s"])
         peer_w = json.loads(out.read_text()) if out.exists() else {}
         o, pe = win.pct("ours"), win.pct("peer")
         self.info["refresh"] = {
             "ours": o, "peer": pe, "settled_after_s": round(t_settled - t0, 1),
-            "reader_cpu_s": round(cpu, 2), "reader_cpu_taking_in_s": round(taken, 2),
+            "reader_cpu_s": round(cpu, 2),
             "peer_writes_s": round(peer_w.get("seconds", 0.0), 1),
             "errors": {"ours": win.errors("ours"), "peer": win.errors("peer")},
             "per_10s": {f"{a}-{a + 10}": {"ours": win.pct("ours", a, a + 10),
                                           "peer": win.pct("peer", a, a + 10)}
                         for a in range(0, int(p.refresh_seconds), 10)}}
         log(f"readpath: refresh ours {o}, peer {pe}; settled after {t_settled - t0:.0f} s, "
-            f"reader CPU {cpu:.1f} s ({taken:.1f} s taking in)")
+            f"reader CPU {cpu:.1f} s")
         common = (f"one HttpClient per side (a thread each, both at once), single-vector "
                   f"query(n_results=10), from the moment a {p.segment_writes:,}-write segment "
                   f"version (80/10/10 add/update/delete) is published until "

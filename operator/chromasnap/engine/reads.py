@@ -59,6 +59,10 @@ _INCLUDE_ALL: Any = ["embeddings", "documents", "metadatas", "uris"]
 
 def get_records(collection: Collection, ids: Sequence[str]) -> dict[str, Record]:
     """The records among ``ids`` that exist, by id (missing ids are absent)."""
+    # chromadb's get costs per id asked, found or not, and callers ask for every id a
+    # batch of writes touches, mostly new ones: one SQLite pass says which exist.
+    present = persistence.row_ids(directory_of(collection), str(collection.id), ids)
+    ids = [rid for rid in ids if rid in present]
     out: dict[str, Record] = {}
     step = server_api(collection).get_max_batch_size()
     for i in range(0, len(ids), step):

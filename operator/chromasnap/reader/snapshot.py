@@ -86,11 +86,7 @@ class LocalCopy:
         if missing:
             if len(self.known) + len(missing) > KNOWN_RECORDS:
                 self.known = {}
-            # Most ids a segment touches are new (adds): one SQLite pass says which
-            # exist, so chromadb fetches only those (it costs per id asked, found or not).
-            present = persistence.row_ids(chromadir.directory_of(self.collection),
-                                          str(self.collection.id), missing)
-            got = records_of(self.collection)([rid for rid in missing if rid in present])
+            got = records_of(self.collection)(missing)
             self.known.update({rid: got.get(rid) for rid in missing})
         known = self.known
         return {rid: rec for rid in ids if (rec := known.get(rid)) is not None}

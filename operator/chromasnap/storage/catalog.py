@@ -199,6 +199,11 @@ class PoolCatalog:
             raise NotFound(f"Collection [{name_or_id}] does not exist")
         return entry
 
+    def place(self, entry: CollectionEntry) -> None:
+        """Put a live collection in its database (inserted, or replaced by id)."""
+        self.databases[(entry.tenant, entry.database)].put(entry)
+        self.where[entry.id] = (entry.tenant, entry.database)
+
     def by_id(self, collection_id: str) -> CollectionEntry | None:
         """A live collection anywhere in the pool."""
         where = self.where.get(collection_id)
@@ -331,8 +336,7 @@ def _apply(state: PoolCatalog, op: CatalogOp) -> None:
             _drop(state, db, cid, op.at)
     elif isinstance(op, CreateCollection):
         decide_create_collection(state, op.entry, get_or_create=False)
-        state.databases[(op.entry.tenant, op.entry.database)].put(op.entry)
-        state.where[op.entry.id] = (op.entry.tenant, op.entry.database)
+        state.place(op.entry)
     elif isinstance(op, DeleteCollection):
         _drop(state, state.databases[state.where[op.id]], op.id, op.at)
     elif isinstance(op, ModifyCollection):
@@ -378,6 +382,5 @@ def from_checkpoint(cp: Checkpoint) -> PoolCatalog:
     for db in cp.databases:
         state.databases[(db.tenant, db.name)] = Database(db)
     for entry in cp.collections:
-        state.databases[(entry.tenant, entry.database)].put(entry)
-        state.where[entry.id] = (entry.tenant, entry.database)
+        state.place(entry)
     return state
