@@ -364,3 +364,35 @@ def explain(err: ValidationError) -> str:
         env = ENV_PREFIX + field.upper()
         lines.append(f"{field} ({env}): {e['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+class PoolSettings(BaseSettings):
+    """``chromasnap pool``: one process serving Chroma's whole API over a pool root."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    bucket_url: str = Field(
+        description="s3://bucket/prefix or file:///path: the pool's root in the object store")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="explicit S3 endpoint (MinIO); unset means AWS's default")
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    cache_dir: str = Field(default="/var/cache/chromasnap",
+                           description="where loaded collections and compactions keep files")
+    identity: str = Field(default_factory=default_identity)
+    max_loaded: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=64, description="collections kept loaded; the least recently used is closed "
+        "beyond it and loaded from the bucket again on its next use")
+    compact_every_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=30.0, description="how often the collections written to are compacted")
+    delta_grace_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=600.0, description="how long a deleted collection's bytes stay")
+    flush_max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    flush_max_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 << 20
+    flush_max_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 50
+    max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = CHROMA_MAX_PAYLOAD_BYTES
+    auth_token_file: str | None = Field(
+        default=None, description="file(s) with accepted bearer tokens, one per line")
+    drain_seconds: Annotated[float, Field(ge=0, le=300)] = 0.0
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")

@@ -7,6 +7,7 @@ and the shared top-level modules (settings, logs, resource identity):
 - ``storage`` — ``engine`` (the record types deltas carry).
 - ``api`` — ``engine`` (errors, filters, distances).
 - ``writer``, ``compactor``, ``reader`` — ``engine``, ``storage``, ``api``; never each other.
+- ``pool`` — the roles it runs for each of its collections, and what they use.
 - ``operator`` — nothing of the data plane: it meets it through settings and
   the status report (``chromasnap.resource``).
 - ``cli`` — anything: it wires the parts together.
@@ -28,8 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "writer": {"engine", "storage", "api"},
     "compactor": {"engine", "storage", "api"},
     "reader": {"engine", "storage", "api"},
+    "pool": {"engine", "storage", "api", "writer", "compactor", "reader"},
     "operator": set(),
-    "cli": {"engine", "storage", "api", "writer", "compactor", "reader", "operator"},
+    "cli": {"engine", "storage", "api", "writer", "compactor", "reader", "pool", "operator"},
     "__main__": {"cli"},
 }
 #: A module longer than this says why in its docstring (a line starting "Size:").

@@ -38,7 +38,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from chromasnap.api.asgi import Headers, Receive, Scope, Send
 from chromasnap.api.auth import AUTH_EXEMPT, PROBE_ROUTES, authenticate, authenticate_push
-from chromasnap.api.backends import ReadBackend, WriteBackend
+from chromasnap.api.backends import Catalog, ReadBackend, WriteBackend
+from chromasnap.api.catalog_routes import CatalogRoutes
 from chromasnap.api.collection_routes import CollectionRoutes
 from chromasnap.api.error_responses import as_chromasnap_error, error_response
 from chromasnap.api.forwarding import Forwarder
@@ -94,7 +95,10 @@ class ChromaAPI:
         leases: Leases | None = None,
         push_tokens: Iterable[str] = (),
         internal_port: int | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
+        if catalog is not None:
+            collection_model = _no_single_collection
         if collection_model is None:
             if read is None:
                 raise ValueError("ChromaAPI needs a read backend or a collection_model callable")
@@ -108,7 +112,7 @@ class ChromaAPI:
             ready_note=ready_note,
             max_body_bytes=max_body_bytes, max_batch_size=max_batch_size,
             server_version=server_version, session_cookie=session_cookie,
-            metrics_registry=metrics_registry,
+            metrics_registry=metrics_registry, catalog=catalog,
         )
         self.role = role
         self.auth_tokens = [t.encode() for t in auth_tokens]
@@ -129,6 +133,7 @@ class ChromaAPI:
                         forward_writes_to.rstrip("/") if forward_writes_to else None),
             notify_delta=on_delta is not None,
             grant_lease=leases is not None,
+            pool=CatalogRoutes(self.context, catalog) if catalog is not None else None,
         )
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -218,6 +223,10 @@ class ChromaAPI:
             self._metric_children[key] = children
         children[0].inc()
         children[1].observe(time.perf_counter() - start)
+
+
+def _no_single_collection() -> Mapping[str, Any]:
+    raise NotFound("a pool serves many collections: name one")
 
 
 def _local_port(scope: Scope) -> int | None:

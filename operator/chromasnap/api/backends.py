@@ -1,14 +1,19 @@
-"""The two interfaces the API serves from: where reads are answered and where writes go.
+"""The interfaces the API serves from: where reads are answered, where writes go, and,
+for a pool, which collections exist.
 
 The reader implements ``ReadBackend`` (snapshot plus delta tail), the writer
-``WriteBackend`` (validation and group commit); the API itself never holds data.
+``WriteBackend`` (validation and group commit), a pool ``Catalog`` (its
+collections, each with its own read and write backend); the API itself never
+holds data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chromasnap.api.createbody import CreateRequest
 from chromasnap.api.models import GetRequest, QueryRequest, WriteAck, WriteRequest
 from chromasnap.engine.ops import OpKind
 
@@ -51,4 +56,79 @@ class WriteBackend(Protocol):
 
     async def write(self, kind: OpKind, req: WriteRequest) -> str | WriteAck:
         """Apply one request."""
+        ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """The collection a record route names, and where its reads and writes go."""
+
+    model: Mapping[str, Any]
+    read: ReadBackend | None
+    write: WriteBackend | None
+
+
+class Catalog(Protocol):
+    """A pool's tenants, databases and collections (``pool/``), for the routes about them.
+
+    Every method raises Chroma's errors (``NotFound``, ``AlreadyExists``,
+    ``InvalidArgument``) as a single-node Chroma server answers them; collections
+    come back as Chroma's JSON (``collection_model_json``'s shape).
+    """
+
+    async def target(self, tenant: str, database: str, cid: str) -> Target:
+        """The collection with id ``cid`` and its backends (loaded on first use)."""
+        ...
+
+    async def create_collection(self, tenant: str, database: str,
+                                req: CreateRequest) -> Mapping[str, Any]:
+        """Create (or, with ``get_or_create``, return) a collection."""
+        ...
+
+    async def get_collection(self, tenant: str, database: str, name: str) -> Mapping[str, Any]:
+        """A collection by name or id."""
+        ...
+
+    async def list_collections(self, tenant: str, database: str, limit: int | None,
+                               offset: int) -> list[Mapping[str, Any]]:
+        """A page of collections, in Chroma's order."""
+        ...
+
+    async def count_collections(self, tenant: str, database: str) -> int:
+        """How many collections the database holds."""
+        ...
+
+    async def delete_collection(self, tenant: str, database: str, name: str) -> None:
+        """Delete a collection by name; the name is free at once."""
+        ...
+
+    async def modify_collection(self, tenant: str, database: str, cid: str, *,
+                                name: str | None, metadata: Mapping[str, Any] | None,
+                                configuration: Mapping[str, Any] | None) -> None:
+        """Rename, replace metadata, or change the configuration Chroma allows changing."""
+        ...
+
+    async def create_tenant(self, tenant: str) -> None:
+        """Create a tenant."""
+        ...
+
+    async def get_tenant(self, tenant: str) -> None:
+        """``NotFound`` unless the tenant exists."""
+        ...
+
+    async def create_database(self, tenant: str, database: str) -> None:
+        """Create a database."""
+        ...
+
+    async def get_database(self, tenant: str, database: str) -> Mapping[str, Any]:
+        """A database as Chroma describes it (``id``, ``name``, ``tenant``)."""
+        ...
+
+    async def list_databases(self, tenant: str, limit: int | None,
+                             offset: int) -> list[Mapping[str, Any]]:
+        """A page of the tenant's databases."""
+        ...
+
+    async def delete_database(self, tenant: str, database: str) -> None:
+        """Delete a database and its collections."""
         ...

@@ -67,6 +67,11 @@ class CreateRequest:
     hnsw: dict[str, tuple[str, Any]] = field(default_factory=dict)
     #: ``configuration.spann``, when the request asks for a SPANN index.
     spann: dict[str, Any] | None = None
+    #: The body's own ``metadata``, ``configuration`` and ``schema``, for a pool that
+    #: creates the collection (chromadb derives the stored configuration from them).
+    metadata: dict[str, Any] | None = None
+    configuration: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = None
 
 
 def _check_count(path: str, v: Any, top: int, type_name: str) -> None:
@@ -221,7 +226,9 @@ def parse_create(body: Mapping[str, Any]) -> CreateRequest:
     for k, v in (hnsw_cfg or {}).items():
         if v is not None:
             asked[k] = (f"configuration.hnsw.{k}", v)
-    return CreateRequest(name, goc, asked, spann)
+    schema = body.get("schema")
+    return CreateRequest(name, goc, asked, spann, metadata, config,
+                         schema if isinstance(schema, dict) else None)
 
 
 def ignored_settings(req: CreateRequest, model: Mapping[str, Any]) -> list[str]:

@@ -3,7 +3,12 @@ or forwarded to the reader Service by a server without one (a writer)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from chromasnap.api.asgi import Receive, Scope, query_param, read_body
+from chromasnap.api.backends import ReadBackend
 from chromasnap.api.forwarding import Forwarder
 from chromasnap.api.parsing import decode_body, parse_get, parse_query
 from chromasnap.api.responses import (
@@ -20,6 +25,12 @@ from chromasnap.engine.errors import InvalidArgument, Unimplemented
 READ_LEVELS = ("index_and_wal", "index_only", "index_and_bounded_wal")
 
 
+@dataclass(frozen=True)
+class _Readable:
+    model: Mapping[str, Any]
+    read: ReadBackend
+
+
 class ReadRoutes:
     """Handlers for count, get and query on one ``ServiceContext``."""
 
@@ -32,38 +43,36 @@ class ReadRoutes:
     async def count(self, scope: Scope, receive: Receive, tenant: str, database: str,
                     cid: str) -> Response:
         """The number of records visible (after the client's last write, if it sent one)."""
-        read = self.ctx.read
-        if read is None:
+        target = await self._target(tenant, database, cid)
+        if target is None:
             return await self._forward(scope, receive, tenant, database, cid)
-        self.ctx.check_collection_id(tenant, database, cid)
         level = query_param(scope, "read_level")
         if level is not None and level not in READ_LEVELS:
             raise InvalidArgument(
                 f"read_level: unknown variant `{level}`, expected one of "
                 f"{', '.join(READ_LEVELS)}"
             )
-        return json_response(200, await read.count(read_after(scope)))
+        return json_response(200, await target.read.count(read_after(scope)))
 
     async def get(self, scope: Scope, receive: Receive, tenant: str, database: str,
                   cid: str) -> Response:
         """Records by id and/or filter."""
-        read = self.ctx.read
-        if read is None:
+        target = await self._target(tenant, database, cid)
+        if target is None:
             return await self._forward(scope, receive, tenant, database, cid)
-        self.ctx.check_collection_id(tenant, database, cid)
         token = read_after(scope)
         raw = await read_body(scope, receive, self.ctx.max_body_bytes)
         req = await decode_body(raw, lambda body: parse_get(body, token))
-        result = await read.get(req)
+        result = await target.read.get(req)
         return json_response(200, get_result_json(result, req.include))
 
     async def query(self, scope: Scope, receive: Receive, tenant: str, database: str,
                     cid: str) -> Response:
         """Nearest neighbours of each query vector."""
-        read = self.ctx.read
-        if read is None:
+        target = await self._target(tenant, database, cid)
+        if target is None:
             return await self._forward(scope, receive, tenant, database, cid)
-        model = self.ctx.check_collection_id(tenant, database, cid)
+        model = target.model
         token = read_after(scope)
         raw = await read_body(scope, receive, self.ctx.max_body_bytes)
         req = await decode_body(raw, lambda body: parse_query(body, token))
@@ -75,8 +84,16 @@ class ReadRoutes:
             raise InvalidArgument(
                 f"Collection expecting embedding with dimension of {dim}, got {q.shape[1]}"
             )
-        result = await read.query(req)
+        result = await target.read.query(req)
         return json_response(200, query_result_json(result, req.include))
+
+    async def _target(self, tenant: str, database: str, cid: str) -> _Readable | None:
+        """The named collection if reads are answered here; ``None`` to forward them."""
+        if self.ctx.read is None and self.ctx.catalog is None:
+            return None
+        target = await self.ctx.target(tenant, database, cid)
+        assert target.read is not None  # a catalog's targets, and a reader's, can be read
+        return _Readable(target.model, target.read)
 
     async def _forward(self, scope: Scope, receive: Receive, tenant: str, database: str,
                        cid: str) -> Response:

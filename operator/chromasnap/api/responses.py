@@ -85,8 +85,8 @@ def database_json(model: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def paginate(scope: Scope, items: list[Any]) -> list[Any]:
-    """``items`` cut by the ``offset`` and ``limit`` query parameters."""
+def page_params(scope: Scope) -> tuple[int | None, int]:
+    """The ``limit`` (``None``: all) and ``offset`` query parameters."""
     def num(name: str) -> int | None:
         v = query_param(scope, name)
         if v is None:
@@ -95,8 +95,12 @@ def paginate(scope: Scope, items: list[Any]) -> list[Any]:
             raise InvalidArgument(f"{name} must be a non-negative integer, got {v!r}")
         return int(v)
 
-    offset = num("offset") or 0
-    limit = num("limit")
+    return num("limit"), num("offset") or 0
+
+
+def paginate(scope: Scope, items: list[Any]) -> list[Any]:
+    """``items`` cut by the ``offset`` and ``limit`` query parameters."""
+    limit, offset = page_params(scope)
     return items[offset:] if limit is None else items[offset:offset + limit]
 
 

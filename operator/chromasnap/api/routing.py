@@ -1,5 +1,5 @@
-"""Which handler answers a request: the route table of Chroma's v2 API for one collection,
-plus the probes, metrics and the internal delta-notification route.
+"""Which handler answers a request: the route table of Chroma's v2 API for one collection
+or a pool, plus the probes, metrics and the internal delta-notification route.
 
 Matching is a split of the path and a few comparisons rather than a regex table: it
 runs for every request, and the reader's latency target leaves little room.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from chromasnap.api.catalog_routes import CatalogRoutes
 from chromasnap.api.collection_routes import CollectionRoutes
 from chromasnap.api.error_responses import method_not_allowed
 from chromasnap.api.read_routes import ReadRoutes
@@ -51,9 +52,12 @@ class Router:
     """Resolves ``(method, path)`` to a ``Route`` over the four groups of handlers."""
 
     def __init__(self, system: SystemRoutes, collections: CollectionRoutes, reads: ReadRoutes,
-                 writes: WriteRoutes, *, notify_delta: bool, grant_lease: bool = False) -> None:
+                 writes: WriteRoutes, *, notify_delta: bool, grant_lease: bool = False,
+                 pool: CatalogRoutes | None = None) -> None:
         self.system = system
-        self.collections = collections
+        #: A pool answers the collection and tenancy routes from its catalog.
+        self.collections: CollectionRoutes | CatalogRoutes = pool or collections
+        self.pool = pool
         self.writes = writes
         self.notify_delta = notify_delta
         self.grant_lease = grant_lease
@@ -92,32 +96,40 @@ class Router:
             if parts[4] == "collections_count":
                 return _only(method, "GET", "count_collections",
                              self.collections.count_collections, (tenant, database))
+        tenancy = self.pool or self.system
+        pool = self.pool
         if n == 4 and parts[0] == "tenants" and parts[2] == "databases":
             if method == "GET":
-                return "get_database", self.system.get_database, (parts[1], parts[3])
+                return "get_database", tenancy.get_database, (parts[1], parts[3])
             if method == "DELETE":
+                if pool is not None:
+                    return "delete_database", pool.delete_database, (parts[1], parts[3])
                 return "delete_database", unimplemented, ("deleting a database",)
             raise method_not_allowed(method, path)
         if n == 3 and parts[0] == "tenants" and parts[2] == "databases":
             if method == "GET":
-                return "list_databases", self.system.list_databases, (parts[1],)
+                return "list_databases", tenancy.list_databases, (parts[1],)
             if method == "POST":
+                if pool is not None:
+                    return "create_database", pool.create_database, (parts[1],)
                 return "create_database", unimplemented, ("creating a database",)
             raise method_not_allowed(method, path)
         if n == 2 and parts[0] == "tenants":
             if method == "GET":
-                return "get_tenant", self.system.get_tenant, (parts[1],)
+                return "get_tenant", tenancy.get_tenant, (parts[1],)
             if method == "PATCH":
                 return "update_tenant", unimplemented, ("updating a tenant",)
             raise method_not_allowed(method, path)
         if n == 2 and parts[0] == "auth" and parts[1] == "identity":
-            return _only(method, "GET", "identity", self.system.identity, ())
+            return _only(method, "GET", "identity", tenancy.identity, ())
         if n == 1:
             simple = self._simple.get(parts[0])
             if simple is not None:
                 want, name, handler = simple
                 return _only(method, want, name, handler, ())
             if parts[0] == "tenants":
+                if pool is not None:
+                    return _only(method, "POST", "create_tenant", pool.create_tenant, ())
                 return _only(method, "POST", "create_tenant", unimplemented,
                              ("creating a tenant",))
             if parts[0] == "reset":
@@ -155,6 +167,9 @@ class Router:
                 return ("delete_collection", self.collections.delete_collection,
                         (tenant, database, name))
             if method == "PUT":
+                if self.pool is not None:
+                    return ("modify_collection", self.pool.modify_collection,
+                            (tenant, database, name))
                 return ("modify_collection", self.system.unimplemented,
                         ("modifying a collection",))
             raise method_not_allowed(method, "a collection")

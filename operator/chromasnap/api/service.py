@@ -1,5 +1,6 @@
 """What every route knows about the server it runs in: the backends, the collection it
-serves (and the checks that a request names it), readiness, limits and identity."""
+serves (and the checks that a request names it) or the pool's catalog, readiness,
+limits and identity."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from chromasnap.api.backends import ReadBackend, WriteBackend
+from chromasnap.api.backends import Catalog, ReadBackend, Target, WriteBackend
 from chromasnap.api.responses import DEFAULT_DATABASE, DEFAULT_TENANT
 from chromasnap.config import CHROMA_MAX_PAYLOAD_BYTES
 from chromasnap.engine.errors import ChromasnapError, InvalidArgument, NotFound
@@ -47,6 +48,15 @@ class ServiceContext:
     server_version: str = CHROMA_SERVER_VERSION
     session_cookie: bool = True
     metrics_registry: CollectorRegistry = REGISTRY
+    #: A pool's catalog: record routes then serve whichever collection they name.
+    catalog: Catalog | None = None
+
+    async def target(self, tenant: str, database: str, cid: str) -> Target:
+        """The collection a record route names, with its backends; ``NotFound`` or
+        ``InvalidArgument`` exactly as Chroma answers an unknown or malformed id."""
+        if self.catalog is not None:
+            return await self.catalog.target(tenant, database, cid)
+        return Target(self.check_collection_id(tenant, database, cid), self.read, self.write)
 
     def model(self) -> Mapping[str, Any]:
         """The collection's JSON; raises (``Unavailable``) when it is not known yet."""

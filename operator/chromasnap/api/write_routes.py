@@ -26,8 +26,7 @@ class WriteRoutes:
     async def write(self, scope: Scope, receive: Receive, tenant: str, database: str,
                     cid: str, kind: OpKind) -> Response:
         """Apply one write once durable and hand back its read-your-writes token."""
-        write = self.ctx.write
-        if write is None:
+        if self.ctx.write is None and self.ctx.catalog is None:
             if self.forward_to:
                 self.ctx.check_forward_target(tenant, database, cid)
                 return await self.forwarder.forward(self.forward_to, scope, receive)
@@ -35,7 +34,8 @@ class WriteRoutes:
                 "this chromasnap reader does not accept writes and has no writer service "
                 "configured; send writes to the writer service"
             )
-        self.ctx.check_collection_id(tenant, database, cid)
+        write = (await self.ctx.target(tenant, database, cid)).write
+        assert write is not None  # a catalog's targets, and a writer's, take writes
         token_in = read_after(scope)
         raw = await read_body(scope, receive, self.ctx.max_body_bytes)
         req = await decode_body(raw, lambda body: parse_write(kind, body, token_in))

@@ -1,26 +1,33 @@
-"""``chromasnap dev``: a writer, a reader and a compactor loop in the foreground.
+"""``chromasnap dev``: a pool in the foreground, as ``chroma run`` is a server.
 
-Everything runs on a local-directory bucket, so a developer can point
-existing ``chromadb.HttpClient`` code at the printed address. Writes sent to
-the reader are forwarded to the writer; the compactor folds every few seconds.
+One process serves Chroma's whole API over a local-directory bucket: clients
+create, list and delete their own collections, each kept under its own prefix
+and loaded on first use, and every collection written to is compacted every few
+seconds. ``--collection`` (``docs``) is created up front with ``--space``, so
+code that only calls ``get_collection`` works too.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+import asyncio
 from pathlib import Path
 
 from chromasnap import logs
-from chromasnap.cli.localstack import LocalStack, collection_env
-from chromasnap.compactor.compaction import Compactor
-from chromasnap.compactor.lock import LocalLock
-from chromasnap.compactor.options import CompactorOptions
-from chromasnap.config import DEFAULT_SPACE, CollectionSettings, Space
-from chromasnap.storage import pointer, snapshots
-from chromasnap.storage.store import ObjectStore, open_store
+from chromasnap.api.createbody import CreateRequest
+from chromasnap.api.responses import DEFAULT_DATABASE, DEFAULT_TENANT
+from chromasnap.cli.runtime import build_pool_app, serve
+from chromasnap.config import DEFAULT_SPACE, Space
+from chromasnap.engine.errors import NotFound
+from chromasnap.pool.member import PoolOptions
+from chromasnap.pool.members import Members
+from chromasnap.pool.service import PoolService
+from chromasnap.storage.cataloglog import CatalogLog
+from chromasnap.storage.store import open_store
 
 COMPACT_EVERY_S = 5.0
+MAX_LOADED = 64
+#: A deleted collection's bytes go this long after the delete (no flush outlives it here).
+DELETE_GRACE_S = 30.0
 
 
 class SpaceConflict(ValueError):
@@ -40,47 +47,47 @@ def resolve_space(requested: Space | None, recorded: Space | None) -> Space:
     return requested or DEFAULT_SPACE
 
 
-def recorded_space(store: ObjectStore) -> Space | None:
-    """The space of the collection the store's current version holds, if there is one."""
-    cur = pointer.read(store).pointer
-    if cur is None:
-        return None
-    return snapshots.load_manifest(store, cur.manifest).collection.settings.space
+def declare(service: PoolService, name: str, space: Space | None,
+            dimension: int | None) -> Space:
+    """Create the pool's ``--collection`` unless it exists; the space it has."""
+    async def run() -> Space:
+        await service.start()
+        try:
+            model = await service.get_collection(DEFAULT_TENANT, DEFAULT_DATABASE, name)
+            recorded: Space | None = Space(model["configuration_json"]["hnsw"]["space"])
+        except NotFound:
+            recorded = None
+        chosen = resolve_space(space, recorded)  # SpaceConflict: a user error
+        if recorded is None:
+            model = await service.create_collection(DEFAULT_TENANT, DEFAULT_DATABASE, CreateRequest(
+                name, get_or_create=True, configuration={"hnsw": {"space": chosen.value}}))
+        if dimension is not None and model["dimension"] is None:
+            entry = service.catalog.view(lambda s: s.by_id(model["id"]))
+            assert entry is not None
+            await service.fix_dimension(entry, dimension)
+        await service.members.close()
+        return chosen
+
+    return asyncio.run(run())
 
 
-def run_dev(root: Path, port: int, dimension: int, collection: str,
+def run_dev(root: Path, port: int, dimension: int | None, collection: str,
             space: Space | None = None) -> int:
-    """Run until Ctrl-C; return the exit code."""
+    """Serve a pool on ``port`` until Ctrl-C or SIGTERM; return the exit code."""
     logs.setup("INFO", "text")
-    bucket = (root / "bucket").resolve()
+    bucket = (root / "pool").resolve()
+    bucket.mkdir(parents=True, exist_ok=True)
     url = bucket.as_uri()
+    opts = PoolOptions(cache_dir=root / "cache", identity="dev", max_loaded=MAX_LOADED,
+                       delta_grace_seconds=DELETE_GRACE_S)
     store = open_store(url)
-    space = resolve_space(space, recorded_space(store))  # SpaceConflict: a user error
-    settings = CollectionSettings(name=collection, dimension=dimension, space=space)
-    compactor = Compactor(store, settings,
-                          LocalLock(bucket / ".locks" / "compactor.lock", "dev"),
-                          CompactorOptions(identity="dev-compactor", cache_dir=root / "compactor"))
-    compactor.run()  # creates the collection on first use
-    stack = LocalStack(collection_env(url, None, collection, dimension, space.value),
-                       root / "procs")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        writer = stack.start("writer", CHROMASNAP_NOTIFY_URLS=f"http://127.0.0.1:{port}")
-        reader = stack.start("reader", port, CHROMASNAP_WRITER_URL=writer.url)
-        stack.wait(reader, "/readyz")
-        print(f"\nchromasnap dev: collection {collection!r} ({dimension} dims, space "
-              f"{space.value}) on {url}")
-        print(f"  chromadb.HttpClient(host='127.0.0.1', port={port})"
-              f".get_collection({collection!r})")
-        print(f"  writer {writer.url}, reader {reader.url}; logs in {root / 'procs'}")
-        print(f"  compaction every {COMPACT_EVERY_S:g} s; Ctrl-C stops everything\n")
-        while not stop.wait(COMPACT_EVERY_S):
-            res = compactor.run()
-            if res.result != "skipped":
-                print(f"compaction {res.result}: {res.message}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
-    return 0
+    service = PoolService(CatalogLog(store, identity="dev"), Members(store, opts))
+    space = declare(service, collection, space, dimension)
+    app = build_pool_app(url, None, opts, compact_every_s=COMPACT_EVERY_S)
+    print(f"\nchromasnap dev: a pool on {url}; collection {collection!r} (space "
+          f"{space.value}) is ready, and clients create their own")
+    print(f"  chromadb.HttpClient(host='127.0.0.1', port={port})"
+          f".get_or_create_collection({collection!r})")
+    print(f"  compaction of the collections written to every {COMPACT_EVERY_S:g} s; "
+          "Ctrl-C stops\n", flush=True)
+    return serve(app, "127.0.0.1", port, drain_seconds=0.0)

@@ -25,6 +25,7 @@ from chromasnap import logs
 from chromasnap.config import (
     CommonSettings,
     CompactorSettings,
+    PoolSettings,
     ReaderSettings,
     Space,
     WriterSettings,
@@ -59,7 +60,7 @@ def _settings(cls: type[S], args: argparse.Namespace) -> S:
         raise SystemExit(2) from e
 
 
-def _setup_logs(s: CommonSettings) -> None:
+def _setup_logs(s: CommonSettings | PoolSettings) -> None:
     logs.setup(s.log_level, s.log_format)
 
 
@@ -70,6 +71,15 @@ def cmd_compactor(args: argparse.Namespace) -> int:
     s = _settings(CompactorSettings, args)
     _setup_logs(s)
     return run_compactor(s, loop_interval=args.loop)
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    """Serve Chroma's whole API over a pool of collections."""
+    from chromasnap.cli.runtime import run_pool
+
+    s = _settings(PoolSettings, args)
+    _setup_logs(s)
+    return run_pool(s)
 
 
 def cmd_writer(args: argparse.Namespace) -> int:
@@ -154,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Writer, compactor loop and reader in the foreground on a local bucket."""
+    """A pool in the foreground on a local bucket."""
     from chromasnap.cli.dev import run_dev
 
     return run_dev(Path(args.dir), args.port, args.dimension, args.collection,
@@ -232,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         WriterSettings)
     add("reader", cmd_reader, "serve Chroma read routes from the newest snapshot",
         ReaderSettings)
+    add("pool", cmd_pool, "serve Chroma's whole API (create, list, delete collections) over a "
+        "pool root: writes, reads and compactions in one process", PoolSettings)
     c = add("compactor", cmd_compactor, "fold pending deltas into a new snapshot",
             CompactorSettings)
     c.add_argument("--loop", type=float, default=None, metavar="SECONDS",
@@ -262,11 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint(st)
     d = add("demo", cmd_demo, "run the whole loop on a local bucket and print what happened")
     d.add_argument("--dir", default=None, help="work directory, emptied first (default: .demo/run)")
-    dv = add("dev", cmd_dev, "writer + compactor + reader on a local bucket, in the foreground")
+    dv = add("dev", cmd_dev, "a pool (Chroma's whole API) on a local bucket, in the foreground")
     dv.add_argument("--dir", default=".demo/dev", help="local bucket and caches")
     dv.add_argument("--port", type=int, default=8000, help="port for chromadb.HttpClient")
-    dv.add_argument("--dimension", type=int, default=384)
-    dv.add_argument("--collection", default="docs")
+    dv.add_argument("--collection", default="docs",
+                    help="a collection created up front (clients create others themselves)")
+    dv.add_argument("--dimension", type=int, default=None,
+                    help="fix --collection's dimension (else its first add fixes it, as in "
+                         "Chroma)")
     dv.add_argument("--space", choices=[s.value for s in Space], default=None,
                     help="distance function of a new collection (default: l2, as Chroma's); "
                          "an existing collection keeps the space it was created with")

@@ -16,7 +16,13 @@ from chromasnap.compactor.lock import LocalLock, Lock, NoLock
 from chromasnap.compactor.options import CompactorOptions
 from chromasnap.compactor.policy import MergePolicy
 from chromasnap.compactor.result import CompactionResult
-from chromasnap.config import CompactorSettings, LockKind, ReaderSettings, WriterSettings
+from chromasnap.config import (
+    CompactorSettings,
+    LockKind,
+    PoolSettings,
+    ReaderSettings,
+    WriterSettings,
+)
 from chromasnap.logs import fields
 from chromasnap.storage.store import open_store
 
@@ -126,8 +132,9 @@ def run_compactor(s: CompactorSettings, loop_interval: float | None = None) -> i
             return 0
 
 
-def _serve(app: Any, host: str, port: int, drain_seconds: float,
-           internal_port: int | None = None) -> int:
+def serve(app: Any, host: str, port: int, drain_seconds: float,
+          internal_port: int | None = None) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT, draining for ``drain_seconds`` first."""
     import socket
 
     from chromasnap.api.server import draining_server, uvicorn_config
@@ -193,7 +200,7 @@ def build_writer_app(s: WriterSettings) -> Any:
 
 def run_writer(s: WriterSettings) -> int:
     """Serve the writer until terminated."""
-    return _serve(build_writer_app(s), s.host, s.port, s.drain_seconds)
+    return serve(build_writer_app(s), s.host, s.port, s.drain_seconds)
 
 
 def build_reader_app(s: ReaderSettings) -> Any:
@@ -272,4 +279,81 @@ def run_reader(s: ReaderSettings) -> int:
 
     # Before any thread allocates: a reader's memory then follows what it serves.
     limit_malloc_arenas()
-    return _serve(build_reader_app(s), s.host, s.port, s.drain_seconds, s.internal_port)
+    return serve(build_reader_app(s), s.host, s.port, s.drain_seconds, s.internal_port)
+
+
+def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
+                   compact_every_s: float = 5.0, poll_interval_s: float = 1.0,
+                   auth_tokens: list[str] | None = None) -> Any:
+    """A pool's ASGI app (``opts``: ``pool.member.PoolOptions``): Chroma's whole API over
+    one bucket root, with a compaction pass over the collections written to every
+    ``compact_every_s``, the reclaiming of deleted collections' bytes, and a poll of
+    the loaded collections every ``poll_interval_s``."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from chromasnap.api.app import ChromaAPI
+    from chromasnap.compactor.reclaim import reclaim
+    from chromasnap.pool.members import Members
+    from chromasnap.pool.service import PoolService
+    from chromasnap.storage.cataloglog import CatalogLog
+
+    store = open_store(bucket_url, endpoint_url)
+    catalog = CatalogLog(store, identity=opts.identity)
+    service = PoolService(catalog, Members(store, opts))
+    stop = threading.Event()
+    started = threading.Event()
+
+    def compactions() -> None:
+        while not stop.wait(compact_every_s):
+            try:
+                for cid, res in service.members.compact_dirty(service.settings).items():
+                    if res.result == "failed":
+                        log.warning("pool compaction failed", extra=fields(
+                            collection_id=cid, reason=res.reason, message=res.message))
+                reclaim(store, catalog, now=datetime.now(UTC),
+                        grace_seconds=opts.delta_grace_seconds)
+            except Exception:
+                log.exception("pool compaction pass failed")
+
+    def polls() -> None:
+        while not stop.wait(poll_interval_s):
+            service.members.refresh_loaded()
+
+    loops = [threading.Thread(target=compactions, name="pool-compactions", daemon=True),
+             threading.Thread(target=polls, name="pool-polls", daemon=True)]
+
+    async def start() -> None:
+        await service.start()
+        for t in loops:
+            t.start()
+        started.set()
+
+    async def shutdown() -> None:
+        stop.set()
+        await service.members.close()
+        for t in loops:
+            await asyncio.to_thread(t.join, 60)
+
+    log.info("pool starting", extra=fields(bucket=bucket_url, max_loaded=opts.max_loaded))
+    return ChromaAPI(catalog=service, role="pool", ready=started.is_set,
+                     auth_tokens=auth_tokens or (), max_body_bytes=opts.max_request_bytes,
+                     on_startup=[start], on_shutdown=[shutdown])
+
+
+def run_pool(s: PoolSettings) -> int:
+    """Serve a pool until terminated."""
+    from chromasnap.api.auth import load_auth_tokens
+    from chromasnap.engine.chromadir import limit_malloc_arenas
+    from chromasnap.pool.member import PoolOptions
+    from chromasnap.writer.groupcommit import FlushWindow
+
+    limit_malloc_arenas()
+    opts = PoolOptions(
+        cache_dir=Path(s.cache_dir), identity=s.identity, max_loaded=s.max_loaded,
+        flush=FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
+        delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes)
+    app = build_pool_app(s.bucket_url, s.s3_endpoint_url, opts,
+                         compact_every_s=s.compact_every_seconds,
+                         auth_tokens=load_auth_tokens(s.auth_token_file))
+    return serve(app, s.host, s.port, s.drain_seconds)

@@ -227,10 +227,7 @@ def build_ops(
     emb: Sequence[Embedding | None]
     if embeddings is None:
         if kind in (OpKind.ADD, OpKind.UPSERT):
-            raise InvalidWrite(
-                f"{kind.name.lower()} needs embeddings: chromasnap stores vectors, it does not "
-                "compute them; pass embeddings= or give the client an embedding function"
-            )
+            raise needs_embeddings(kind)
         emb = [None] * n
     else:
         arr = _check_embeddings(embeddings, n, limits.dimension)
@@ -269,3 +266,11 @@ def build_ops(
         )
         for i in range(n)
     ]
+
+
+def needs_embeddings(kind: OpKind) -> InvalidWrite:
+    """The error for an add or upsert without embeddings."""
+    return InvalidWrite(
+        f"{kind.name.lower()} needs embeddings: chromasnap stores vectors, it does not "
+        "compute them; pass embeddings= or give the client an embedding function"
+    )

@@ -41,7 +41,7 @@ def dev(workdir: Path, *flags: str) -> Iterator[Proc]:
         LocalStack({}, workdir).wait(p, "/readyz", timeout=120)
         yield p
     finally:
-        proc.send_signal(signal.SIGTERM)  # dev stops its writer and reader, then exits
+        proc.send_signal(signal.SIGTERM)  # dev flushes its collections' writes, then exits
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -95,13 +95,13 @@ def test_dev_keeps_the_space_of_an_existing_collection(tmp_path: Path) -> None:
         again = client(d.port).get_collection("docs", embedding_function=None)
         assert (again.id, again.configuration_json["hnsw"]["space"]) == (first.id, "cosine")
         # An application asking for l2 gets the existing collection, as from Chroma, and
-        # the reader it asked says what it ignored.
+        # the log says what it ignored.
         asked = client(d.port).get_or_create_collection(
             "docs", metadata={"hnsw:space": "l2"}, embedding_function=None)
         assert (asked.id, asked.configuration_json["hnsw"]["space"]) == (first.id, "cosine")
-    reader_log = (tmp_path / "dev" / "procs" / f"reader-{d.port}.log").read_text()
-    assert "metadata hnsw:space 'l2' (the collection: 'cosine')" in reader_log
-    assert "space cosine)" in d.log.read_text()
+    out = d.log.read_text()
+    assert "metadata hnsw:space 'l2' (the collection: 'cosine')" in out
+    assert "space cosine)" in out
     # Asking for another space is an error that says why, not a silent relabelling.
     refused = subprocess.run(
         [sys.executable, "-m", "chromasnap", "dev", "--dir", str(tmp_path / "dev"),

@@ -1,0 +1,1 @@
+"""A pool: one bucket root serving many collections, created and deleted through the API."""

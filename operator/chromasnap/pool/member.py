@@ -1,0 +1,192 @@
+"""One loaded collection of a pool: the unchanged roles, on the collection's own prefix.
+
+A member is what a single-collection deployment runs, in one process: a
+group-commit writer, a fresh reader (snapshot plus delta tail) and a compactor,
+all on ``collections/<id>/`` of the pool's store, with the protocol, fence and
+files of a single collection. Its writer hands each durable delta straight to its
+own reader's tail (the in-process form of a writer's push), so a write is visible
+to every read that starts after it is acknowledged.
+
+Read-your-writes tokens name a delta of one collection; a client's session cookie
+carries its last write's token to every collection it reads, so a member's token
+is ``<collection id>:<delta>`` and a read waits only for a token of its own
+collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from chromasnap.api.models import GetRequest, QueryRequest, WriteAck, WriteRequest
+from chromasnap.compactor.compaction import Compactor
+from chromasnap.compactor.lock import NoLock
+from chromasnap.compactor.options import CompactorOptions
+from chromasnap.compactor.result import CompactionResult
+from chromasnap.config import CollectionSettings
+from chromasnap.engine.errors import Unavailable
+from chromasnap.engine.ops import OpKind
+from chromasnap.engine.validation import Limits
+from chromasnap.reader.backend import ReaderBackend
+from chromasnap.reader.replica import Replica, open_replica
+from chromasnap.storage import pointer
+from chromasnap.storage.catalog import collection_root
+from chromasnap.storage.prefixed import PrefixedStore
+from chromasnap.storage.store import ObjectStore
+from chromasnap.writer.backend import WriterBackend
+from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter
+
+log = logging.getLogger("chromasnap.pool")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a pool process runs its members."""
+
+    cache_dir: Path
+    identity: str = "pool"
+    flush: FlushWindow = field(default_factory=FlushWindow)
+    #: Collections kept loaded (writer, reader, open chromadb); the least recently
+    #: used one is closed beyond it and loaded again from the bucket on its next use.
+    max_loaded: int = 64
+    read_after_timeout_s: float = 10.0
+    #: How long a deleted collection's bytes stay (a flush still landing there).
+    delta_grace_seconds: float = 600.0
+    max_request_bytes: int = 40 << 20
+
+
+def compactor_for(store: ObjectStore, settings: CollectionSettings,
+                  opts: PoolOptions) -> Compactor:
+    """The compactor of one pool collection (its id is ``settings.name``)."""
+    cid = settings.name
+    return Compactor(PrefixedStore(store, collection_root(cid)), settings, NoLock(),
+                     CompactorOptions(identity=f"{opts.identity}-compactor",
+                                      cache_dir=opts.cache_dir / "compactor" / cid,
+                                      delta_grace_seconds=opts.delta_grace_seconds))
+
+
+def scoped(cid: str, token: str | None) -> str | None:
+    """The member's own part of a client's token, or ``None`` for another collection's."""
+    if token is None or not token.startswith(cid + ":"):
+        return None
+    return token[len(cid) + 1:]
+
+
+class ScopedRead:
+    """A member's reader backend, waiting only for tokens of its own collection."""
+
+    def __init__(self, backend: ReaderBackend, cid: str) -> None:
+        self.backend = backend
+        self.cid = cid
+
+    def collection_model(self) -> Mapping[str, Any]:
+        """Not used: a pool's models come from its catalog."""
+        return self.backend.collection_model()
+
+    async def query(self, req: QueryRequest) -> Mapping[str, Any]:
+        """See ``ReadBackend.query``."""
+        return await self.backend.query(replace(req, read_after=scoped(self.cid, req.read_after)))
+
+    async def get(self, req: GetRequest) -> Mapping[str, Any]:
+        """See ``ReadBackend.get``."""
+        return await self.backend.get(replace(req, read_after=scoped(self.cid, req.read_after)))
+
+    async def count(self, read_after: str | None) -> int:
+        """See ``ReadBackend.count``."""
+        return await self.backend.count(scoped(self.cid, read_after))
+
+
+class ScopedWrite:
+    """A member's writer backend, issuing ``<collection id>:<delta>`` tokens."""
+
+    def __init__(self, backend: WriterBackend, cid: str) -> None:
+        self.backend = backend
+        self.cid = cid
+
+    async def write(self, kind: OpKind, req: WriteRequest) -> str | WriteAck:
+        """See ``WriteBackend.write``."""
+        token = await self.backend.write(kind, req)
+        return f"{self.cid}:{token}"
+
+
+class Member:
+    """One loaded collection: its writer, reader and compactor."""
+
+    def __init__(self, store: ObjectStore, settings: CollectionSettings, opts: PoolOptions,
+                 writer_id: str, on_write: Callable[[str], None]) -> None:
+        self.cid = cid = settings.name
+        self.settings = settings
+        self.store = PrefixedStore(store, collection_root(cid))
+        self.compactor = compactor_for(store, settings, opts)
+        # A directory per load: an evicted member's copy may still be open for a read
+        # in flight when the collection is loaded again.
+        self.replica: Replica = open_replica(self.store, opts.cache_dir / "readers" / cid
+                                             / secrets.token_hex(4),
+                                             settings.dimension, fresh=True,
+                                             read_after_timeout_s=opts.read_after_timeout_s)
+        self.writer = GroupCommitWriter(
+            self.store, Limits(settings.dimension, max_bytes=opts.max_request_bytes), writer_id,
+            opts.flush, on_durable=self._durable)
+        #: Compaction (a thread) and closing must not interleave: a version loaded after
+        #: the close would stay open.
+        self._lock = threading.Lock()
+        self._closed = False
+        self.read = ScopedRead(self.replica.backend, cid)
+        self.write = ScopedWrite(WriterBackend(self.writer), cid)
+        self._on_write = on_write
+
+    def load(self) -> None:
+        """Create the collection's first version if it has none, then load the newest
+        and the deltas after it (blocking: call from a thread)."""
+        if pointer.read(self.store).pointer is None:
+            res = self.compactor.run()
+            if res.result == "failed":
+                raise Unavailable(f"could not create collection {self.cid}'s first version: "
+                                  f"{res.reason}: {res.message}")
+        # The newest version, and the deltas written since (by an earlier load of this
+        # collection, or another process) that no compaction has folded yet.
+        self.replica.poll_once()
+        # A compaction may have folded, and deleted, deltas between the pointer read and
+        # the LIST: they are in the version the pointer names now.
+        self.replica.reader.refresh()
+        if not self.replica.reader.ready():
+            raise Unavailable(f"could not load collection {self.cid}: "
+                              f"{self.replica.reader.last_error}")
+
+    async def start(self) -> None:
+        """Start the writer's flush loop (on the serving event loop)."""
+        await self.writer.start()
+
+    async def _durable(self, name: str, data: bytes) -> None:
+        tail = self.replica.tail
+        assert tail is not None
+        await asyncio.to_thread(tail.confirm, name, data)
+        self._on_write(self.cid)
+
+    def compact(self) -> CompactionResult:
+        """One compaction run, then the reader loads what it published (blocking)."""
+        res = self.compactor.run()
+        self.refresh()
+        return res
+
+    def refresh(self) -> None:
+        """Load a newer version and deltas from other processes, unless closed (blocking)."""
+        with self._lock:
+            if not self._closed:
+                self.replica.poll_once()
+
+    async def close(self) -> None:
+        """Flush and stop the writer, close the reader."""
+        await self.writer.stop()
+        await asyncio.to_thread(self._close_reader)
+
+    def _close_reader(self) -> None:
+        with self._lock:
+            self._closed = True
+            self.replica.reader.close()
