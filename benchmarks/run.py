@@ -65,8 +65,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--only",
-        default="dataplane,segments,servers,readpath,catalog,operator",
-        help="comma list of: dataplane, segments, servers, readpath, catalog, operator",
+        default="dataplane,segments,servers,readpath,catalog,pool,operator",
+        help="comma list of: dataplane, segments, servers, readpath, catalog, pool, operator",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(
@@ -76,6 +76,8 @@ def main() -> int:
     p.add_argument(
         "--serving-records", type=int, default=10_000, help="snapshot size for `servers`"
     )
+    p.add_argument("--pool-collections", type=int, default=1000,
+                   help="collections the pool benchmark creates")
     args = p.parse_args()
     command = "make bench  # python -m benchmarks.run " + " ".join(sys.argv[1:])
     os.environ.update(s3_env())
@@ -113,6 +115,11 @@ def main() -> int:
             from benchmarks import catalog
 
             report.save(catalog.run(minio.endpoint, minio.new_bucket_url), command)
+        if "pool" in only:
+            from benchmarks import pool
+
+            report.save(pool.run(minio.endpoint, minio.new_bucket_url, args.pool_collections),
+                        command)
     if "operator" in only:
         # its own control plane (built by hack/build-tools.sh); no MinIO: no pod runs
         from benchmarks import operator as operator_bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -307,10 +308,16 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
     def compactions() -> None:
         while not stop.wait(compact_every_s):
             try:
-                for cid, res in service.members.compact_dirty(service.settings).items():
-                    if res.result == "failed":
-                        log.warning("pool compaction failed", extra=fields(
-                            collection_id=cid, reason=res.reason, message=res.message))
+                t0 = time.perf_counter()
+                results = service.members.compact_dirty(service.settings)
+                if results:
+                    took = time.perf_counter() - t0
+                    failed = {cid: f"{r.reason}: {r.message}" for cid, r in results.items()
+                              if r.result == "failed"}
+                    log.info("pool compaction pass: %d collections in %.2f s, %d failed",
+                             len(results), took, len(failed), extra=fields(
+                                 collections=len(results), seconds=round(took, 3),
+                                 failed=failed))
                 reclaim(store, catalog, now=datetime.now(UTC),
                         grace_seconds=opts.delta_grace_seconds)
             except Exception:

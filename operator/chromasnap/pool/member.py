@@ -1,11 +1,13 @@
-"""One loaded collection of a pool: the unchanged roles, on the collection's own prefix.
+"""One collection of a pool: the unchanged roles, on the collection's own prefix.
 
-A member is what a single-collection deployment runs, in one process: a
-group-commit writer, a fresh reader (snapshot plus delta tail) and a compactor,
-all on ``collections/<id>/`` of the pool's store, with the protocol, fence and
-files of a single collection. Its writer hands each durable delta straight to its
-own reader's tail (the in-process form of a writer's push), so a write is visible
-to every read that starts after it is acknowledged.
+A collection is served as a single-collection deployment serves it, in one
+process: a group-commit writer, a fresh reader (snapshot plus delta tail) and a
+compactor, all on ``collections/<id>/`` of the pool's store, with the protocol,
+fence and files of a single collection. The writer holds no records and is
+cheap; the reader holds a copy and is loaded only while the collection is
+used (``members.Members``). Each durable delta goes straight to the loaded
+reader's tail (the in-process form of a writer's push) before it is
+acknowledged, so a write is visible to every read that starts after it.
 
 Read-your-writes tokens name a delta of one collection; a client's session cookie
 carries its last write's token to every collection it reads, so a member's token
@@ -15,11 +17,10 @@ collection.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from chromasnap.api.models import GetRequest, QueryRequest, WriteAck, WriteReque
 from chromasnap.compactor.compaction import Compactor
 from chromasnap.compactor.lock import NoLock
 from chromasnap.compactor.options import CompactorOptions
-from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
 from chromasnap.engine.errors import Unavailable
 from chromasnap.engine.ops import OpKind
@@ -61,13 +61,15 @@ class PoolOptions:
     max_request_bytes: int = 40 << 20
 
 
-def compactor_for(store: ObjectStore, settings: CollectionSettings,
-                  opts: PoolOptions) -> Compactor:
-    """The compactor of one pool collection (its id is ``settings.name``)."""
+def compactor_for(store: ObjectStore, settings: CollectionSettings, opts: PoolOptions,
+                  purpose: str = "pass") -> Compactor:
+    """A compactor of one pool collection (its id is ``settings.name``). Compactors of
+    different ``purpose`` may run at once (a reader's first version, a compaction
+    pass): each has its own work directory, and the pointer fences their results."""
     cid = settings.name
     return Compactor(PrefixedStore(store, collection_root(cid)), settings, NoLock(),
                      CompactorOptions(identity=f"{opts.identity}-compactor",
-                                      cache_dir=opts.cache_dir / "compactor" / cid,
+                                      cache_dir=opts.cache_dir / "compactor" / cid / purpose,
                                       delta_grace_seconds=opts.delta_grace_seconds))
 
 
@@ -115,42 +117,52 @@ class ScopedWrite:
         return f"{self.cid}:{token}"
 
 
-class Member:
-    """One loaded collection: its writer, reader and compactor."""
+class CollectionWriter:
+    """One collection's writer: cheap (it holds no records), kept while the process runs."""
 
     def __init__(self, store: ObjectStore, settings: CollectionSettings, opts: PoolOptions,
-                 writer_id: str, on_write: Callable[[str], None]) -> None:
+                 writer_id: str, on_durable: Callable[[str, str, bytes], Awaitable[None]]
+                 ) -> None:
         self.cid = cid = settings.name
-        self.settings = settings
+        self.writer = GroupCommitWriter(
+            PrefixedStore(store, collection_root(cid)),
+            Limits(settings.dimension, max_bytes=opts.max_request_bytes), writer_id,
+            opts.flush, on_durable=lambda name, data: on_durable(cid, name, data))
+        self.write = ScopedWrite(WriterBackend(self.writer), cid)
+
+
+class LoadedReader:
+    """One loaded collection's fresh reader: its version's copy, and the tail on top."""
+
+    def __init__(self, store: ObjectStore, settings: CollectionSettings,
+                 opts: PoolOptions) -> None:
+        self.cid = cid = settings.name
         self.store = PrefixedStore(store, collection_root(cid))
-        self.compactor = compactor_for(store, settings, opts)
-        # A directory per load: an evicted member's copy may still be open for a read
-        # in flight when the collection is loaded again.
+        self.compactor = compactor_for(store, settings, opts, "first-version")
+        # A directory per load: an evicted reader's copy may still be open for a read in
+        # flight when the collection is loaded again.
         self.replica: Replica = open_replica(self.store, opts.cache_dir / "readers" / cid
                                              / secrets.token_hex(4),
                                              settings.dimension, fresh=True,
                                              read_after_timeout_s=opts.read_after_timeout_s)
-        self.writer = GroupCommitWriter(
-            self.store, Limits(settings.dimension, max_bytes=opts.max_request_bytes), writer_id,
-            opts.flush, on_durable=self._durable)
-        #: Compaction (a thread) and closing must not interleave: a version loaded after
+        #: A refresh (a thread) and closing must not interleave: a version loaded after
         #: the close would stay open.
         self._lock = threading.Lock()
         self._closed = False
         self.read = ScopedRead(self.replica.backend, cid)
-        self.write = ScopedWrite(WriterBackend(self.writer), cid)
-        self._on_write = on_write
 
     def load(self) -> None:
         """Create the collection's first version if it has none, then load the newest
-        and the deltas after it (blocking: call from a thread)."""
+        and the deltas after it (blocking: call from a thread).
+
+        Deltas acknowledged from now on are pushed to this tail by the caller, so
+        the LIST here only needs to find those acknowledged before.
+        """
         if pointer.read(self.store).pointer is None:
             res = self.compactor.run()
             if res.result == "failed":
                 raise Unavailable(f"could not create collection {self.cid}'s first version: "
                                   f"{res.reason}: {res.message}")
-        # The newest version, and the deltas written since (by an earlier load of this
-        # collection, or another process) that no compaction has folded yet.
         self.replica.poll_once()
         # A compaction may have folded, and deleted, deltas between the pointer read and
         # the LIST: they are in the version the pointer names now.
@@ -159,21 +171,11 @@ class Member:
             raise Unavailable(f"could not load collection {self.cid}: "
                               f"{self.replica.reader.last_error}")
 
-    async def start(self) -> None:
-        """Start the writer's flush loop (on the serving event loop)."""
-        await self.writer.start()
-
-    async def _durable(self, name: str, data: bytes) -> None:
+    def take(self, name: str, data: bytes) -> None:
+        """A delta of this collection became durable: add it to the tail (blocking)."""
         tail = self.replica.tail
         assert tail is not None
-        await asyncio.to_thread(tail.confirm, name, data)
-        self._on_write(self.cid)
-
-    def compact(self) -> CompactionResult:
-        """One compaction run, then the reader loads what it published (blocking)."""
-        res = self.compactor.run()
-        self.refresh()
-        return res
+        tail.confirm(name, data)
 
     def refresh(self) -> None:
         """Load a newer version and deltas from other processes, unless closed (blocking)."""
@@ -181,12 +183,8 @@ class Member:
             if not self._closed:
                 self.replica.poll_once()
 
-    async def close(self) -> None:
-        """Flush and stop the writer, close the reader."""
-        await self.writer.stop()
-        await asyncio.to_thread(self._close_reader)
-
-    def _close_reader(self) -> None:
+    def close(self) -> None:
+        """Close the copy (blocking); reads in flight finish on it first."""
         with self._lock:
             self._closed = True
             self.replica.reader.close()

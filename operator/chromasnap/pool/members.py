@@ -1,15 +1,16 @@
-"""Which collections a pool process has loaded, and the compaction of those written to.
+"""Which collections a pool process serves right now, and the compaction of those written to.
 
-A collection is loaded on its first use (its first version created if it has
-none), kept while it is among the ``max_loaded`` most recently used, and closed
-beyond that: its writer flushes, its reader lets go of its chromadb files. Nothing
-is held for a collection that is not loaded, so a process starts, and serves its
-first request, in the same time whatever the number of collections in the pool.
+A collection's writer is made on its first write and kept (it holds no
+records). Its reader is loaded on its first read (its first version created if
+it has none), kept while it is among the ``max_loaded`` most recently read, and
+closed beyond that. Nothing is held for a collection that is neither written nor
+read, so a process starts, and serves its first request, in the same time
+whatever the number of collections in the pool.
 
 Every collection that took a write since its last compaction is *dirty*; a
-compaction pass folds each, one at a time, whether still loaded or not, so a
-pass never lists the pool. One collection's failure is recorded and retried on
-the next pass; it does not stop the others.
+compaction pass folds each, one at a time, whether loaded or not, so a pass
+never lists the pool. One collection's failure is recorded and retried on the
+next pass; it does not stop the others.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
 from chromasnap.logs import fields
-from chromasnap.pool.member import Member, PoolOptions, compactor_for
+from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions, compactor_for
 from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.groupcommit import process_writer_id
 
@@ -31,85 +32,116 @@ log = logging.getLogger("chromasnap.pool")
 
 
 class Members:
-    """The loaded collections of one pool process (an LRU), and its dirty set."""
+    """The writers and loaded readers of one pool process, and its dirty set."""
 
     def __init__(self, store: ObjectStore, opts: PoolOptions) -> None:
         self.store = store
         self.opts = opts
         self.writer_id = process_writer_id(opts.identity)
-        self._loaded: OrderedDict[str, Member] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[Member]] = {}
+        self._writers: dict[str, CollectionWriter] = {}
+        self._readers: OrderedDict[str, LoadedReader] = OrderedDict()
+        #: Readers being loaded: they already take pushed deltas.
+        self._loading: dict[str, LoadedReader] = {}
+        self._ready: dict[str, asyncio.Future[LoadedReader]] = {}
+        self._closing: dict[str, asyncio.Future[None]] = {}
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         #: Collections whose last compaction failed, and why (cleared by a success).
         self.failures: dict[str, str] = {}
 
     def loaded(self) -> list[str]:
-        """Ids of the loaded collections, least recently used first."""
-        return list(self._loaded)
+        """Ids of the loaded collections, least recently read first."""
+        return list(self._readers)
 
-    async def get(self, settings: CollectionSettings) -> Member:
-        """The loaded member for ``settings`` (its id is ``settings.name``), loading it first
-        if needed; concurrent first uses share one load."""
+    # -- writes ----------------------------------------------------------------------
+
+    async def writer(self, settings: CollectionSettings) -> CollectionWriter:
+        """The collection's writer (made and started on first use)."""
+        w = self._writers.get(settings.name)
+        if w is None:
+            w = CollectionWriter(self.store, settings, self.opts, self.writer_id, self._durable)
+            self._writers[settings.name] = w
+            await w.writer.start()
+        return w
+
+    async def _durable(self, cid: str, name: str, data: bytes) -> None:
+        # Before the write is acknowledged: to the reader loaded or being loaded, if any.
+        reader = self._readers.get(cid) or self._loading.get(cid)
+        if reader is not None:
+            await asyncio.to_thread(reader.take, name, data)
+        with self._dirty_lock:
+            self._dirty.add(cid)
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def reader(self, settings: CollectionSettings) -> LoadedReader:
+        """The collection's loaded reader, loading it first if needed; concurrent first
+        reads share one load."""
         cid = settings.name
-        member = self._loaded.get(cid)
-        if member is not None:
-            self._loaded.move_to_end(cid)
-            return member
-        pending = self._loading.get(cid)
+        reader = self._readers.get(cid)
+        if reader is not None:
+            self._readers.move_to_end(cid)
+            return reader
+        pending = self._ready.get(cid)
         if pending is not None:
             return await asyncio.shield(pending)
-        fut: asyncio.Future[Member] = asyncio.get_running_loop().create_future()
-        self._loading[cid] = fut
+        fut: asyncio.Future[LoadedReader] = asyncio.get_running_loop().create_future()
+        self._ready[cid] = fut
         try:
-            member = Member(self.store, settings, self.opts, self.writer_id, self._mark)
-            await asyncio.to_thread(member.load)
-            await member.start()
+            reader = LoadedReader(self.store, settings, self.opts)
+            self._loading[cid] = reader  # from now on, new deltas are pushed to it
+            await asyncio.to_thread(reader.load)
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # retrieved: a load nobody else awaited is not "never retrieved"
             raise
         finally:
-            del self._loading[cid]
-        fut.set_result(member)
-        self._loaded[cid] = member
-        log.info("collection loaded", extra=fields(collection_id=cid,
-                                                   loaded=len(self._loaded)))
-        while len(self._loaded) > self.opts.max_loaded:
-            old_id, old = self._loaded.popitem(last=False)
-            await old.close()
+            self._loading.pop(cid, None)
+            del self._ready[cid]
+        fut.set_result(reader)
+        self._readers[cid] = reader
+        log.info("collection loaded", extra=fields(collection_id=cid, loaded=len(self._readers)))
+        while len(self._readers) > self.opts.max_loaded:
+            old_id, old = self._readers.popitem(last=False)
+            await asyncio.to_thread(old.close)
             log.info("collection unloaded (least recently used)",
                      extra=fields(collection_id=old_id))
-        return member
-
-    async def drop(self, cid: str) -> None:
-        """Forget a deleted collection: close it if loaded; it is no longer compacted."""
-        member = self._loaded.pop(cid, None)
-        with self._dirty_lock:
-            self._dirty.discard(cid)
-        self.failures.pop(cid, None)
-        if member is not None:
-            await member.close()
-
-    async def close(self) -> None:
-        """Close every loaded member (shutdown)."""
-        while self._loaded:
-            _, member = self._loaded.popitem()
-            await member.close()
+        return reader
 
     def refresh_loaded(self) -> None:
         """Poll every loaded collection once (blocking: run in a thread): what other
         processes wrote or compacted becomes visible, as a reader's poll makes it."""
-        for member in list(self._loaded.values()):
+        for reader in list(self._readers.values()):
             try:
-                member.refresh()
+                reader.refresh()
             except Exception:
                 log.exception("refreshing a loaded collection failed",
-                              extra=fields(collection_id=member.cid))
+                              extra=fields(collection_id=reader.cid))
 
-    def _mark(self, cid: str) -> None:
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def drop(self, cid: str) -> None:
+        """Forget a deleted collection: flush its writer, close its reader; it is no
+        longer compacted."""
+        writer = self._writers.pop(cid, None)
+        reader = self._readers.pop(cid, None)
         with self._dirty_lock:
-            self._dirty.add(cid)
+            self._dirty.discard(cid)
+        self.failures.pop(cid, None)
+        if writer is not None:
+            await writer.writer.stop()
+        if reader is not None:
+            await asyncio.to_thread(reader.close)
+
+    async def close(self) -> None:
+        """Flush every writer and close every reader (shutdown)."""
+        writers, self._writers = list(self._writers.values()), {}
+        await asyncio.gather(*(w.writer.stop() for w in writers))
+        while self._readers:
+            _, reader = self._readers.popitem()
+            await asyncio.to_thread(reader.close)
+
+    # -- compaction ------------------------------------------------------------------
 
     def compact_dirty(self, settings_of: Callable[[str], CollectionSettings | None]
                       ) -> dict[str, CompactionResult]:
@@ -125,10 +157,11 @@ class Members:
             settings = settings_of(cid)
             if settings is None:
                 continue
-            member = self._loaded.get(cid)
             try:
-                res = (member.compact() if member is not None
-                       else compactor_for(self.store, settings, self.opts).run())
+                res = compactor_for(self.store, settings, self.opts).run()
+                reader = self._readers.get(cid)
+                if reader is not None:
+                    reader.refresh()
             except Exception as e:  # one collection's trouble must not stop the others
                 log.exception("compaction of a pool collection failed",
                               extra=fields(collection_id=cid))
@@ -141,5 +174,6 @@ class Members:
                 self.failures.pop(cid, None)
             if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
                                                                                "Fenced"):
-                self._mark(cid)  # the next pass tries again
+                with self._dirty_lock:
+                    self._dirty.add(cid)  # the next pass tries again
         return results

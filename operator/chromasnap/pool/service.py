@@ -103,16 +103,17 @@ class PoolService:
     # -- records -----------------------------------------------------------------------
 
     async def target(self, tenant: str, database: str, cid: str) -> Target:
-        """The collection a record route names: its loaded member, or, before its first
-        write, an empty one that fixes the dimension on that write."""
+        """The collection a record route names: its reader (loaded by the first read)
+        and writer, or, before its first write, an empty one that fixes the dimension
+        on that write."""
         check_uuid(cid)
         cid = str(uuid.UUID(cid))
         entry = await self._view(lambda s: _in(s, tenant, database, cid))
         if entry.dimension is None:
             return Target(model_json(entry), EmptyRead(), FirstWrite(self, entry))
-        member = await self.members.get(settings_of(entry.id, entry.configuration_json,
-                                                    entry.dimension))
-        return Target(model_json(entry), member.read, member.write)
+        settings = settings_of(entry.id, entry.configuration_json, entry.dimension)
+        return Target(model_json(entry), LazyRead(self.members, settings),
+                      LazyWrite(self.members, settings))
 
     async def fix_dimension(self, entry: cat.CollectionEntry, dimension: int) -> Target:
         """Log the dimension of a collection's first write; the loaded target after it."""
@@ -233,6 +234,42 @@ OpT = TypeVar("OpT", bound=cat.CatalogOp)
 def _logged(op: OpT) -> tuple[OpT, OpT]:
     """A decided change, to be logged, and returned to the caller."""
     return op, op
+
+
+class LazyRead:
+    """A collection's reads: its reader, loaded on the first of them."""
+
+    def __init__(self, members: Members, settings: CollectionSettings) -> None:
+        self.members = members
+        self.settings = settings
+
+    def collection_model(self) -> Mapping[str, Any]:
+        """Not used: a pool's models come from its catalog."""
+        raise NotFound("a pool's collection models come from its catalog")
+
+    async def query(self, req: QueryRequest) -> Mapping[str, Any]:
+        """See ``ReadBackend.query``."""
+        return await (await self.members.reader(self.settings)).read.query(req)
+
+    async def get(self, req: GetRequest) -> Mapping[str, Any]:
+        """See ``ReadBackend.get``."""
+        return await (await self.members.reader(self.settings)).read.get(req)
+
+    async def count(self, read_after: str | None) -> int:
+        """See ``ReadBackend.count``."""
+        return await (await self.members.reader(self.settings)).read.count(read_after)
+
+
+class LazyWrite:
+    """A collection's writes: its writer, made on the first of them (no reader needed)."""
+
+    def __init__(self, members: Members, settings: CollectionSettings) -> None:
+        self.members = members
+        self.settings = settings
+
+    async def write(self, kind: OpKind, req: WriteRequest) -> str | WriteAck:
+        """See ``WriteBackend.write``."""
+        return await (await self.members.writer(self.settings)).write.write(kind, req)
 
 
 class EmptyRead:

@@ -1,0 +1,304 @@
+"""A pool (issue 18) through ``chromadb.HttpClient``: a real ``chromasnap pool`` process on
+MinIO beside ``chroma run`` holding the same collections, in one run.
+
+- ``create_collection_p99`` / ``list_collections_p99``: creating N collections one
+  after another (p99 of the last 500), then ``list_collections(limit=100)`` at
+  random offsets, on both servers.
+- ``pool_warm_query_p50``: ``query(n_results=10)`` on a loaded 10,000 x 384
+  collection while N others exist, alternating blocks (ABBA) with ``chroma run``.
+- ``pool_cold_query_p50`` / ``_p99``: the first query on that collection after
+  it was evicted (the pool keeps 8 loaded; 8 other collections are queried in
+  between), against the baseline the issue names: a raw download of the same
+  bytes (its version's files) + ``chromadb.PersistentClient`` open + one query.
+- ``pool_reader_ready``: a restarted pool process, start to ``/readyz``, at N
+  collections, against the same at 10 collections.
+- ``pool_writer_puts``: W collections each written once a second for 10 s:
+  deltas (PUTs) per second, from the process's own counter, against one per
+  flush window (50 ms).
+- ``pool_compaction_dirty``: the first compaction pass after those writes (W
+  collections with ~10 new records each), from the pool's log.
+- ``pool_reader_rss``: the pool process's RSS at the end, beside ``chroma run``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+from chromadb.config import Settings
+
+from benchmarks.dataplane import log
+from benchmarks.report import Result
+from chromasnap.cli.localstack import LocalStack, Proc
+from chromasnap.storage import manifest as mf
+from chromasnap.storage import pointer, snapshots
+from chromasnap.storage.catalog import collection_root
+from chromasnap.storage.prefixed import PrefixedStore
+from chromasnap.storage.s3 import S3Store
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))  # the process harness lives with the tests
+
+from servers import ChromaRun  # noqa: E402
+
+DIM = 384
+BIG = 10_000
+MAX_LOADED = 8
+FLUSH_S = 0.05
+
+
+def _client(port: int) -> chromadb.ClientAPI:
+    return chromadb.HttpClient(host="127.0.0.1", port=port,
+                               settings=Settings(anonymized_telemetry=False))
+
+
+def _pct(ms: list[float], q: float) -> float:
+    return round(float(np.percentile(ms, q)), 2)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # noqa: S310
+        text = r.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$",
+                                                        text, re.M))
+
+
+class PoolProcess:
+    """``chromasnap pool`` on one bucket root (restartable)."""
+
+    def __init__(self, url: str, endpoint: str, workdir: Path) -> None:
+        self.stack = LocalStack({
+            **os.environ, "CHROMASNAP_BUCKET_URL": url, "CHROMASNAP_S3_ENDPOINT_URL": endpoint,
+            "CHROMASNAP_LOG_FORMAT": "text", "CHROMASNAP_MAX_LOADED": str(MAX_LOADED),
+            "CHROMASNAP_COMPACT_EVERY_SECONDS": "3"}, workdir)
+        self.proc = self.start()[0]
+
+    def start(self) -> tuple[Proc, float]:
+        """Start; return the process and the seconds from start to ``/readyz``."""
+        t0 = time.perf_counter()
+        p = self.stack.start("pool", wait=False)
+        self.stack.wait(p, "/readyz", timeout=300)
+        return p, time.perf_counter() - t0
+
+    def restart(self) -> float:
+        """Stop and start again; the seconds to ready."""
+        self.stack.stop()
+        self.proc, ready_s = self.start()
+        return ready_s
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def _create_many(client: chromadb.ClientAPI, n: int, what: str) -> list[float]:
+    ms = []
+    for i in range(n):
+        ms.append(_timed(lambda i=i: client.create_collection(f"tenant-{i:05d}",
+                                                               embedding_function=None)))
+        if (i + 1) % 1000 == 0:
+            log(f"pool: {what}: {i + 1:,} collections")
+    return ms
+
+
+def _lists(client: chromadb.ClientAPI, total: int, rng: np.random.Generator) -> list[float]:
+    return [_timed(lambda: client.list_collections(limit=100,
+                                                   offset=int(rng.integers(0, total))))
+            for _ in range(200)]
+
+
+def _fill(col: Any, vectors: np.ndarray) -> None:
+    for i in range(0, len(vectors), 1000):
+        col.add(ids=[f"r{j}" for j in range(i, min(i + 1000, len(vectors)))],
+                embeddings=vectors[i:i + 1000], documents=[f"doc {j}" for j in
+                                                           range(i, min(i + 1000, len(vectors)))])
+
+
+def _wait_folded(store: S3Store, cid: str, records: int, timeout: float = 300) -> mf.Manifest:
+    """The collection's manifest once a compaction has folded ``records`` records."""
+    sub = PrefixedStore(store, collection_root(cid))
+    deadline = time.monotonic() + timeout
+    while True:
+        cur = pointer.read(sub).pointer
+        if cur is not None:
+            man = snapshots.load_manifest(sub, cur.manifest)
+            if man.record_count >= records:
+                return man
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"collection {cid} not compacted to {records} records")
+        time.sleep(0.5)
+
+
+def _raw_baseline(store: S3Store, cid: str, man: mf.Manifest, query: np.ndarray,
+                  tmp: Path) -> float:
+    """Download the version's files, open its base with chromadb, one query (ms)."""
+    sub = PrefixedStore(store, collection_root(cid))
+    dest = Path(tempfile.mkdtemp(dir=tmp))
+    t0 = time.perf_counter()
+    files = [(man.base_prefix, f) for f in man.files] + [
+        (seg.prefix, f) for seg in man.segments for f in seg.files]
+    for prefix, f in files:
+        path = dest / prefix / f.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sub.download_file(prefix + f.path, path, f.size, f.sha256)
+    base_db = next(p for p in dest.rglob("chroma.sqlite3")).parent
+    client = chromadb.PersistentClient(str(base_db), settings=Settings(anonymized_telemetry=False))
+    col = client.list_collections()[0]
+    col.query(query_embeddings=query, n_results=10)
+    return (time.perf_counter() - t0) * 1000
+
+
+def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
+        writers: int = 200) -> list[Result]:
+    """Every pool figure at ``n`` collections (``writers`` of them written to at once)."""
+    rng = np.random.default_rng(18)
+    tmp = Path(tempfile.mkdtemp(prefix="chromasnap-bench-pool-"))
+    url = new_bucket_url("pool")
+    store = S3Store(url, endpoint_url=endpoint)
+    pool = PoolProcess(url, endpoint, tmp / "pool")
+    peer = ChromaRun(tmp / "chroma-data", tmp / "chroma")
+    peer.__enter__()
+    try:
+        ours, theirs = _client(pool.proc.port), _client(peer.port)
+        create_ours = _create_many(ours, n, "chromasnap")
+        create_peer = _create_many(theirs, n, "chroma run")
+        list_ours, list_peer = _lists(ours, n, rng), _lists(theirs, n, rng)
+        log(f"pool: create p99 {_pct(create_ours[-500:], 99)} ms (chroma run "
+            f"{_pct(create_peer[-500:], 99)}), list p99 {_pct(list_ours, 99)} ms")
+
+        vectors = rng.standard_normal((BIG, DIM)).astype(np.float32)
+        queries = rng.standard_normal((200, DIM)).astype(np.float32)
+        big = {}
+        for name, c in (("ours", ours), ("peer", theirs)):
+            big[name] = c.create_collection("big", embedding_function=None)
+            _fill(big[name], vectors)
+        man = _wait_folded(store, str(big["ours"].id), BIG)
+        warm: dict[str, list[float]] = {"ours": [], "peer": []}
+        for block in range(8):
+            order = ("ours", "peer") if block % 2 == 0 else ("peer", "ours")
+            for who in order:
+                for q in queries[block * 25:(block + 1) * 25]:
+                    warm[who].append(_timed(lambda q=q, who=who: big[who].query(
+                        query_embeddings=q[None], n_results=10)))
+        log(f"pool: warm query p50 {_pct(warm['ours'], 50)} ms "
+            f"(chroma run {_pct(warm['peer'], 50)})")
+
+        others = []
+        for i in range(MAX_LOADED):
+            col = ours.get_collection(f"tenant-{i:05d}")
+            col.add(ids=["x"], embeddings=vectors[:1])
+            others.append(col)
+        cold, raw = [], []
+        for i in range(15):
+            for col in others:  # the big collection becomes the least recently used
+                col.count()
+            cold.append(_timed(lambda i=i: big["ours"].query(query_embeddings=queries[i][None],
+                                                            n_results=10)))
+            raw.append(_raw_baseline(store, str(big["ours"].id), man, queries[i][None], tmp))
+        log(f"pool: cold query p50 {_pct(cold, 50)} ms, raw download+open+query "
+            f"{_pct(raw, 50)} ms")
+
+        writes = [ours.get_collection(f"tenant-{i:05d}") for i in range(writers)]
+        for col in writes[MAX_LOADED:]:
+            col.add(ids=["x"], embeddings=vectors[:1])  # dimension fixed; loaded on use
+        before = _metric(pool.proc.url, "chromasnap_writer_deltas_total")
+        log_start = pool.proc.log.stat().st_size
+        stop = time.monotonic() + 10
+        sent = 0
+        while time.monotonic() < stop:
+            t_round = time.monotonic()
+            for j, col in enumerate(writes):
+                col.upsert(ids=[f"w{sent}-{j}"], embeddings=vectors[j:j + 1])
+            sent += 1
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - t_round)))
+        elapsed = 10 + max(0.0, time.monotonic() - stop)
+        puts_s = (_metric(pool.proc.url, "chromasnap_writer_deltas_total") - before) / elapsed
+        log(f"pool: {writers} collections written {sent} times each: {puts_s:.1f} PUTs/s")
+        pass_s, passes = _compaction_passes_s(pool.proc.log, log_start, writers)
+        log(f"pool: {writers} dirty collections compacted in {pass_s:.1f} s ({passes} passes)")
+        rss = _rss_mb(pool.proc.proc.pid)
+        rss_peer = _rss_mb(peer.proc.pid) if peer.proc else 0.0
+        ready_n = min(pool.restart() for _ in range(3))
+        small_url = new_bucket_url("pool-small")
+        small = PoolProcess(small_url, endpoint, tmp / "small")
+        _create_many(_client(small.proc.port), 10, "small pool")
+        ready_10 = min(small.restart() for _ in range(3))
+        small.stop()
+    finally:
+        pool.stop()
+        peer.__exit__(None, None, None)
+    common = f"chromasnap pool on MinIO vs chroma run, {n:,} collections"
+    return [
+        Result("create_collection_p99", _pct(create_ours[-500:], 99),
+               _pct(create_peer[-500:], 99), "ms", "≤ 50 ms", n, higher_is_better=False,
+               notes=f"{common}; p99 of the last 500 creates; p50 {_pct(create_ours, 50)} ms"),
+        Result("list_collections_p99", _pct(list_ours, 99), _pct(list_peer, 99), "ms",
+               "≤ 50 ms", n, higher_is_better=False,
+               notes=f"{common}; limit=100 at random offsets; p50 {_pct(list_ours, 50)} ms"),
+        Result("pool_warm_query_p50", _pct(warm["ours"], 50), _pct(warm["peer"], 50), "ms",
+               "≤ 1.1× chroma run", BIG, higher_is_better=False,
+               notes=f"{common}; a loaded {BIG:,} x {DIM} collection, n_results=10, ABBA; "
+               f"p99 {_pct(warm['ours'], 99)} vs {_pct(warm['peer'], 99)} ms"),
+        Result("pool_cold_query_p50", _pct(cold, 50), _pct(raw, 50), "ms",
+               "≤ 1.3× download + open + query", BIG, higher_is_better=False,
+               notes=f"the first query on an evicted {BIG:,} x {DIM} collection (the pool keeps "
+               f"{MAX_LOADED} loaded) vs downloading its version's files, "
+               "PersistentClient open and one query; 15 each"),
+        Result("pool_cold_query_p99", _pct(cold, 99), _pct(raw, 99), "ms",
+               "≤ 1.3× download + open + query", BIG, higher_is_better=False,
+               notes="as pool_cold_query_p50"),
+        Result("pool_reader_ready", round(ready_n, 2), round(ready_10, 2), "s",
+               "≤ 10 s and ≤ 1.2× at 10 collections", n, higher_is_better=False,
+               notes=f"process start to /readyz at {n:,} collections (peer: the same at 10), "
+               "best of 3"),
+        Result("pool_writer_puts", round(puts_s * FLUSH_S, 3), None, "PUTs per flush window",
+               "≤ 1", writers, higher_is_better=False,
+               notes=f"{writers} collections each written once a second for 10 s: "
+               f"{puts_s:.1f} delta PUTs/s (one per collection written in a window)"),
+        Result("pool_compaction_dirty", round(pass_s, 1), None, "s", "≤ 60 s (1,000 dirty)",
+               writers, higher_is_better=False,
+               notes=f"the compaction passes (one collection at a time) that folded the "
+               f"{writers} collections written during the PUT window ({passes} passes)"),
+        Result("pool_reader_rss", rss, rss_peer, "MB", "≤ 1.1× the memory budget",
+               n, higher_is_better=False,
+               notes=f"RSS of the pool process at the end ({MAX_LOADED} loaded; a budget by "
+               "count, not bytes, so far) beside chroma run's with the same collections"),
+    ]
+
+
+def _compaction_passes_s(log_path: Path, start: int, writers: int,
+                         timeout: float = 600) -> tuple[float, int]:
+    """Seconds of the compaction passes logged after byte ``start`` of the pool's log
+    until they have covered ``writers`` collections, and how many passes that took."""
+    deadline = time.monotonic() + timeout
+    pat = re.compile(r"pool compaction pass: (\d+) collections in ([\d.]+) s")
+    while time.monotonic() < deadline:
+        covered, took, passes = 0, 0.0, 0
+        for m in pat.finditer(log_path.read_bytes()[start:].decode(errors="replace")):
+            covered, took, passes = covered + int(m.group(1)), took + float(m.group(2)), passes + 1
+            if covered >= writers:
+                return took, passes
+        time.sleep(1)
+    raise TimeoutError("the written collections were not compacted")
