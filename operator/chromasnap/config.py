@@ -381,8 +381,11 @@ class PoolSettings(BaseSettings):
                            description="where loaded collections and compactions keep files")
     identity: str = Field(default_factory=default_identity)
     max_loaded: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=64, description="collections kept loaded; the least recently used is closed "
-        "beyond it and loaded from the bucket again on its next use")
+        default=64, description="collections kept loaded; the least recently read is closed "
+        "beyond it and loaded from the bucket again on its next read")
+    max_loaded_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="bytes of loaded versions kept (the cache volume's budget); "
+        "the least recently read collections are closed beyond it; 0: no byte budget")
     compact_every_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
         default=30.0, description="how often the collections written to are compacted")
     delta_grace_seconds: Annotated[float, Field(ge=0)] = Field(

@@ -52,9 +52,11 @@ class PoolOptions:
     cache_dir: Path
     identity: str = "pool"
     flush: FlushWindow = field(default_factory=FlushWindow)
-    #: Collections kept loaded (writer, reader, open chromadb); the least recently
-    #: used one is closed beyond it and loaded again from the bucket on its next use.
+    #: Collections kept loaded (a reader with its copy open); the least recently read
+    #: one is closed beyond it, or beyond ``max_loaded_bytes`` of loaded versions (0: no
+    #: byte budget), and loaded again from the bucket on its next read.
     max_loaded: int = 64
+    max_loaded_bytes: int = 0
     read_after_timeout_s: float = 10.0
     #: How long a deleted collection's bytes stay (a flush still landing there).
     delta_grace_seconds: float = 600.0
@@ -170,6 +172,14 @@ class LoadedReader:
         if not self.replica.reader.ready():
             raise Unavailable(f"could not load collection {self.cid}: "
                               f"{self.replica.reader.last_error}")
+
+    def size_bytes(self) -> int:
+        """Bytes of the loaded version (its base and segments, as the manifest lists them)."""
+        snap = self.replica.reader.current
+        if snap is None:
+            return 0
+        return sum(f.size for f in snap.manifest.files) + sum(
+            seg.byte_size for seg in snap.manifest.segments)
 
     def take(self, name: str, data: bytes) -> None:
         """A delta of this collection became durable: add it to the tail (blocking)."""

@@ -2,10 +2,11 @@
 
 A collection's writer is made on its first write and kept (it holds no
 records). Its reader is loaded on its first read (its first version created if
-it has none), kept while it is among the ``max_loaded`` most recently read, and
-closed beyond that. Nothing is held for a collection that is neither written nor
-read, so a process starts, and serves its first request, in the same time
-whatever the number of collections in the pool.
+it has none), kept while it is among the ``max_loaded`` most recently read and
+the loaded versions fit ``max_loaded_bytes``, and closed beyond that. Nothing is
+held for a collection that is neither written nor read, so a process starts,
+and serves its first request, in the same time whatever the number of
+collections in the pool.
 
 Every collection that took a write since its last compaction is *dirty*; a
 compaction pass folds each, one at a time, whether loaded or not, so a pass
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
 from chromasnap.logs import fields
+from chromasnap.pool import metrics
 from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions, compactor_for
 from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.groupcommit import process_writer_id
@@ -43,7 +45,7 @@ class Members:
         #: Readers being loaded: they already take pushed deltas.
         self._loading: dict[str, LoadedReader] = {}
         self._ready: dict[str, asyncio.Future[LoadedReader]] = {}
-        self._closing: dict[str, asyncio.Future[None]] = {}
+        self._unloading: set[asyncio.Future[None]] = set()
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         #: Collections whose last compaction failed, and why (cleared by a success).
@@ -62,6 +64,7 @@ class Members:
             w = CollectionWriter(self.store, settings, self.opts, self.writer_id, self._durable)
             self._writers[settings.name] = w
             await w.writer.start()
+            self._gauge()
         return w
 
     async def _durable(self, cid: str, name: str, data: bytes) -> None:
@@ -100,13 +103,43 @@ class Members:
             del self._ready[cid]
         fut.set_result(reader)
         self._readers[cid] = reader
+        metrics.POOL_LOADS.inc()
         log.info("collection loaded", extra=fields(collection_id=cid, loaded=len(self._readers)))
-        while len(self._readers) > self.opts.max_loaded:
-            old_id, old = self._readers.popitem(last=False)
-            await asyncio.to_thread(old.close)
-            log.info("collection unloaded (least recently used)",
-                     extra=fields(collection_id=old_id))
+        for old in self._over_budget():
+            del self._readers[old.cid]
+            metrics.POOL_UNLOADS.inc()
+            # Closed beside this read, not before it: its answer need not wait.
+            task = asyncio.ensure_future(asyncio.to_thread(self._unload, old))
+            self._unloading.add(task)
+            task.add_done_callback(self._unloading.discard)
+        self._gauge()
         return reader
+
+    def _over_budget(self) -> list[LoadedReader]:
+        """The least recently read readers to close so that the rest fit the budget
+        (the one just read always stays)."""
+        readers = list(self._readers.values())
+        sizes = [r.size_bytes() for r in readers]
+        total, out = sum(sizes), list[LoadedReader]()
+        for reader, size in zip(readers[:-1], sizes[:-1], strict=True):
+            over_bytes = self.opts.max_loaded_bytes and total > self.opts.max_loaded_bytes
+            if len(readers) - len(out) <= self.opts.max_loaded and not over_bytes:
+                break
+            out.append(reader)
+            total -= size
+        return out
+
+    def _gauge(self) -> None:
+        metrics.POOL_LOADED.set(len(self._readers))
+        metrics.POOL_LOADED_BYTES.set(sum(r.size_bytes() for r in self._readers.values()))
+        metrics.POOL_WRITERS.set(len(self._writers))
+        metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
+
+    @staticmethod
+    def _unload(reader: LoadedReader) -> None:
+        reader.close()
+        log.info("collection unloaded (least recently used)",
+                 extra=fields(collection_id=reader.cid))
 
     def refresh_loaded(self) -> None:
         """Poll every loaded collection once (blocking: run in a thread): what other
@@ -132,6 +165,7 @@ class Members:
             await writer.writer.stop()
         if reader is not None:
             await asyncio.to_thread(reader.close)
+        self._gauge()
 
     async def close(self) -> None:
         """Flush every writer and close every reader (shutdown)."""
@@ -140,6 +174,8 @@ class Members:
         while self._readers:
             _, reader = self._readers.popitem()
             await asyncio.to_thread(reader.close)
+        if self._unloading:
+            await asyncio.gather(*self._unloading)
 
     # -- compaction ------------------------------------------------------------------
 
@@ -172,6 +208,7 @@ class Members:
                 self.failures[cid] = f"{res.reason}: {res.message}"
             else:
                 self.failures.pop(cid, None)
+            metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
             if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
                                                                                "Fenced"):
                 with self._dirty_lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,34 @@ def test_deleted_collection_bytes_are_reclaimed_and_its_name_is_free(pool: Pool)
         assert time.monotonic() < deadline, "deleted collection not reclaimed"
         time.sleep(0.2)
     assert new.get(ids=["c"], include=["embeddings"])["embeddings"][0].tolist() == [0, 0, 1]
+
+
+def test_a_byte_budget_keeps_only_the_collection_just_read(minio: MinioServer,
+                                                            tmp_path: Path) -> None:
+    """With a budget smaller than any version, each read closes the others: every answer
+    is still complete, loaded from the bucket again when needed."""
+    small = Pool(minio, tmp_path, CHROMASNAP_MAX_LOADED_BYTES="1")
+    try:
+        client = small.client()
+        cols = [client.create_collection(f"budget-{i}", embedding_function=None)
+                for i in range(3)]
+        for i, col in enumerate(cols):
+            col.add(ids=[f"{i}-{j}" for j in range(20)],
+                    embeddings=[[float(i), float(j), 1.0] for j in range(20)])
+        for _ in range(2):
+            for i, col in enumerate(cols):
+                assert col.count() == 20
+                assert col.get(ids=[f"{i}-7"], include=["embeddings"])["embeddings"][0].tolist() \
+                    == [float(i), 7.0, 1.0]
+                assert _metric(small.proc.url, "chromasnap_pool_loaded_collections") == 1
+        assert _metric(small.proc.url, "chromasnap_pool_unloads_total") >= 5
+    finally:
+        small.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # noqa: S310
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
