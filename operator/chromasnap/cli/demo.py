@@ -5,7 +5,9 @@ over a local-directory bucket; ingest clients write a text corpus through
 plain ``chromadb.HttpClient`` code in rounds, the compactor folds each round
 into a new snapshot version, readers swap every version in (and serve the
 not-yet-compacted writes as fresh reads meanwhile), and text queries show
-the neighbours. No cluster and no cloud account.
+the neighbours. Then a pool (``demo_pool``): one process serving Chroma's whole
+API, where the client creates, renames and deletes its own collections. No
+cluster and no cloud account.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import chromadb
 
 from chromasnap import logs
 from chromasnap.cli.demo_corpus import QUERIES, corpus
+from chromasnap.cli.demo_pool import run_pool_part
 from chromasnap.cli.embedding import HashingEmbedding
 from chromasnap.cli.localstack import LocalStack, Proc, collection_env, free_port
 from chromasnap.compactor.compaction import Compactor
@@ -97,9 +100,12 @@ def run_demo(work: Path | None = None) -> int:
         print(f"  started 2 writer and 2 reader processes in {time.perf_counter() - t0:.1f} s: "
               f"writers {', '.join(w.url for w in writers)}; readers "
               f"{', '.join(r.url for r in readers)}")
-        return _rounds(compactor, store, embed, writers, readers, t_start)
+        code = _rounds(compactor, store, embed, writers, readers, t_start)
     finally:
         stack.stop()
+    pool_ok = run_pool_part(root, embed)
+    print(f"finished in {time.perf_counter() - t_start:.1f} s")
+    return code if pool_ok else 1
 
 
 def _rounds(compactor: Compactor, store: Any, embed: HashingEmbedding, writers: list[Proc],
@@ -162,7 +168,6 @@ def _rounds(compactor: Compactor, store: Any, embed: HashingEmbedding, writers: 
                documents=["read your writes"])
     ryw = col.get(ids=["ryw-check"])["ids"] == ["ryw-check"]
     print(f"\nread-your-writes through a reader: {'ok' if ryw else 'FAILED'}")
-    print(f"{on_topic}/{3 * len(QUERIES)} neighbours are on the query's topic; "
-          f"finished in {time.perf_counter() - t_start:.1f} s")
+    print(f"{on_topic}/{3 * len(QUERIES)} neighbours are on the query's topic")
     print(f"next: `.venv/bin/chromasnap status {store.url}` shows the retained versions")
     return 0 if ryw and on_topic >= 2 * len(QUERIES) else 1
