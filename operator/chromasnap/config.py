@@ -386,6 +386,8 @@ class PoolSettings(BaseSettings):
     max_loaded_bytes: Annotated[int, Field(ge=0)] = Field(
         default=0, description="bytes of loaded versions kept (the cache volume's budget); "
         "the least recently read collections are closed beyond it; 0: no byte budget")
+    compaction_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=4, description="collections a compaction pass folds at once")
     compact_every_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
         default=30.0, description="how often the collections written to are compacted")
     delta_grace_seconds: Annotated[float, Field(ge=0)] = Field(

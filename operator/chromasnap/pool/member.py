@@ -57,6 +57,9 @@ class PoolOptions:
     #: byte budget), and loaded again from the bucket on its next read.
     max_loaded: int = 64
     max_loaded_bytes: int = 0
+    #: Collections a compaction pass folds at once (most of a small run is waiting on
+    #: the bucket; each holds at most one collection's work in memory).
+    compaction_concurrency: int = 4
     read_after_timeout_s: float = 10.0
     #: How long a deleted collection's bytes stay (a flush still landing there).
     delta_grace_seconds: float = 600.0

@@ -9,8 +9,9 @@ and serves its first request, in the same time whatever the number of
 collections in the pool.
 
 Every collection that took a write since its last compaction is *dirty*; a
-compaction pass folds each, one at a time, whether loaded or not, so a pass
-never lists the pool. One collection's failure is recorded and retried on the
+compaction pass folds each once (``compaction_concurrency`` at a time, each
+behind its own pointer fence), whether loaded or not, so a pass never lists
+the pool. One collection's failure is recorded and retried on the
 next pass; it does not stop the others.
 """
 
@@ -19,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
@@ -90,6 +93,7 @@ class Members:
             return await asyncio.shield(pending)
         fut: asyncio.Future[LoadedReader] = asyncio.get_running_loop().create_future()
         self._ready[cid] = fut
+        t0 = time.perf_counter()
         try:
             reader = LoadedReader(self.store, settings, self.opts)
             self._loading[cid] = reader  # from now on, new deltas are pushed to it
@@ -104,7 +108,9 @@ class Members:
         fut.set_result(reader)
         self._readers[cid] = reader
         metrics.POOL_LOADS.inc()
-        log.info("collection loaded", extra=fields(collection_id=cid, loaded=len(self._readers)))
+        log.info("collection loaded", extra=fields(
+            collection_id=cid, loaded=len(self._readers),
+            seconds=round(time.perf_counter() - t0, 3), bytes=reader.size_bytes()))
         for old in self._over_budget():
             del self._readers[old.cid]
             metrics.POOL_UNLOADS.inc()
@@ -188,29 +194,32 @@ class Members:
         """
         with self._dirty_lock:
             batch, self._dirty = sorted(self._dirty), set()
-        results: dict[str, CompactionResult] = {}
-        for cid in batch:
-            settings = settings_of(cid)
-            if settings is None:
-                continue
-            try:
-                res = compactor_for(self.store, settings, self.opts).run()
-                reader = self._readers.get(cid)
-                if reader is not None:
-                    reader.refresh()
-            except Exception as e:  # one collection's trouble must not stop the others
-                log.exception("compaction of a pool collection failed",
-                              extra=fields(collection_id=cid))
-                res = CompactionResult(result="failed", reason="InternalError",
-                                       message=f"{type(e).__name__}: {e}")
-            results[cid] = res
+        todo = [(cid, st) for cid in batch if (st := settings_of(cid)) is not None]
+        with ThreadPoolExecutor(self.opts.compaction_concurrency,
+                                thread_name_prefix="pool-compact") as pool:
+            results = dict(zip((cid for cid, _ in todo),
+                               pool.map(lambda t: self._compact(*t), todo), strict=True))
+        for cid, res in results.items():
             if res.result == "failed":
                 self.failures[cid] = f"{res.reason}: {res.message}"
             else:
                 self.failures.pop(cid, None)
-            metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
             if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
                                                                                "Fenced"):
                 with self._dirty_lock:
                     self._dirty.add(cid)  # the next pass tries again
+        metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
         return results
+
+    def _compact(self, cid: str, settings: CollectionSettings) -> CompactionResult:
+        try:
+            res = compactor_for(self.store, settings, self.opts).run()
+            reader = self._readers.get(cid)
+            if reader is not None:
+                reader.refresh()
+            return res
+        except Exception as e:  # one collection's trouble must not stop the others
+            log.exception("compaction of a pool collection failed",
+                          extra=fields(collection_id=cid))
+            return CompactionResult(result="failed", reason="InternalError",
+                                    message=f"{type(e).__name__}: {e}")
