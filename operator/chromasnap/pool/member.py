@@ -184,6 +184,11 @@ class LoadedReader:
         return sum(f.size for f in snap.manifest.files) + sum(
             seg.byte_size for seg in snap.manifest.segments)
 
+    def pending(self) -> int:
+        """Deltas the tail holds that the loaded version has not folded."""
+        tail = self.replica.tail
+        return len(tail.names()) if tail is not None else 0
+
     def take(self, name: str, data: bytes) -> None:
         """A delta of this collection became durable: add it to the tail (blocking)."""
         tail = self.replica.tail

@@ -75,6 +75,9 @@ class Members:
         reader = self._readers.get(cid) or self._loading.get(cid)
         if reader is not None:
             await asyncio.to_thread(reader.take, name, data)
+        self._mark(cid)
+
+    def _mark(self, cid: str) -> None:
         with self._dirty_lock:
             self._dirty.add(cid)
 
@@ -107,6 +110,10 @@ class Members:
             del self._ready[cid]
         fut.set_result(reader)
         self._readers[cid] = reader
+        if reader.pending():
+            # Deltas no compaction has folded (written before a restart, or by another
+            # process): this pass folds them, as it folds what this process wrote.
+            self._mark(cid)
         metrics.POOL_LOADS.inc()
         log.info("collection loaded", extra=fields(
             collection_id=cid, loaded=len(self._readers),
@@ -206,8 +213,7 @@ class Members:
                 self.failures.pop(cid, None)
             if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
                                                                                "Fenced"):
-                with self._dirty_lock:
-                    self._dirty.add(cid)  # the next pass tries again
+                self._mark(cid)  # the next pass tries again
         metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
         return results
 

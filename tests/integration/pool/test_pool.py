@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 from chromadb.config import Settings
 
+from chromasnap.storage import pointer, snapshots
 from chromasnap.storage.catalog import collection_root
+from chromasnap.storage.prefixed import PrefixedStore
 from minio_server import MinioServer
 from pool_server import Pool
 
@@ -241,3 +243,27 @@ def _metric(url: str, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise AssertionError(f"{name} not exported")
+
+
+def test_writes_a_stopped_process_left_are_compacted_after_a_restart(minio: MinioServer,
+                                                                     tmp_path: Path) -> None:
+    p = Pool(minio, tmp_path, CHROMASNAP_COMPACT_EVERY_SECONDS="3600")
+    try:
+        col = p.client().create_collection("left", embedding_function=None)
+        col.add(ids=["id0"], embeddings=[[0.0, 1.0]])
+        assert col.count() == 1  # the first read creates its first version, with id0
+        col.add(ids=[f"id{i}" for i in range(1, 10)],
+                embeddings=[[float(i), 1.0] for i in range(1, 10)])
+        p.stack.env["CHROMASNAP_COMPACT_EVERY_SECONDS"] = "0.3"
+        p.restart()  # nothing compacted them: they are deltas only
+        assert p.client().get_collection("left").count() == 10  # the load finds them...
+        sub = PrefixedStore(p.store, collection_root(str(col.id)))
+        deadline = time.monotonic() + 60
+        while True:  # ...and the next pass folds them, with no new write to mark it
+            cur = pointer.read(sub).pointer
+            if cur is not None and snapshots.load_manifest(sub, cur.manifest).record_count == 10:
+                break
+            assert time.monotonic() < deadline, "left-over deltas never compacted"
+            time.sleep(0.2)
+    finally:
+        p.stop()
