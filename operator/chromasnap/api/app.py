@@ -47,6 +47,8 @@ from chromasnap.api.http_metrics import HTTP_LATENCY, HTTP_REQUESTS
 from chromasnap.api.read_routes import ReadRoutes
 from chromasnap.api.responses import Response
 from chromasnap.api.routing import Router
+from chromasnap.api.scopes import Scope as TokenScope
+from chromasnap.api.scopes import check_scope
 from chromasnap.api.service import (
     CHROMA_SERVER_VERSION,
     DEFAULT_MAX_BATCH_SIZE,
@@ -96,6 +98,7 @@ class ChromaAPI:
         push_tokens: Iterable[str] = (),
         internal_port: int | None = None,
         catalog: Catalog | None = None,
+        token_scopes: Mapping[str, TokenScope | None] | None = None,
     ) -> None:
         if catalog is not None:
             collection_model = _no_single_collection
@@ -116,6 +119,11 @@ class ChromaAPI:
         )
         self.role = role
         self.auth_tokens = [t.encode() for t in auth_tokens]
+        #: Tokens a pool limits to one tenant (and database): ``api/scopes.py``.
+        self.token_scopes = {t.encode(): sc for t, sc in (token_scopes or {}).items()
+                             if sc is not None}
+        self.auth_tokens += [t.encode() for t in (token_scopes or {})
+                             if t.encode() not in self.auth_tokens]
         self.push_tokens = [t.encode() for t in push_tokens]
         #: Set on SIGTERM (see ``api.server.DrainingServer``): answer, but close every
         #: connection after its response, so clients reconnect to another pod.
@@ -185,7 +193,11 @@ class ChromaAPI:
         elif on_internal and route not in PROBE_ROUTES:
             raise NotFound("the internal port serves delta pushes and probes only")
         elif self.auth_tokens and route not in AUTH_EXEMPT:
-            authenticate(scope, self.auth_tokens)
+            token = authenticate(scope, self.auth_tokens)
+            limited = self.token_scopes.get(token)
+            if limited is not None:
+                check_scope(limited, scope["path"], route)
+                scope["chromasnap.token_scope"] = limited
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()

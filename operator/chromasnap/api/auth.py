@@ -8,7 +8,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from chromasnap.api.asgi import Scope, header
+from chromasnap.api.asgi import Scope as AsgiScope
+from chromasnap.api.asgi import header
+from chromasnap.api.scopes import Scope, parse_token_line
 from chromasnap.engine.errors import Forbidden, Unauthenticated
 
 #: Header a writer's delta push carries its push token in (never a client's token).
@@ -30,6 +32,16 @@ def load_auth_tokens(path: str | os.PathLike[str] | None = None,
     env variable may hold several tokens separated by commas (for rotation). An
     empty result means auth is off.
     """
+    scoped = load_scoped_tokens(path, env)
+    if any(scope is not None for scope in scoped.values()):
+        raise ValueError("tokens scoped to a tenant or database are for pools "
+                         "(chromasnap pool); a collection's service takes plain tokens")
+    return list(scoped)
+
+
+def load_scoped_tokens(path: str | os.PathLike[str] | None = None,
+                       env: str | None = "CHROMASNAP_AUTH_TOKEN") -> dict[str, Scope | None]:
+    """Like ``load_auth_tokens``, with each token's scope (``scopes.parse_token_line``)."""
     raw: list[str] = []
     if path:
         for one in str(path).split(","):
@@ -37,19 +49,25 @@ def load_auth_tokens(path: str | os.PathLike[str] | None = None,
                 raw.extend(Path(one.strip()).read_text().splitlines())
     elif env and os.environ.get(env):
         raw = os.environ[env].split(",")
-    tokens = [t.strip() for t in raw if t.strip() and not t.strip().startswith("#")]
+    return dict(_parse(raw, path))
+
+
+def _parse(raw: list[str], path: str | os.PathLike[str] | None
+           ) -> list[tuple[str, Scope | None]]:
+    lines = [t.strip() for t in raw if t.strip() and not t.strip().startswith("#")]
+    tokens = [parse_token_line(line) for line in lines]
     if path and not tokens:
         # An emptied Secret must not silently turn auth off.
         raise ValueError(f"token file(s) {path} hold no token: put one per line, or unset "
                          "the setting to run without authentication")
-    for t in tokens:
+    for t, _ in tokens:
         # Chroma's token auth refuses tokens outside this set too.
         if not all(33 <= ord(ch) < 127 for ch in t):
             raise ValueError("auth tokens must be printable ASCII without spaces")
     return tokens
 
 
-def authenticate_push(scope: Scope, push_tokens: Sequence[bytes], client_auth: bool) -> None:
+def authenticate_push(scope: AsgiScope, push_tokens: Sequence[bytes], client_auth: bool) -> None:
     """Check a writer's delta push: its ``X-Chromasnap-Push-Token`` must be the push token.
 
     Client tokens never authorise a push. Without a push token, pushes are
@@ -78,9 +96,9 @@ def _matches(token: bytes, tokens: Sequence[bytes]) -> bool:
     return ok
 
 
-def authenticate(scope: Scope, tokens: Sequence[bytes]) -> None:
-    """Raise ``Unauthenticated`` (no credentials) or ``Forbidden`` (wrong ones) unless the
-    request's ``Authorization: Bearer`` or ``X-Chroma-Token`` is one of ``tokens``."""
+def authenticate(scope: AsgiScope, tokens: Sequence[bytes]) -> bytes:
+    """The request's token; ``Unauthenticated`` (no credentials) or ``Forbidden`` (wrong
+    ones) unless its ``Authorization: Bearer`` or ``X-Chroma-Token`` is one of ``tokens``."""
     token: bytes | None = None
     auth = header(scope, b"authorization")
     if auth is not None:
@@ -99,3 +117,4 @@ def authenticate(scope: Scope, tokens: Sequence[bytes]) -> None:
         )
     if not _matches(token, tokens):
         raise Forbidden("Forbidden")
+    return token

@@ -24,6 +24,7 @@ from chromasnap.api.responses import (
     json_response,
     page_params,
 )
+from chromasnap.api.scopes import Scope as TokenScope
 from chromasnap.api.service import ServiceContext
 from chromasnap.engine.errors import Unprocessable
 
@@ -99,9 +100,13 @@ class CatalogRoutes:
     # -- tenants and databases ------------------------------------------------------
 
     async def identity(self, scope: Scope, receive: Receive) -> Response:
-        """Who the client is: the default tenant and database (no per-user tenancy yet)."""
-        return json_response(200, {"user_id": "", "tenant": DEFAULT_TENANT,
-                                   "databases": [DEFAULT_DATABASE]})
+        """Who the client is: its token's tenant and database, else the defaults."""
+        limited: TokenScope | None = scope.get("chromasnap.token_scope")
+        if limited is None:
+            return json_response(200, {"user_id": "", "tenant": DEFAULT_TENANT,
+                                       "databases": [DEFAULT_DATABASE]})
+        return json_response(200, {"user_id": "", "tenant": limited.tenant,
+                                   "databases": [limited.database or "*"]})
 
     async def create_tenant(self, scope: Scope, receive: Receive) -> Response:
         """Create a tenant."""

@@ -6,8 +6,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
@@ -26,6 +27,9 @@ from chromasnap.config import (
 )
 from chromasnap.logs import fields
 from chromasnap.storage.store import open_store
+
+if TYPE_CHECKING:
+    from chromasnap.api.scopes import Scope as TokenScope
 
 log = logging.getLogger("chromasnap.runtime")
 
@@ -285,7 +289,7 @@ def run_reader(s: ReaderSettings) -> int:
 
 def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
                    compact_every_s: float = 5.0, poll_interval_s: float = 1.0,
-                   auth_tokens: list[str] | None = None) -> Any:
+                   auth_tokens: Mapping[str, TokenScope | None] | None = None) -> Any:
     """A pool's ASGI app (``opts``: ``pool.member.PoolOptions``): Chroma's whole API over
     one bucket root, with a compaction pass over the collections written to every
     ``compact_every_s``, the reclaiming of deleted collections' bytes, and a poll of
@@ -344,13 +348,13 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
 
     log.info("pool starting", extra=fields(bucket=bucket_url, max_loaded=opts.max_loaded))
     return ChromaAPI(catalog=service, role="pool", ready=started.is_set,
-                     auth_tokens=auth_tokens or (), max_body_bytes=opts.max_request_bytes,
+                     token_scopes=auth_tokens, max_body_bytes=opts.max_request_bytes,
                      on_startup=[start], on_shutdown=[shutdown])
 
 
 def run_pool(s: PoolSettings) -> int:
     """Serve a pool until terminated."""
-    from chromasnap.api.auth import load_auth_tokens
+    from chromasnap.api.auth import load_scoped_tokens
     from chromasnap.engine.chromadir import limit_malloc_arenas
     from chromasnap.pool.member import PoolOptions
     from chromasnap.writer.groupcommit import FlushWindow
@@ -363,5 +367,5 @@ def run_pool(s: PoolSettings) -> int:
         delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes)
     app = build_pool_app(s.bucket_url, s.s3_endpoint_url, opts,
                          compact_every_s=s.compact_every_seconds,
-                         auth_tokens=load_auth_tokens(s.auth_token_file))
+                         auth_tokens=load_scoped_tokens(s.auth_token_file))
     return serve(app, s.host, s.port, s.drain_seconds)

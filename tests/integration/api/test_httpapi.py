@@ -625,6 +625,10 @@ def test_load_auth_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert load_auth_tokens() == ["a", "b"]
     monkeypatch.delenv("CHROMASNAP_AUTH_TOKEN")
     assert load_auth_tokens() == []
-    secret.write_text("has space\n")
+    secret.write_text("tok\u00e9n\n")
     with pytest.raises(ValueError, match="printable ASCII"):
+        load_auth_tokens(secret)
+    # "<token> <tenant>/<database>" scopes a token, which only a pool can honour.
+    secret.write_text("token acme/main\n")
+    with pytest.raises(ValueError, match="are for pools"):
         load_auth_tokens(secret)

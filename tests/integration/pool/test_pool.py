@@ -267,3 +267,44 @@ def test_writes_a_stopped_process_left_are_compacted_after_a_restart(minio: Mini
             time.sleep(0.2)
     finally:
         p.stop()
+
+
+def test_tokens_scoped_to_a_tenant_reach_only_its_collections(minio: MinioServer,
+                                                              tmp_path: Path) -> None:
+    tokens = "tok-admin,tok-acme acme/main,tok-beta beta"  # an admin, and two customers
+    p = Pool(minio, tmp_path, CHROMASNAP_AUTH_TOKEN=tokens)
+    try:
+        def client(token: str, tenant: str = "default_tenant",
+                   database: str = "default_database") -> chromadb.ClientAPI:
+            return chromadb.HttpClient(
+                host="127.0.0.1", port=p.proc.port, tenant=tenant, database=database,
+                settings=Settings(
+                    anonymized_telemetry=False,
+                    chroma_client_auth_provider="chromadb.auth.token_authn."
+                                                "TokenAuthClientProvider",
+                    chroma_client_auth_credentials=token))
+
+        admin = chromadb.AdminClient(client("tok-admin").get_settings())
+        for tenant in ("acme", "beta"):
+            admin.create_tenant(tenant)
+            admin.create_database("main", tenant=tenant)
+        acme, beta = client("tok-acme", "acme", "main"), client("tok-beta", "beta", "main")
+        acme.create_collection("docs", embedding_function=None).add(
+            ids=["a"], embeddings=[[1.0, 2.0]])
+        beta.create_collection("docs", embedding_function=None).add(
+            ids=["b1", "b2"], embeddings=[[1.0, 2.0], [3.0, 4.0]])
+        assert acme.get_collection("docs").count() == 1  # same name, its own collection
+        assert beta.get_collection("docs").count() == 2
+        with pytest.raises(Exception, match="Forbidden"):
+            client("tok-acme", "beta", "main")  # another tenant: refused at start
+        with pytest.raises(Exception, match="Forbidden"):
+            chromadb.AdminClient(client("tok-beta", "beta", "main").get_settings()
+                                 ).create_tenant("gamma")
+        with pytest.raises(Exception, match="Forbidden"):
+            chromadb.AdminClient(client("tok-acme", "acme", "main").get_settings()
+                                 ).create_database("second", tenant="acme")
+        # A token for all of a tenant's databases may make more of them.
+        chromadb.AdminClient(client("tok-beta", "beta", "main").get_settings()
+                             ).create_database("second", tenant="beta")
+    finally:
+        p.stop()
