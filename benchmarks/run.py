@@ -76,7 +76,7 @@ def main() -> int:
     p.add_argument(
         "--serving-records", type=int, default=10_000, help="snapshot size for `servers`"
     )
-    p.add_argument("--pool-collections", type=int, default=1000,
+    p.add_argument("--pool-collections", type=int, default=10_000,
                    help="collections the pool benchmark creates")
     args = p.parse_args()
     command = "make bench  # python -m benchmarks.run " + " ".join(sys.argv[1:])

@@ -301,13 +301,14 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
     from chromasnap.compactor.reclaim import reclaim
     from chromasnap.pool.members import Members
     from chromasnap.pool.service import PoolService
-    from chromasnap.storage.cataloglog import CatalogLog
+    from chromasnap.storage.cataloglog import CHECKPOINT_EVERY, CatalogLog
 
     store = open_store(bucket_url, endpoint_url)
     catalog = CatalogLog(store, identity=opts.identity)
     service = PoolService(catalog, Members(store, opts))
     stop = threading.Event()
     started = threading.Event()
+    pruned_at = [0]
 
     def compactions() -> None:
         while not stop.wait(compact_every_s):
@@ -324,6 +325,12 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
                                  failed=failed))
                 reclaim(store, catalog, now=datetime.now(UTC),
                         grace_seconds=opts.delta_grace_seconds)
+                seq = catalog.view(lambda state: state.seq)
+                if seq - pruned_at[0] >= CHECKPOINT_EVERY:
+                    # Changes a checkpoint covers go (a new process starts from it); not on
+                    # every pass: pruning writes a checkpoint of the whole catalog.
+                    catalog.prune()
+                    pruned_at[0] = seq
             except Exception:
                 log.exception("pool compaction pass failed")
 
