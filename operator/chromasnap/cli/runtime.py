@@ -330,6 +330,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
                     # Changes a checkpoint covers go (a new process starts from it); not on
                     # every pass: pruning writes a checkpoint of the whole catalog.
                     catalog.prune()
+                    service.catalog_changed_much()
                     pruned_at[0] = seq
             except Exception:
                 log.exception("pool compaction pass failed")
