@@ -14,8 +14,8 @@ from typing import Any
 
 from chromasnap.api.asgi import Receive, Scope, read_body
 from chromasnap.api.backends import Catalog
-from chromasnap.api.createbody import parse_create
-from chromasnap.api.deserialize import DESERIALIZE, kind, serde_error
+from chromasnap.api.createbody import parse_create, required_name
+from chromasnap.api.deserialize import kind, serde_error
 from chromasnap.api.parsing import body_object, load_json
 from chromasnap.api.responses import (
     DEFAULT_DATABASE,
@@ -26,7 +26,6 @@ from chromasnap.api.responses import (
 )
 from chromasnap.api.scopes import Scope as TokenScope
 from chromasnap.api.service import ServiceContext
-from chromasnap.engine.errors import Unprocessable
 
 #: Largest body of a tenant, database or modify request (a name, metadata, configuration).
 MAX_SMALL_BODY = 1 << 20
@@ -110,7 +109,7 @@ class CatalogRoutes:
 
     async def create_tenant(self, scope: Scope, receive: Receive) -> Response:
         """Create a tenant."""
-        await self.catalog.create_tenant(_name(await self._body(scope, receive)))
+        await self.catalog.create_tenant(required_name(await self._body(scope, receive)))
         return json_response(200, {})
 
     async def get_tenant(self, scope: Scope, receive: Receive, tenant: str) -> Response:
@@ -120,7 +119,7 @@ class CatalogRoutes:
 
     async def create_database(self, scope: Scope, receive: Receive, tenant: str) -> Response:
         """Create a database under the tenant."""
-        await self.catalog.create_database(tenant, _name(await self._body(scope, receive)))
+        await self.catalog.create_database(tenant, required_name(await self._body(scope, receive)))
         return json_response(200, {})
 
     async def get_database(self, scope: Scope, receive: Receive, tenant: str,
@@ -139,11 +138,3 @@ class CatalogRoutes:
         await self.catalog.delete_database(tenant, database)
         return json_response(200, {})
 
-
-def _name(body: dict[str, Any]) -> str:
-    if "name" not in body:
-        raise Unprocessable(f"{DESERIALIZE}missing field `name`")
-    name = body["name"]
-    if not isinstance(name, str):
-        raise serde_error("name", f"invalid type: {kind(name)}, expected a string")
-    return name

@@ -184,13 +184,19 @@ def _hnsw_metadata(metadata: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def parse_create(body: Mapping[str, Any]) -> CreateRequest:
-    """The create-collection body, or the error Chroma 1.5.9 gives for it."""
+def required_name(body: Mapping[str, Any]) -> str:
+    """The body's ``name``, or serde's error for a missing or non-string one."""
     if "name" not in body:
         raise Unprocessable(f"{DESERIALIZE}missing field `name`")
     name = body["name"]
     if not isinstance(name, str):
         raise serde_error("name", f"invalid type: {kind(name)}, expected a string")
+    return name
+
+
+def parse_create(body: Mapping[str, Any]) -> CreateRequest:
+    """The create-collection body, or the error Chroma 1.5.9 gives for it."""
+    name = required_name(body)
     goc = body.get("get_or_create", False)
     if not isinstance(goc, bool):
         raise serde_error("get_or_create", f"invalid type: {kind(goc)}, expected a boolean")

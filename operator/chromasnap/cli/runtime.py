@@ -30,6 +30,7 @@ from chromasnap.storage.store import open_store
 
 if TYPE_CHECKING:
     from chromasnap.api.scopes import Scope as TokenScope
+    from chromasnap.pool.member import PoolOptions
 
 log = logging.getLogger("chromasnap.runtime")
 
@@ -287,10 +288,10 @@ def run_reader(s: ReaderSettings) -> int:
     return serve(build_reader_app(s), s.host, s.port, s.drain_seconds, s.internal_port)
 
 
-def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
+def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions, *,
                    compact_every_s: float = 5.0, poll_interval_s: float = 1.0,
                    auth_tokens: Mapping[str, TokenScope | None] | None = None) -> Any:
-    """A pool's ASGI app (``opts``: ``pool.member.PoolOptions``): Chroma's whole API over
+    """A pool's ASGI app: Chroma's whole API over
     one bucket root, with a compaction pass over the collections written to every
     ``compact_every_s``, the reclaiming of deleted collections' bytes, and a poll of
     the loaded collections every ``poll_interval_s``."""
@@ -300,7 +301,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
     from chromasnap.api.app import ChromaAPI
     from chromasnap.compactor.reclaim import reclaim
     from chromasnap.pool.members import Members
-    from chromasnap.pool.service import PoolService
+    from chromasnap.pool.service import PoolService, settle_catalog_memory
     from chromasnap.storage.cataloglog import CHECKPOINT_EVERY, CatalogLog
 
     store = open_store(bucket_url, endpoint_url)
@@ -330,7 +331,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: Any, *,
                     # Changes a checkpoint covers go (a new process starts from it); not on
                     # every pass: pruning writes a checkpoint of the whole catalog.
                     catalog.prune()
-                    service.catalog_changed_much()
+                    settle_catalog_memory()  # the new entries join the frozen ones
                     pruned_at[0] = seq
             except Exception:
                 log.exception("pool compaction pass failed")

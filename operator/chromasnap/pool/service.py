@@ -3,10 +3,11 @@
 This is the ``api.backends.Catalog`` of a pool process. Tenants, databases and
 collections are changes in the catalog's log (``storage/cataloglog.py``): one
 conditional PUT each, decided by the pure rules of ``storage/catalog.py``. Record
-routes get the collection's loaded member (``members.Members``), except for a
-collection that has never been written to: its dimension is not fixed yet, so it
-has no files at all, answers reads as empty, and its first write with embeddings
-fixes the dimension (as Chroma's first ``add`` does) before the member loads.
+routes get the collection's writer and its reader, loaded on the first read
+(``members.Members``), except for a collection that has never been written to:
+its dimension is not fixed yet, so it has no files at all, answers reads as
+empty, and its first write with embeddings fixes the dimension (as Chroma's
+first ``add`` does) before its writer takes it.
 """
 
 from __future__ import annotations
@@ -109,10 +110,6 @@ class PoolService:
 
         await self._change(default_tenant)
         await self._change(default_database)
-        settle_catalog_memory()
-
-    def catalog_changed_much(self) -> None:
-        """After many changes: the catalog's new objects join the frozen ones."""
         settle_catalog_memory()
 
     def settings(self, cid: str) -> CollectionSettings | None:
