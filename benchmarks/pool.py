@@ -294,7 +294,7 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
                f"{puts_s:.1f} delta PUTs/s (one per collection written in a window)"),
         Result("pool_compaction_dirty", round(pass_s, 1), None, "s", "≤ 60 s (1,000 dirty)",
                writers, higher_is_better=False,
-               notes=f"the compaction passes (one collection at a time) that folded the "
+               notes=f"the compaction passes (four collections at a time) that folded the "
                f"{writers} collections written during the PUT window ({passes} passes)"),
         Result("pool_reader_rss", rss, rss_peer, "MB", "≤ 1.1× the memory budget",
                n, higher_is_better=False,
