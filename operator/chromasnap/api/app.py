@@ -118,12 +118,11 @@ class ChromaAPI:
             metrics_registry=metrics_registry, catalog=catalog,
         )
         self.role = role
-        self.auth_tokens = [t.encode() for t in auth_tokens]
+        scopes: dict[str, TokenScope | None] = {**dict.fromkeys(auth_tokens),
+                                                **(token_scopes or {})}
+        self.auth_tokens = [t.encode() for t in scopes]
         #: Tokens a pool limits to one tenant (and database): ``api/scopes.py``.
-        self.token_scopes = {t.encode(): sc for t, sc in (token_scopes or {}).items()
-                             if sc is not None}
-        self.auth_tokens += [t.encode() for t in (token_scopes or {})
-                             if t.encode() not in self.auth_tokens]
+        self.token_scopes = {t.encode(): sc for t, sc in scopes.items() if sc is not None}
         self.push_tokens = [t.encode() for t in push_tokens]
         #: Set on SIGTERM (see ``api.server.DrainingServer``): answer, but close every
         #: connection after its response, so clients reconnect to another pod.

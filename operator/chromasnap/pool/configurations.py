@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from chromasnap.api.createbody import CreateRequest
@@ -40,40 +41,41 @@ class ChromaConfigurations:
             self._bindings = client._server.bindings  # type: ignore[attr-defined]
         return self._bindings
 
-    def created(self, req: CreateRequest) -> tuple[dict[str, Any], dict[str, Any] | None,
-                                                   dict[str, Any] | None]:
-        """``(configuration_json, schema, metadata)`` Chroma stores for ``req``; Chroma's
-        error if it refuses the request."""
+    @contextmanager
+    def _collection(self, configuration: Mapping[str, Any] | None,
+                    schema: Mapping[str, Any] | None,
+                    metadata: Mapping[str, Any] | None) -> Iterator[tuple[Any, Any]]:
+        """``(bindings, collection)``: a scratch collection created as Chroma's server
+        creates one from these, dropped afterwards (one at a time)."""
         name = f"scratch-{uuid.uuid4().hex}"
         with self._lock:
             b = self._scratch()
             col = b.create_collection(
-                name, json.dumps(req.configuration) if req.configuration else None,
-                json.dumps(req.schema) if req.schema else None, req.metadata, False,
-                _TENANT, _DATABASE)
+                name, json.dumps(dict(configuration)) if configuration else None,
+                json.dumps(dict(schema)) if schema else None,
+                dict(metadata) if metadata else None, False, _TENANT, _DATABASE)
             try:
-                return dict(col.configuration), col.schema, col.metadata
+                yield b, col
             finally:
                 b.delete_collection(name, _TENANT, _DATABASE)
+
+    def created(self, req: CreateRequest) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                                   dict[str, Any] | None]:
+        """``(configuration_json, schema, metadata)`` Chroma stores for ``req``; Chroma's
+        error if it refuses the request."""
+        with self._collection(req.configuration, req.schema, req.metadata) as (_, col):
+            return dict(col.configuration), col.schema, col.metadata
 
     def modified(self, configuration_json: Mapping[str, Any], metadata: Mapping[str, Any] | None,
                  new_metadata: Mapping[str, Any] | None,
                  new_configuration: Mapping[str, Any] | None) -> dict[str, Any]:
         """The ``configuration_json`` after ``collection.modify``; Chroma's error if it
         refuses the change (a new space, a setting that cannot change)."""
-        name = f"scratch-{uuid.uuid4().hex}"
-        with self._lock:
-            b = self._scratch()
-            col = b.create_collection(name, json.dumps(dict(configuration_json)), None,
-                                      dict(metadata) if metadata else None, False,
-                                      _TENANT, _DATABASE)
-            try:
-                b.update_collection(str(col.id), None, dict(new_metadata) if new_metadata else None,
-                                    json.dumps(dict(new_configuration))
-                                    if new_configuration else None)
-                return dict(b.get_collection(name, _TENANT, _DATABASE).configuration)
-            finally:
-                b.delete_collection(name, _TENANT, _DATABASE)
+        with self._collection(configuration_json, None, metadata) as (b, col):
+            b.update_collection(str(col.id), None, dict(new_metadata) if new_metadata else None,
+                                json.dumps(dict(new_configuration))
+                                if new_configuration else None)
+            return dict(b.get_collection(col.name, _TENANT, _DATABASE).configuration)
 
 
 def settings_of(cid: str, configuration_json: Mapping[str, Any],

@@ -17,7 +17,6 @@ collection.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,8 +40,6 @@ from chromasnap.storage.prefixed import PrefixedStore
 from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.backend import WriterBackend
 from chromasnap.writer.groupcommit import FlushWindow, GroupCommitWriter
-
-log = logging.getLogger("chromasnap.pool")
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,6 @@ class ScopedRead:
     def __init__(self, backend: ReaderBackend, cid: str) -> None:
         self.backend = backend
         self.cid = cid
-
-    def collection_model(self) -> Mapping[str, Any]:
-        """Not used: a pool's models come from its catalog."""
-        return self.backend.collection_model()
 
     async def query(self, req: QueryRequest) -> Mapping[str, Any]:
         """See ``ReadBackend.query``."""

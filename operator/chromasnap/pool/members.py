@@ -54,10 +54,6 @@ class Members:
         #: Collections whose last compaction failed, and why (cleared by a success).
         self.failures: dict[str, str] = {}
 
-    def loaded(self) -> list[str]:
-        """Ids of the loaded collections, least recently read first."""
-        return list(self._readers)
-
     # -- writes ----------------------------------------------------------------------
 
     async def writer(self, settings: CollectionSettings) -> CollectionWriter:
