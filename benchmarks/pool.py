@@ -13,8 +13,8 @@ MinIO beside ``chroma run`` holding the same collections, in one run.
 - ``pool_reader_ready``: a restarted pool process, start to ``/readyz``, at N
   collections, against the same at 10 collections.
 - ``pool_writer_puts``: W collections each written once a second for 10 s:
-  deltas (PUTs) per second, from the process's own counter, against one per
-  flush window (50 ms).
+  write-batch PUTs per second (``chromasnap_pool_batches_total``), against one
+  per flush window (50 ms).
 - ``pool_compaction_dirty``: the first compaction pass after those writes (W
   collections with ~10 new records each), from the pool's log.
 - ``pool_reader_rss``: the pool process's RSS at the end, beside ``chroma run``'s.
@@ -229,7 +229,7 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
                   range(len(others), len(others) + writers)]
         for col in writes:
             col.add(ids=["x"], embeddings=vectors[:1])  # dimension fixed
-        before = _metric(pool.proc.url, "chromasnap_writer_deltas_total")
+        before = _metric(pool.proc.url, "chromasnap_pool_batches_total")
         log_start = pool.proc.log.stat().st_size
         t_start = time.monotonic()
         rounds = [0] * WRITE_THREADS
@@ -248,7 +248,7 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
             list(ex.map(write_loop, range(WRITE_THREADS)))
         elapsed = time.monotonic() - t_start
         sent = min(rounds)
-        puts_s = (_metric(pool.proc.url, "chromasnap_writer_deltas_total") - before) / elapsed
+        puts_s = (_metric(pool.proc.url, "chromasnap_pool_batches_total") - before) / elapsed
         log(f"pool: {writers} collections written at least {sent} times each in "
             f"{elapsed:.1f} s: {puts_s:.1f} PUTs/s")
         pass_s, passes = _compaction_passes_s(pool.proc.log, log_start, writers)
@@ -291,7 +291,8 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
         Result("pool_writer_puts", round(puts_s * FLUSH_S, 3), None, "PUTs per flush window",
                "≤ 1", writers, higher_is_better=False,
                notes=f"{writers} collections each written once a second for 10 s: "
-               f"{puts_s:.1f} delta PUTs/s (one per collection written in a window)"),
+               f"{puts_s:.1f} write-batch PUTs/s (the deltas of every collection written in a "
+               "window share one)"),
         Result("pool_compaction_dirty", round(pass_s, 1), None, "s", "≤ 60 s (1,000 dirty)",
                writers, higher_is_better=False,
                notes=f"the compaction passes (four collections at a time) that folded the "

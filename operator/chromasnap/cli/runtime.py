@@ -345,6 +345,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     async def start() -> None:
         await service.start()
+        await service.members.start()
         for t in loops:
             t.start()
         started.set()

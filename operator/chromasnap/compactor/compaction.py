@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -90,6 +90,7 @@ class Compactor:
         self.on_bytes = on_bytes
         self.snap_cache = options.cache_dir / "snapshots"
         self.work_dir = options.cache_dir / "work"
+        self._supplied: dict[str, bytes] = {}
 
     @contextmanager
     def _step(self, res: CompactionResult, name: str) -> Iterator[None]:
@@ -100,8 +101,9 @@ class Compactor:
         finally:
             res.steps[name] = round(time.perf_counter() - t0, 4)
 
-    def run(self) -> CompactionResult:
-        """One compaction run; never raises for expected failures (they are in the result)."""
+    def run(self, supplied: Mapping[str, bytes] | None = None) -> CompactionResult:
+        """One run, ``supplied`` deltas (a pool's batches) as if listed; failures in the result."""
+        self._supplied = dict(supplied or {})
         res = CompactionResult()
         t0 = time.perf_counter()
         locked = False
@@ -168,7 +170,7 @@ class Compactor:
                 if deltas.is_delta_key(o.key)
             }
             applied = set(base.deltas) if base else set()
-            pending = sorted(n for n in listed if n not in applied)
+            pending = sorted(n for n in listed.keys() | self._supplied.keys() if n not in applied)
             todo = pending[: self.opt.max_deltas_per_run]
             res.pending_deltas = len(pending)
         self.lock.check()
@@ -205,7 +207,7 @@ class Compactor:
                         else self._prepare_segment(base, decision.merge, ops))
         self.lock.check()
 
-        still_there = (set(base.deltas) & listed.keys()) if base else set()
+        still_there = set(base.deltas) & (listed.keys() | self._supplied.keys()) if base else set()
         newest = max([(base.newest_write_us or 0) if base else 0,
                       *(op.key.ts_us for op in ops)])
         horizon = int((time.time() - self.opt.delta_grace_seconds) * 1e6)
@@ -428,7 +430,7 @@ class Compactor:
         for name in names:
             key = deltas.DELTA_PREFIX + name
             try:
-                data = self.store.get(key).data
+                data = self._supplied[name] if name in self._supplied else self.store.get(key).data
                 ops.extend(deltas.decode(data, self.settings.dimension))
                 folded.append(name)
             except NotFound:

@@ -32,10 +32,12 @@ from chromasnap.config import CollectionSettings
 from chromasnap.engine.errors import Unavailable
 from chromasnap.engine.ops import OpKind
 from chromasnap.engine.validation import Limits
+from chromasnap.pool.batcher import WriteBatcher
 from chromasnap.reader.backend import ReaderBackend
 from chromasnap.reader.replica import Replica, open_replica
 from chromasnap.storage import pointer
 from chromasnap.storage.catalog import collection_root
+from chromasnap.storage.deltas import DeltaName
 from chromasnap.storage.prefixed import PrefixedStore
 from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.backend import WriterBackend
@@ -119,13 +121,20 @@ class CollectionWriter:
     """One collection's writer: cheap (it holds no records), kept while the process runs."""
 
     def __init__(self, store: ObjectStore, settings: CollectionSettings, opts: PoolOptions,
-                 writer_id: str, on_durable: Callable[[str, str, bytes], Awaitable[None]]
-                 ) -> None:
+                 writer_id: str, batcher: WriteBatcher,
+                 on_durable: Callable[[str, str, bytes], Awaitable[None]]) -> None:
         self.cid = cid = settings.name
+
+        async def store_delta(name: DeltaName, data: bytes) -> None:
+            await batcher.put(cid, name.name, data)
+
+        # The batcher waits for the flush window, across collections: this writer cuts a
+        # delta of what is queued as soon as it can, and hands it over.
         self.writer = GroupCommitWriter(
             PrefixedStore(store, collection_root(cid)),
             Limits(settings.dimension, max_bytes=opts.max_request_bytes), writer_id,
-            opts.flush, on_durable=lambda name, data: on_durable(cid, name, data))
+            replace(opts.flush, max_delay_s=0.0),
+            on_durable=lambda name, data: on_durable(cid, name, data), store_delta=store_delta)
         self.write = ScopedWrite(WriterBackend(self.writer), cid)
 
 
@@ -183,10 +192,11 @@ class LoadedReader:
         return len(tail.names()) if tail is not None else 0
 
     def take(self, name: str, data: bytes) -> None:
-        """A delta of this collection became durable: add it to the tail (blocking)."""
+        """A delta of this collection that this process made durable: add it to the tail
+        (blocking)."""
         tail = self.replica.tail
         assert tail is not None
-        tail.confirm(name, data)
+        tail.accept(name, data)
 
     def refresh(self) -> None:
         """Load a newer version and deltas from other processes, unless closed (blocking)."""

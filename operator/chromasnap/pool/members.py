@@ -8,11 +8,17 @@ held for a collection that is neither written nor read, so a process starts,
 and serves its first request, in the same time whatever the number of
 collections in the pool.
 
-Every collection that took a write since its last compaction is *dirty*; a
-compaction pass folds each once (``compaction_concurrency`` at a time, each
-behind its own pointer fence), whether loaded or not, so a pass never lists
-the pool. One collection's failure is recorded and retried on the
-next pass; it does not stop the others.
+Writes reach the bucket in the pool's write batches (``batcher.py``, one PUT per
+flush window). A compaction pass LISTs the batches (never the pool's
+collections), reads them, and folds each collection they name once
+(``compaction_concurrency`` at a time, each behind its own pointer fence,
+whether loaded or not), with its parts supplied to its compactor. A batch is
+deleted once every part of it is folded; a part whose collection's compaction
+failed is stored as that collection's own delta first, so one collection's
+failure never holds the others' batches, and is retried on the next pass. A
+collection whose load found deltas no compaction folded (a batch fanned out
+that way, or a single-collection deployment's) is *dirty* and folded by the
+next pass too.
 """
 
 from __future__ import annotations
@@ -25,15 +31,23 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
 from chromasnap.logs import fields
 from chromasnap.pool import metrics
+from chromasnap.pool.batcher import WriteBatcher
 from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions, compactor_for
-from chromasnap.storage.store import ObjectStore
-from chromasnap.writer.groupcommit import process_writer_id
+from chromasnap.storage import batches, deltas
+from chromasnap.storage.catalog import collection_root
+from chromasnap.storage.prefixed import PrefixedStore
+from chromasnap.storage.store import NotFound, ObjectStore
+from chromasnap.writer.groupcommit import process_writer_id, put_once
 
 log = logging.getLogger("chromasnap.pool")
+
+#: Bytes of batches one compaction pass reads (and holds) at most; the rest wait a pass.
+PASS_MAX_BATCH_BYTES = 256 << 20
 
 
 class Members:
@@ -43,6 +57,10 @@ class Members:
         self.store = store
         self.opts = opts
         self.writer_id = process_writer_id(opts.identity)
+        self.batcher = WriteBatcher(store, self.writer_id, opts.flush)
+        #: Set once the batches a previous process left are held (``adopt_left``): loads
+        #: wait for it, so they see those writes, and passes fold nothing before it.
+        self.adopted = threading.Event()
         self._writers: dict[str, CollectionWriter] = {}
         self._readers: OrderedDict[str, LoadedReader] = OrderedDict()
         #: Readers being loaded: they already take pushed deltas.
@@ -60,7 +78,8 @@ class Members:
         """The collection's writer (made and started on first use)."""
         w = self._writers.get(settings.name)
         if w is None:
-            w = CollectionWriter(self.store, settings, self.opts, self.writer_id, self._durable)
+            w = CollectionWriter(self.store, settings, self.opts, self.writer_id, self.batcher,
+                                 self._durable)
             self._writers[settings.name] = w
             await w.writer.start()
             self._gauge()
@@ -71,7 +90,32 @@ class Members:
         reader = self._readers.get(cid) or self._loading.get(cid)
         if reader is not None:
             await asyncio.to_thread(reader.take, name, data)
-        self._mark(cid)
+
+    async def start(self) -> None:
+        """Start storing write batches, and hold the ones a previous process left."""
+        await self.batcher.start()
+        task = asyncio.ensure_future(asyncio.to_thread(self.adopt_left))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    def adopt_left(self) -> None:
+        """Hold the batches in the bucket (left by a previous process): until a pass folds
+        them, a collection loaded takes their parts too (blocking)."""
+        try:
+            for key in self._list_batches():
+                try:
+                    self.batcher.adopt(key, batches.decode(self.store.get(key).data))
+                except NotFound:
+                    continue
+                except batches.CorruptBatch as e:
+                    log.error("corrupt write batch left in the bucket", extra=fields(
+                        batch=key, error=str(e)))
+        finally:
+            self.adopted.set()
+
+    def _list_batches(self) -> list[str]:
+        return sorted(o.key for o in self.store.list(batches.BATCH_PREFIX)
+                      if batches.is_batch_key(o.key))
 
     def _mark(self, cid: str) -> None:
         with self._dirty_lock:
@@ -94,9 +138,11 @@ class Members:
         self._ready[cid] = fut
         t0 = time.perf_counter()
         try:
+            if not self.adopted.is_set():
+                await asyncio.to_thread(self.adopted.wait)
             reader = LoadedReader(self.store, settings, self.opts)
             self._loading[cid] = reader  # from now on, new deltas are pushed to it
-            await asyncio.to_thread(reader.load)
+            await asyncio.to_thread(self._load, reader)
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # retrieved: a load nobody else awaited is not "never retrieved"
@@ -123,6 +169,22 @@ class Members:
             task.add_done_callback(self._unloading.discard)
         self._gauge()
         return reader
+
+    def _load(self, reader: LoadedReader) -> None:
+        """Load a reader, with its collection's deltas still in write batches (blocking)."""
+        reader.load()
+        by_batch: dict[str, set[str]] = {}
+        for name, key in self.batcher.held(reader.cid).items():
+            by_batch.setdefault(key, set()).add(name)
+        for key, names in sorted(by_batch.items()):
+            try:
+                parts = batches.decode(self.store.get(key).data)
+            except NotFound:
+                reader.refresh()  # folded meanwhile: the newest version holds them
+                continue
+            for part in parts:
+                if part.collection == reader.cid and part.name in names:
+                    reader.take(part.name, part.data)
 
     def _over_budget(self) -> list[LoadedReader]:
         """The least recently read readers to close so that the rest fit the budget
@@ -180,6 +242,7 @@ class Members:
         """Flush every writer and close every reader (shutdown)."""
         writers, self._writers = list(self._writers.values()), {}
         await asyncio.gather(*(w.writer.stop() for w in writers))
+        await self.batcher.stop()
         while self._readers:
             _, reader = self._readers.popitem()
             await asyncio.to_thread(reader.close)
@@ -190,18 +253,29 @@ class Members:
 
     def compact_dirty(self, settings_of: Callable[[str], CollectionSettings | None]
                       ) -> dict[str, CompactionResult]:
-        """Fold every dirty collection once (blocking: run in a thread).
+        """Fold the stored write batches, and every dirty collection, once (blocking: run
+        in a thread).
 
         ``settings_of`` gives a collection's settings from the catalog, or ``None``
-        once it is deleted (then it is skipped: reclaiming takes its bytes).
+        once it is deleted (then it is skipped and its parts dropped: reclaiming
+        takes its bytes).
         """
+        if not self.adopted.is_set():
+            return {}
+        read = self._read_batches()
+        supplied: dict[str, dict[str, bytes]] = {}
+        for _, parts in read:
+            for p in parts:
+                supplied.setdefault(p.collection, {})[p.name] = p.data
         with self._dirty_lock:
-            batch, self._dirty = sorted(self._dirty), set()
-        todo = [(cid, st) for cid in batch if (st := settings_of(cid)) is not None]
+            dirty, self._dirty = self._dirty, set()
+        todo = [(cid, st) for cid in sorted(dirty | supplied.keys())
+                if (st := settings_of(cid)) is not None]
         with ThreadPoolExecutor(self.opts.compaction_concurrency,
                                 thread_name_prefix="pool-compact") as pool:
-            results = dict(zip((cid for cid, _ in todo),
-                               pool.map(lambda t: self._compact(*t), todo), strict=True))
+            results = dict(zip((cid for cid, _ in todo), pool.map(
+                lambda t: self._compact(t[0], t[1], supplied.get(t[0], {})), todo), strict=True))
+        stored = True
         for cid, res in results.items():
             if res.result == "failed":
                 self.failures[cid] = f"{res.reason}: {res.message}"
@@ -210,12 +284,58 @@ class Members:
             if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
                                                                                "Fenced"):
                 self._mark(cid)  # the next pass tries again
+                stored = self._store_parts(cid, supplied.get(cid, {})) and stored
+        if stored:
+            self._delete_batches(read)
         metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
         return results
 
-    def _compact(self, cid: str, settings: CollectionSettings) -> CompactionResult:
+    def _read_batches(self) -> list[tuple[str, list[batches.Part]]]:
+        """The stored batches, oldest first, up to ``PASS_MAX_BATCH_BYTES``."""
+        out: list[tuple[str, list[batches.Part]]] = []
+        total = 0
+        for key in self._list_batches():
+            try:
+                data = self.store.get(key).data
+                out.append((key, batches.decode(data)))
+            except NotFound:
+                continue
+            except batches.CorruptBatch as e:
+                # Never applied; kept aside for an operator (its writes were acknowledged).
+                log.error("corrupt write batch quarantined", extra=fields(batch=key,
+                                                                          error=str(e)))
+                self.store.put(QUARANTINE_PREFIX + key, data)
+                self.store.delete_many([key])
+                continue
+            total += len(data)
+            if total >= PASS_MAX_BATCH_BYTES:
+                break
+        return out
+
+    def _store_parts(self, cid: str, parts: dict[str, bytes]) -> bool:
+        """Store a collection's batched deltas as its own deltas (its compaction failed),
+        so their batches can go; False if that failed too (the batches stay)."""
+        sub = PrefixedStore(self.store, collection_root(cid))
         try:
-            res = compactor_for(self.store, settings, self.opts).run()
+            for name, data in parts.items():
+                put_once(sub, deltas.DELTA_PREFIX + name, data)
+        except Exception:
+            log.exception("storing a failed collection's batched deltas failed",
+                          extra=fields(collection_id=cid))
+            return False
+        return True
+
+    def _delete_batches(self, read: list[tuple[str, list[batches.Part]]]) -> None:
+        if not read:
+            return
+        self.store.delete_many([key for key, _ in read])
+        for key, parts in read:
+            self.batcher.forget(key, parts)
+
+    def _compact(self, cid: str, settings: CollectionSettings,
+                 supplied: dict[str, bytes]) -> CompactionResult:
+        try:
+            res = compactor_for(self.store, settings, self.opts).run(supplied)
             reader = self._readers.get(cid)
             if reader is not None:
                 reader.refresh()

@@ -13,3 +13,7 @@ POOL_UNLOADS = Counter("chromasnap_pool_unloads_total",
                        "Loaded collections closed to stay within the budget")
 POOL_COMPACTION_FAILURES = Gauge("chromasnap_pool_compaction_failing_collections",
                                  "Collections whose last compaction failed")
+POOL_BATCHES = Counter("chromasnap_pool_batches_total",
+                       "Write batches stored (one PUT each, whatever the collections in it)")
+POOL_BATCH_DELTAS = Counter("chromasnap_pool_batch_deltas_total",
+                            "Collection deltas stored in write batches")

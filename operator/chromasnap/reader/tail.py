@@ -202,6 +202,11 @@ class DeltaTail:
 
         return bool(self._admit(name, read))
 
+    def accept(self, name: str, data: bytes) -> bool:
+        """Add a delta this process itself made durable (a pool's reader, fed by its own
+        writer): nothing to confirm, so no GET. Raises CorruptDelta."""
+        return bool(self._admit(name, lambda: data))
+
     def fetch(self, name: str) -> bool:
         """GET one delta by name (a read-your-writes miss); False when it does not exist."""
 

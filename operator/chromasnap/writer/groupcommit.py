@@ -69,6 +69,7 @@ class GroupCommitWriter:
         max_inflight: int = 4,
         on_durable: Callable[[str, bytes], Awaitable[None]] | None = None,
         admit: Callable[[], Awaitable[None]] | None = None,
+        store_delta: Callable[[deltas.DeltaName, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -80,6 +81,9 @@ class GroupCommitWriter:
         self.on_durable = on_durable
         #: Called before a delta is written; raising refuses its writes (nothing written).
         self.admit = admit
+        #: Makes a delta durable; by default one PUT of its own (a pool batches the deltas
+        #: of all its collections instead, ``pool/batcher.py``).
+        self.store_delta = store_delta or self._put_delta
         self._batch = _Batch()
         self._kick = asyncio.Event()
         self._inflight = asyncio.Semaphore(max_inflight)
@@ -177,7 +181,7 @@ class GroupCommitWriter:
             data = await asyncio.to_thread(
                 deltas.encode, batch.ops, self.limits.dimension, self.writer_id
             )
-            await asyncio.to_thread(self._put_once, name.key, data)
+            await self.store_delta(name, data)
         except Exception as e:
             metrics.WRITER_FLUSH_ERRORS.inc()
             log.error("delta upload failed; writes not acknowledged",
@@ -213,14 +217,18 @@ class GroupCommitWriter:
             if not w.done():
                 w.set_result(name.name)
 
-    def _put_once(self, key: str, data: bytes) -> None:
-        """PUT a delta exactly once; a retried PUT that already landed counts as success."""
+    async def _put_delta(self, name: deltas.DeltaName, data: bytes) -> None:
+        await asyncio.to_thread(put_once, self.store, name.key, data)
+
+
+def put_once(store: ObjectStore, key: str, data: bytes) -> None:
+    """PUT an object exactly once; a retried PUT that already landed counts as success."""
+    try:
+        store.put_if_absent(key, data)
+    except PreconditionFailed:
         try:
-            self.store.put_if_absent(key, data)
-        except PreconditionFailed:
-            try:
-                same = self.store.get(key).data == data
-            except StoreError:
-                same = False
-            if not same:
-                raise
+            same = store.get(key).data == data
+        except StoreError:
+            same = False
+        if not same:
+            raise

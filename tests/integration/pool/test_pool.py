@@ -13,9 +13,11 @@ loaded at a time.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 import pytest
 from chromadb.config import Settings
 
-from chromasnap.storage import pointer, snapshots
+from chromasnap.storage import batches, pointer, snapshots
 from chromasnap.storage.catalog import collection_root
 from chromasnap.storage.prefixed import PrefixedStore
 from minio_server import MinioServer
@@ -245,25 +247,55 @@ def _metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
-def test_writes_a_stopped_process_left_are_compacted_after_a_restart(minio: MinioServer,
-                                                                     tmp_path: Path) -> None:
-    p = Pool(minio, tmp_path, CHROMASNAP_COMPACT_EVERY_SECONDS="3600")
+def _batches(p: Pool) -> list[batches.Part]:
+    return [part for o in p.store.list(batches.BATCH_PREFIX)
+            for part in batches.decode(p.store.get(o.key).data)]
+
+
+def test_writes_to_many_collections_share_a_put_and_survive_a_crash(minio: MinioServer,
+                                                                   tmp_path: Path) -> None:
+    p = Pool(minio, tmp_path, CHROMASNAP_COMPACT_EVERY_SECONDS="3600",
+             CHROMASNAP_FLUSH_MAX_DELAY_MS="300")
     try:
-        col = p.client().create_collection("left", embedding_function=None)
-        col.add(ids=["id0"], embeddings=[[0.0, 1.0]])
-        assert col.count() == 1  # the first read creates its first version, with id0
-        col.add(ids=[f"id{i}" for i in range(1, 10)],
-                embeddings=[[float(i), 1.0] for i in range(1, 10)])
+        cols = [p.client().create_collection(f"col{i}", embedding_function=None)
+                for i in range(12)]
+        for col in cols:  # fixes each dimension (a catalog change, one at a time)
+            col.add(ids=["a"], embeddings=[[0.0, 1.0]])
+        before = _metric(p.proc.url, "chromasnap_pool_batches_total")
+        start = threading.Barrier(len(cols))
+
+        def second_write(col: Any) -> None:
+            start.wait()
+            col.add(ids=["b"], embeddings=[[1.0, 0.0]])
+
+        with ThreadPoolExecutor(len(cols)) as ex:
+            list(ex.map(second_write, cols))
+        puts = _metric(p.proc.url, "chromasnap_pool_batches_total") - before
+        assert 1 <= puts <= len(cols) // 2, f"{puts} PUTs for {len(cols)} collections at once"
+        parts = _batches(p)
+        assert sorted(part.collection for part in parts) == sorted(
+            str(c.id) for c in cols for _ in range(2))
+        assert not [o.key for o in p.store.list("collections/") if "/deltas/" in o.key], \
+            "a collection's write was PUT on its own"
+
+        p.proc.proc.kill()  # a crash: nothing folded, the batches are all there is
+        p.proc.proc.wait()
+        p.stack.procs.clear()
         p.stack.env["CHROMASNAP_COMPACT_EVERY_SECONDS"] = "0.3"
-        p.restart()  # nothing compacted them: they are deltas only
-        assert p.client().get_collection("left").count() == 10  # the load finds them...
-        sub = PrefixedStore(p.store, collection_root(str(col.id)))
+        p.proc = p.start()
+        client = p.client()
+        for col in cols:  # served at once, from the left batches...
+            assert sorted(client.get_collection(col.name).get()["ids"]) == ["a", "b"]
         deadline = time.monotonic() + 60
-        while True:  # ...and the next pass folds them, with no new write to mark it
-            cur = pointer.read(sub).pointer
-            if cur is not None and snapshots.load_manifest(sub, cur.manifest).record_count == 10:
+        while True:  # ...folded by the next pass, which then deletes them
+            counts = []
+            for col in cols:
+                sub = PrefixedStore(p.store, collection_root(str(col.id)))
+                cur = pointer.read(sub).pointer
+                counts.append(cur and snapshots.load_manifest(sub, cur.manifest).record_count)
+            if counts == [2] * len(cols) and not _batches(p):
                 break
-            assert time.monotonic() < deadline, "left-over deltas never compacted"
+            assert time.monotonic() < deadline, f"batches never folded: {counts}"
             time.sleep(0.2)
     finally:
         p.stop()

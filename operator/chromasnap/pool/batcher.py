@@ -1,0 +1,168 @@
+"""One PUT per flush window for a whole pool: its collections' deltas, batched.
+
+Each collection's group-commit writer cuts its deltas as a single collection's
+writer does, but hands them here instead of PUTting them: the deltas that
+arrive within one flush window (``FlushWindow.max_delay_s``, or until
+``max_bytes``) are stored as one batch object (``storage/batches.py``), and every
+write in it is acknowledged only once that PUT succeeded. So a pool's PUTs per
+window stay one however many collections are written to.
+
+A batch stays in the bucket until the compaction pass has folded its parts into
+their collections (``members.Members.compact_dirty``); until then it is *held*:
+this module remembers which collection's deltas each held batch carries, so a
+collection loaded meanwhile takes them into its tail. Batches a previous process
+left are held the same way once :meth:`WriteBatcher.adopt` has read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from chromasnap.engine.errors import Unavailable
+from chromasnap.logs import fields
+from chromasnap.pool import metrics
+from chromasnap.storage import batches
+from chromasnap.storage.store import ObjectStore
+from chromasnap.writer.groupcommit import FlushWindow, put_once
+
+log = logging.getLogger("chromasnap.pool")
+
+
+@dataclass
+class _Window:
+    parts: list[batches.Part] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    nbytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class WriteBatcher:
+    """Collects the pool's deltas into one batch PUT per flush window."""
+
+    def __init__(self, store: ObjectStore, writer_id: str, window: FlushWindow,
+                 max_inflight: int = 4) -> None:
+        self.store = store
+        self.writer_id = writer_id
+        self.window = window
+        self._current = _Window()
+        self._kick = asyncio.Event()
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_us = 0
+        #: Held batches' parts: collection id -> delta name -> batch key. Read by loads
+        #: (event loop) and forgotten by the compaction pass (a thread).
+        self._held: dict[str, dict[str, str]] = {}
+        self._held_lock = threading.Lock()
+
+    async def start(self) -> None:
+        """Start the flush loop (call from the serving event loop)."""
+        self._loop_task = asyncio.create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        """Store what is queued, wait for the uploads, and stop."""
+        self._closing = True
+        self._kick.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def put(self, collection: str, name: str, data: bytes) -> None:
+        """Return once the delta ``name`` of ``collection`` is durable in a batch; raises
+        Unavailable when its batch could not be stored (nothing acknowledged)."""
+        if self._closing:
+            raise Unavailable("the pool is shutting down; retry the request")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        w = self._current
+        if not w.parts:
+            w.started = time.monotonic()
+        w.parts.append(batches.Part(collection, name, data))
+        w.waiters.append(fut)
+        w.nbytes += len(data)
+        self._kick.set()
+        await fut
+
+    def held(self, collection: str) -> dict[str, str]:
+        """The collection's deltas in batches not folded yet: delta name -> batch key."""
+        with self._held_lock:
+            return dict(self._held.get(collection, {}))
+
+    def adopt(self, key: str, parts: list[batches.Part]) -> None:
+        """Hold a batch read from the bucket (one a previous process left)."""
+        self._hold(key, parts)
+
+    def forget(self, key: str, parts: list[batches.Part]) -> None:
+        """A batch's parts are folded (or stored as their collections' own deltas)."""
+        with self._held_lock:
+            for p in parts:
+                names = self._held.get(p.collection)
+                if names is not None and names.get(p.name) == key:
+                    del names[p.name]
+                    if not names:
+                        del self._held[p.collection]
+
+    def _hold(self, key: str, parts: list[batches.Part]) -> None:
+        with self._held_lock:
+            for p in parts:
+                self._held.setdefault(p.collection, {})[p.name] = key
+
+    def _due(self) -> float:
+        w = self._current
+        if self._closing or w.nbytes >= self.window.max_bytes:
+            return 0.0
+        return max(0.0, w.started + self.window.max_delay_s - time.monotonic())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._current.parts:
+                if self._closing:
+                    return
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            wait = self._due()
+            if wait > 0:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout=wait)
+                continue
+            window, self._current = self._current, _Window()
+            await self._inflight.acquire()
+            task = asyncio.create_task(self._upload(window))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _next_key(self) -> str:
+        # Strictly increasing per process, so two batches never share a key.
+        self._last_us = max(self._last_us + 1, time.time_ns() // 1000)
+        return batches.key_for(self._last_us, self.writer_id)
+
+    async def _upload(self, window: _Window) -> None:
+        key = self._next_key()
+        try:
+            data = await asyncio.to_thread(batches.encode, window.parts)
+            await asyncio.to_thread(put_once, self.store, key, data)
+        except Exception as e:
+            log.error("batch upload failed; writes not acknowledged", extra=fields(
+                batch=key, deltas=len(window.parts), error=str(e)))
+            err = Unavailable(f"could not store the write durably ({type(e).__name__}: {e}); "
+                              "nothing was acknowledged, retry the request")
+            for fut in window.waiters:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        finally:
+            self._inflight.release()
+        self._hold(key, window.parts)
+        metrics.POOL_BATCHES.inc()
+        metrics.POOL_BATCH_DELTAS.inc(len(window.parts))
+        for fut in window.waiters:
+            if not fut.done():
+                fut.set_result(None)
