@@ -15,8 +15,9 @@ MinIO beside ``chroma run`` holding the same collections, in one run.
 - ``pool_writer_puts``: W collections each written once a second for 10 s:
   write-batch PUTs per second (``chromasnap_pool_batches_total``), against one
   per flush window (50 ms).
-- ``pool_compaction_dirty``: the first compaction pass after those writes (W
-  collections with ~10 new records each), from the pool's log.
+- ``pool_compaction_dirty_1000``: a pool restarted with compaction off takes 10
+  new records in each of 1,000 other collections, then is restarted with a
+  new (cold) cache and compaction on: its first pass's seconds, from its log.
 - ``pool_reader_rss``: the pool process's RSS at the end, beside ``chroma run``'s.
 """
 
@@ -58,6 +59,8 @@ MAX_LOADED = 8
 FLUSH_S = 0.05
 WRITE_THREADS = 50
 COLD_SAMPLES = 15
+DIRTY = 1000
+DIRTY_RECORDS = 10
 
 
 def _client(port: int) -> chromadb.ClientAPI:
@@ -251,10 +254,14 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
         puts_s = (_metric(pool.proc.url, "chromasnap_pool_batches_total") - before) / elapsed
         log(f"pool: {writers} collections written at least {sent} times each in "
             f"{elapsed:.1f} s: {puts_s:.1f} PUTs/s")
-        pass_s, passes = _compaction_passes_s(pool.proc.log, log_start, writers)
-        log(f"pool: {writers} dirty collections compacted in {pass_s:.1f} s ({passes} passes)")
+        _compaction_passes_s(pool.proc.log, log_start, writers)  # settled before the RSS
         rss = _rss_mb(pool.proc.proc.pid)
         rss_peer = _rss_mb(peer.proc.pid) if peer.proc else 0.0
+        first = len(others) + writers
+        dirty = min(DIRTY, n - first)
+        pass_s = _dirty_pass(pool, [f"tenant-{i:05d}" for i in range(first, first + dirty)],
+                             vectors)
+        log(f"pool: one pass folded {dirty} dirty collections in {pass_s:.1f} s (cold cache)")
         ready_n = min(pool.restart() for _ in range(3))
         small_url = new_bucket_url("pool-small")
         small = PoolProcess(small_url, endpoint, tmp / "small")
@@ -293,15 +300,36 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
                notes=f"{writers} collections each written once a second for 10 s: "
                f"{puts_s:.1f} write-batch PUTs/s (the deltas of every collection written in a "
                "window share one)"),
-        Result("pool_compaction_dirty", round(pass_s, 1), None, "s", "≤ 60 s (1,000 dirty)",
-               writers, higher_is_better=False,
-               notes=f"the compaction passes (four collections at a time) that folded the "
-               f"{writers} collections written during the PUT window ({passes} passes)"),
+        Result("pool_compaction_dirty_1000", round(pass_s, 1), None, "s", "≤ 60 s",
+               dirty, higher_is_better=False,
+               notes=f"one compaction pass of a restarted pool (cold cache) folding {dirty:,} "
+               f"collections with {DIRTY_RECORDS} new records each (written while compaction "
+               f"was off), four at a time, out of {n:,}"),
         Result("pool_reader_rss", rss, rss_peer, "MB", "≤ 1.1× the memory budget",
                n, higher_is_better=False,
                notes=f"RSS of the pool process at the end ({MAX_LOADED} loaded; a budget by "
                "count, not bytes, so far) beside chroma run's with the same collections"),
     ]
+
+
+def _dirty_pass(pool: PoolProcess, names: list[str], vectors: np.ndarray) -> float:
+    """Seconds of the first compaction pass of a restarted pool (a new, cold cache) that
+    folds ``names``, each given ``DIRTY_RECORDS`` new records while compaction was off."""
+    pool.stack.env["CHROMASNAP_COMPACT_EVERY_SECONDS"] = "3600"
+    pool.restart()
+    client = _client(pool.proc.port)
+
+    def write(k: int) -> None:
+        col = client.get_collection(names[k])
+        col.upsert(ids=[f"d{k}-{j}" for j in range(DIRTY_RECORDS)],
+                   embeddings=vectors[k % len(vectors):][:DIRTY_RECORDS])
+
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(write, range(len(names))))
+    pool.stack.env["CHROMASNAP_COMPACT_EVERY_SECONDS"] = "2"
+    pool.restart()  # a new port, so a new cache directory: every compaction starts cold
+    took, _ = _compaction_passes_s(pool.proc.log, 0, len(names))
+    return took
 
 
 def _compaction_passes_s(log_path: Path, start: int, writers: int,
