@@ -146,6 +146,45 @@ def test_replay_refuses_a_change_out_of_order_or_against_the_state() -> None:
     assert state.seq == 2
 
 
+def test_a_checkpoint_stores_a_configuration_many_collections_share_once() -> None:
+    state = _state()
+    config = {"hnsw": {"space": "l2", "ef_search": 100}}
+    for i in range(50):
+        _create(state, f"c{i:03d}", f"{i:032x}", configuration_json=dict(config),
+                schema={"keys": {"#document": {}}} if i % 2 else None)
+    _create(state, "other", "f" * 32, configuration_json={"hnsw": {"space": "cosine"}})
+    cp = to_checkpoint(state)
+    assert len(cp.shared) == 3  # two configurations and one schema, not 50 + 25
+    again = from_checkpoint(Checkpoint.model_validate_json(cp.model_dump_json(by_alias=True)))
+    a, b = (again.collection("t", "d", n) for n in ("c000", "c001"))
+    assert a.configuration_json == config and a.configuration_json is b.configuration_json
+    assert a.serialized_schema is None and b.serialized_schema == {"keys": {"#document": {}}}
+    assert again.collection("t", "d", "other").configuration_json == {"hnsw": {"space": "cosine"}}
+    assert to_checkpoint(again) == cp
+
+
+def test_a_format_1_checkpoint_is_still_read() -> None:
+    state = _state()
+    _create(state, "alpha", "1" * 32, configuration_json={"hnsw": {"space": "ip"}},
+            schema={"keys": {}})
+    old = to_checkpoint(state).model_dump(by_alias=True)
+    old["collections"] = [c.model_dump(by_alias=True) for c in state.databases[
+        ("t", "d")].listed()]
+    old.update(format=1, shared=(), configurations=(), schemas=())
+    again = from_checkpoint(Checkpoint.model_validate(old))
+    assert again.collection("t", "d", "alpha").configuration_json == {"hnsw": {"space": "ip"}}
+    assert to_checkpoint(again) == to_checkpoint(state)
+
+
+def test_a_checkpoint_pointing_past_its_shared_values_is_refused() -> None:
+    state = _state()
+    _create(state, "alpha", "1" * 32)
+    bad = to_checkpoint(state).model_dump(by_alias=True)
+    bad["configurations"] = (7,)
+    with pytest.raises(ValueError, match="past the shared values"):
+        Checkpoint.model_validate(bad)
+
+
 def test_checkpoint_round_trips() -> None:
     state = _state()
     _create(state, "alpha", "1" * 32, metadata={"a": [1, 2]}, schema={"keys": {}})
