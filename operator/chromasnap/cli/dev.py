@@ -18,6 +18,7 @@ from chromasnap.api.responses import DEFAULT_DATABASE, DEFAULT_TENANT
 from chromasnap.cli.runtime import build_pool_app, serve
 from chromasnap.config import DEFAULT_SPACE, Space
 from chromasnap.engine.errors import NotFound
+from chromasnap.pool.compactproc import CompactionWorker
 from chromasnap.pool.member import PoolOptions
 from chromasnap.pool.members import Members
 from chromasnap.pool.service import PoolService
@@ -81,7 +82,9 @@ def run_dev(root: Path, port: int, dimension: int | None, collection: str,
     opts = PoolOptions(cache_dir=root / "cache", identity="dev", max_loaded=MAX_LOADED,
                        delta_grace_seconds=DELETE_GRACE_S)
     store = open_store(url)
-    service = PoolService(CatalogLog(store, identity="dev"), Members(store, opts))
+    # Declaring compacts nothing: the worker is never started.
+    service = PoolService(CatalogLog(store, identity="dev"),
+                          Members(store, opts, CompactionWorker(url, None, opts)))
     space = declare(service, collection, space, dimension)
     app = build_pool_app(url, None, opts, compact_every_s=COMPACT_EVERY_S)
     print(f"\nchromasnap dev: a pool on {url}; collection {collection!r} (space "

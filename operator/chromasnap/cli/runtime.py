@@ -300,13 +300,15 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     from chromasnap.api.app import ChromaAPI
     from chromasnap.compactor.reclaim import reclaim
+    from chromasnap.pool.compactproc import CompactionWorker
     from chromasnap.pool.members import Members
     from chromasnap.pool.service import PoolService, settle_catalog_memory
     from chromasnap.storage.cataloglog import CHECKPOINT_EVERY, CatalogLog
 
     store = open_store(bucket_url, endpoint_url)
     catalog = CatalogLog(store, identity=opts.identity)
-    service = PoolService(catalog, Members(store, opts))
+    service = PoolService(catalog, Members(store, opts,
+                                           CompactionWorker(bucket_url, endpoint_url, opts)))
     stop = threading.Event()
     started = threading.Event()
     pruned_at = [0]

@@ -10,6 +10,9 @@ segments). A crash anywhere leaves the pointer on a complete, verified
 version: files and manifest are uploaded before the pointer moves, deltas
 are removed only after a pointer that lists them as applied is published,
 and nothing reachable from a retained version is collected (``collect.py``).
+
+Size: the run's steps and its two kinds of version share one run's state; split,
+each half would need the other's.
 """
 
 from __future__ import annotations
@@ -245,6 +248,8 @@ class Compactor:
         if decision.full:
             # The new snapshot is verified and local: keep it as the next full run's base.
             self._adopt_into_cache(work, version)
+        if not listed and (base.seq + 1 if base else 1) % self.opt.cleanup_every:
+            return  # nothing listed to delete; old versions wait for a later run
         with self._step(res, "cleanup"):
             try:
                 self._cleanup(res, listed)

@@ -24,3 +24,7 @@ class CompactorOptions:
     bootstrap: Bootstrap | None = None  # where version 1 comes from (else: empty)
     # A segment whose writes carry this many vectors gets an HNSW index (engine.hnswindex).
     segment_index_min_rows: int = hnswindex.MIN_ROWS
+    #: Clean up after every n-th version when the run listed no delta (a pool's runs,
+    #: fed by its write batches, list none): old versions then stay a few runs longer,
+    #: and most runs save the clean-up's requests. A run that listed deltas always does.
+    cleanup_every: int = 1

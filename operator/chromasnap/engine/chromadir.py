@@ -37,11 +37,17 @@ SQLITE_FILE = "chroma.sqlite3"
 _RELEASE_TIMEOUT_S = 5.0
 
 
-def _settings() -> Settings:
+@functools.cache
+def _base_settings() -> Settings:
     # Telemetry off: pods have no internet and must not try. Every client in
     # this process uses identical settings, which chromadb requires for two
-    # clients on one path.
+    # clients on one path. Built once: reading the environment takes ~16 ms.
     return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _settings() -> Settings:
+    # A copy each time: PersistentClient writes the path into the object it gets.
+    return _base_settings().model_copy()
 
 
 def _key(path: Path) -> str:

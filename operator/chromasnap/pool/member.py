@@ -65,6 +65,11 @@ class PoolOptions:
     max_request_bytes: int = 40 << 20
 
 
+#: A pool collection's runs list no deltas (its writes come in batches): clean up after
+#: every fourth version only.
+CLEANUP_EVERY = 4
+
+
 def compactor_for(store: ObjectStore, settings: CollectionSettings, opts: PoolOptions,
                   purpose: str = "pass") -> Compactor:
     """A compactor of one pool collection (its id is ``settings.name``). Compactors of
@@ -74,7 +79,8 @@ def compactor_for(store: ObjectStore, settings: CollectionSettings, opts: PoolOp
     return Compactor(PrefixedStore(store, collection_root(cid)), settings, NoLock(),
                      CompactorOptions(identity=f"{opts.identity}-compactor",
                                       cache_dir=opts.cache_dir / "compactor" / cid / purpose,
-                                      delta_grace_seconds=opts.delta_grace_seconds))
+                                      delta_grace_seconds=opts.delta_grace_seconds,
+                                      cleanup_every=CLEANUP_EVERY))
 
 
 def scoped(cid: str, token: str | None) -> str | None:

@@ -10,15 +10,15 @@ collections in the pool.
 
 Writes reach the bucket in the pool's write batches (``batcher.py``, one PUT per
 flush window). A compaction pass LISTs the batches (never the pool's
-collections), reads them, and folds each collection they name once
-(``compaction_concurrency`` at a time, each behind its own pointer fence,
-whether loaded or not), with its parts supplied to its compactor. A batch is
-deleted once every part of it is folded; a part whose collection's compaction
-failed is stored as that collection's own delta first, so one collection's
-failure never holds the others' batches, and is retried on the next pass. A
-collection whose load found deltas no compaction folded (a batch fanned out
-that way, or a single-collection deployment's) is *dirty* and folded by the
-next pass too.
+collections), reads them, and folds each collection they name once, with its
+parts supplied to its compactor (``compaction_concurrency`` at a time, in a
+child process: ``compactproc.py``; each behind its own pointer fence, whether
+loaded or not). A batch is deleted once every part of it is folded; a part
+whose collection's compaction failed is stored as that collection's own delta
+first, so one collection's failure never holds the others' batches, and is
+retried on the next pass. A collection whose load found deltas no compaction
+folded (a batch's part stored that way, or a single-collection deployment's)
+is *dirty* and folded by the next pass too.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.result import CompactionResult
@@ -37,7 +36,8 @@ from chromasnap.config import CollectionSettings
 from chromasnap.logs import fields
 from chromasnap.pool import metrics
 from chromasnap.pool.batcher import WriteBatcher
-from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions, compactor_for
+from chromasnap.pool.compactproc import CompactionWorker, Job
+from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions
 from chromasnap.storage import batches, deltas
 from chromasnap.storage.catalog import collection_root
 from chromasnap.storage.prefixed import PrefixedStore
@@ -53,9 +53,10 @@ PASS_MAX_BATCH_BYTES = 256 << 20
 class Members:
     """The writers and loaded readers of one pool process, and its dirty set."""
 
-    def __init__(self, store: ObjectStore, opts: PoolOptions) -> None:
+    def __init__(self, store: ObjectStore, opts: PoolOptions, worker: CompactionWorker) -> None:
         self.store = store
         self.opts = opts
+        self.worker = worker
         self.writer_id = process_writer_id(opts.identity)
         self.batcher = WriteBatcher(store, self.writer_id, opts.flush)
         #: Set once the batches a previous process left are held (``adopt_left``): loads
@@ -243,6 +244,7 @@ class Members:
         writers, self._writers = list(self._writers.values()), {}
         await asyncio.gather(*(w.writer.stop() for w in writers))
         await self.batcher.stop()
+        await asyncio.to_thread(self.worker.close)
         while self._readers:
             _, reader = self._readers.popitem()
             await asyncio.to_thread(reader.close)
@@ -269,12 +271,13 @@ class Members:
                 supplied.setdefault(p.collection, {})[p.name] = p.data
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-        todo = [(cid, st) for cid in sorted(dirty | supplied.keys())
+        jobs = [Job(cid, st, supplied.get(cid, {})) for cid in sorted(dirty | supplied.keys())
                 if (st := settings_of(cid)) is not None]
-        with ThreadPoolExecutor(self.opts.compaction_concurrency,
-                                thread_name_prefix="pool-compact") as pool:
-            results = dict(zip((cid for cid, _ in todo), pool.map(
-                lambda t: self._compact(t[0], t[1], supplied.get(t[0], {})), todo), strict=True))
+        results = self.worker.run(jobs)
+        for cid in results:
+            reader = self._readers.get(cid)
+            if reader is not None:
+                reader.refresh()  # the version just published, before the next poll
         stored = True
         for cid, res in results.items():
             if res.result == "failed":
@@ -331,17 +334,3 @@ class Members:
         self.store.delete_many([key for key, _ in read])
         for key, parts in read:
             self.batcher.forget(key, parts)
-
-    def _compact(self, cid: str, settings: CollectionSettings,
-                 supplied: dict[str, bytes]) -> CompactionResult:
-        try:
-            res = compactor_for(self.store, settings, self.opts).run(supplied)
-            reader = self._readers.get(cid)
-            if reader is not None:
-                reader.refresh()
-            return res
-        except Exception as e:  # one collection's trouble must not stop the others
-            log.exception("compaction of a pool collection failed",
-                          extra=fields(collection_id=cid))
-            return CompactionResult(result="failed", reason="InternalError",
-                                    message=f"{type(e).__name__}: {e}")
