@@ -386,6 +386,10 @@ class PoolSettings(BaseSettings):
     max_loaded_bytes: Annotated[int, Field(ge=0)] = Field(
         default=0, description="bytes of loaded versions kept (the cache volume's budget); "
         "the least recently read collections are closed beyond it; 0: no byte budget")
+    memory_budget_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="the process memory (RSS) loaded collections may fill, with "
+        "everything else the process holds; the least recently read are closed beyond it "
+        "(0: no memory budget). Set it below the container's memory limit")
     compaction_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
         default=4, description="collections a compaction pass folds at once")
     compact_every_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(

@@ -374,7 +374,8 @@ def run_pool(s: PoolSettings) -> int:
     limit_malloc_arenas()
     opts = PoolOptions(
         cache_dir=Path(s.cache_dir), identity=s.identity, max_loaded=s.max_loaded,
-        max_loaded_bytes=s.max_loaded_bytes, compaction_concurrency=s.compaction_concurrency,
+        max_loaded_bytes=s.max_loaded_bytes, memory_budget_bytes=s.memory_budget_bytes,
+        compaction_concurrency=s.compaction_concurrency,
         flush=FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
         delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes)
     app = build_pool_app(s.bucket_url, s.s3_endpoint_url, opts,

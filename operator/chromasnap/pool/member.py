@@ -56,6 +56,9 @@ class PoolOptions:
     #: byte budget), and loaded again from the bucket on its next read.
     max_loaded: int = 64
     max_loaded_bytes: int = 0
+    #: The process's memory (RSS) the loaded readers may fill, with everything else it
+    #: holds (0: none): the least recently read are closed beyond it.
+    memory_budget_bytes: int = 0
     #: Collections a compaction pass folds at once (most of a small run is waiting on
     #: the bucket; each holds at most one collection's work in memory).
     compaction_concurrency: int = 4

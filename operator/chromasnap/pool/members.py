@@ -24,11 +24,14 @@ is *dirty* and folded by the next pass too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.result import CompactionResult
@@ -45,6 +48,7 @@ from chromasnap.storage.store import NotFound, ObjectStore
 from chromasnap.writer.groupcommit import process_writer_id, put_once
 
 log = logging.getLogger("chromasnap.pool")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 #: Bytes of batches one compaction pass reads (and holds) at most; the rest wait a pass.
 PASS_MAX_BATCH_BYTES = 256 << 20
@@ -68,6 +72,7 @@ class Members:
         self._loading: dict[str, LoadedReader] = {}
         self._ready: dict[str, asyncio.Future[LoadedReader]] = {}
         self._unloading: set[asyncio.Future[None]] = set()
+        self._closing_bytes = 0  # of the readers being closed
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         #: Collections whose last compaction failed, and why (cleared by a success).
@@ -165,7 +170,10 @@ class Members:
             del self._readers[old.cid]
             metrics.POOL_UNLOADS.inc()
             # Closed beside this read, not before it: its answer need not wait.
+            size = old.size_bytes()
+            self._closing_bytes += size  # (both on the event loop: no lock)
             task = asyncio.ensure_future(asyncio.to_thread(self._unload, old))
+            task.add_done_callback(functools.partial(self._closed, size))
             self._unloading.add(task)
             task.add_done_callback(self._unloading.discard)
         self._gauge()
@@ -188,14 +196,20 @@ class Members:
                     reader.take(part.name, part.data)
 
     def _over_budget(self) -> list[LoadedReader]:
-        """The least recently read readers to close so that the rest fit the budget
+        """The least recently read readers to close so that the rest fit the budgets
         (the one just read always stays)."""
         readers = list(self._readers.values())
         sizes = [r.size_bytes() for r in readers]
         total, out = sum(sizes), list[LoadedReader]()
+        limit = self.opts.max_loaded_bytes or float("inf")
+        if self.opts.memory_budget_bytes:
+            # What the process holds besides its loaded versions (catalog, libraries,
+            # copies still closing, and whatever a version takes beyond its file size)
+            # comes off the budget: measured, so an estimate that is low corrects itself.
+            other = _rss_bytes() - total - self._closing_bytes
+            limit = min(limit, self.opts.memory_budget_bytes - max(other, 0))
         for reader, size in zip(readers[:-1], sizes[:-1], strict=True):
-            over_bytes = self.opts.max_loaded_bytes and total > self.opts.max_loaded_bytes
-            if len(readers) - len(out) <= self.opts.max_loaded and not over_bytes:
+            if len(readers) - len(out) <= self.opts.max_loaded and total <= limit:
                 break
             out.append(reader)
             total -= size
@@ -206,6 +220,9 @@ class Members:
         metrics.POOL_LOADED_BYTES.set(sum(r.size_bytes() for r in self._readers.values()))
         metrics.POOL_WRITERS.set(len(self._writers))
         metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
+
+    def _closed(self, size: int, _: object) -> None:
+        self._closing_bytes -= size
 
     @staticmethod
     def _unload(reader: LoadedReader) -> None:
@@ -334,3 +351,11 @@ class Members:
         self.store.delete_many([key for key, _ in read])
         for key, parts in read:
             self.batcher.forget(key, parts)
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere, so no memory budget applies)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * _PAGE
+    except OSError:
+        return 0

@@ -216,11 +216,14 @@ def test_deleted_collection_bytes_are_reclaimed_and_its_name_is_free(pool: Pool)
     assert new.get(ids=["c"], include=["embeddings"])["embeddings"][0].tolist() == [0, 0, 1]
 
 
-def test_a_byte_budget_keeps_only_the_collection_just_read(minio: MinioServer,
-                                                            tmp_path: Path) -> None:
-    """With a budget smaller than any version, each read closes the others: every answer
-    is still complete, loaded from the bucket again when needed."""
-    small = Pool(minio, tmp_path, CHROMASNAP_MAX_LOADED_BYTES="1")
+@pytest.mark.parametrize("budget", ["CHROMASNAP_MAX_LOADED_BYTES",
+                                    "CHROMASNAP_MEMORY_BUDGET_BYTES"])
+def test_a_budget_keeps_only_the_collection_just_read(minio: MinioServer, tmp_path: Path,
+                                                      budget: str) -> None:
+    """With a budget (of loaded bytes, or of the process's memory) smaller than any
+    version, each read closes the others: every answer is still complete, loaded from
+    the bucket again when needed."""
+    small = Pool(minio, tmp_path, **{budget: "1"})
     try:
         client = small.client()
         cols = [client.create_collection(f"budget-{i}", embedding_function=None)
