@@ -300,6 +300,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     from chromasnap.api.app import ChromaAPI
     from chromasnap.compactor.reclaim import reclaim
+    from chromasnap.pool import passreport
     from chromasnap.pool.compactproc import CompactionWorker
     from chromasnap.pool.members import Members
     from chromasnap.pool.service import PoolService, settle_catalog_memory
@@ -320,6 +321,8 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
                 results = service.members.compact_dirty(service.settings)
                 if results:
                     took = time.perf_counter() - t0
+                    store.put(passreport.STATUS_KEY, passreport.encode(passreport.summary(
+                        results, service.members.failures, took, datetime.now(UTC))))
                     failed = {cid: f"{r.reason}: {r.message}" for cid, r in results.items()
                               if r.result == "failed"}
                     log.info("pool compaction pass: %d collections in %.2f s, %d failed",

@@ -12,6 +12,7 @@ loaded at a time.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 from chromadb.config import Settings
 
+from chromasnap.pool import passreport
 from chromasnap.storage import batches, pointer, snapshots
 from chromasnap.storage.catalog import collection_root
 from chromasnap.storage.prefixed import PrefixedStore
@@ -300,6 +302,8 @@ def test_writes_to_many_collections_share_a_put_and_survive_a_crash(minio: Minio
                 break
             assert time.monotonic() < deadline, f"batches never folded: {counts}"
             time.sleep(0.2)
+        status = json.loads(p.store.get(passreport.STATUS_KEY).data)  # the last pass's
+        assert status["failingCollections"] == 0 and status["failing"] == []
     finally:
         p.stop()
 

@@ -1,0 +1,48 @@
+"""What the last compaction pass of a pool did, as one small object in the bucket.
+
+A pool's pass folds any number of collections; its status must stay small at
+10,000 of them, so it holds totals and only the collections that need
+attention: every one whose last compaction failed, with why (up to
+``MAX_LISTED``; the count is always exact), and the ones the pass left with the
+most pending deltas. The pass writes it to ``status/compaction.json`` of the
+pool's root, where an operator, ``kubectl chromasnap status`` or a person
+with bucket access reads it; the pool's log and metrics say the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from chromasnap.compactor.result import CompactionResult
+
+STATUS_KEY = "status/compaction.json"
+MAX_LISTED = 100
+
+
+def summary(results: Mapping[str, CompactionResult], failures: Mapping[str, str],
+            seconds: float, at: datetime) -> dict[str, Any]:
+    """The status of a pass that produced ``results``; ``failures`` are the pool's
+    collections whose last compaction failed (from this pass or an earlier one)."""
+    outcomes: dict[str, int] = {}
+    for res in results.values():
+        outcomes[res.result] = outcomes.get(res.result, 0) + 1
+    pending = sorted(((res.pending_deltas, cid) for cid, res in results.items()
+                      if res.pending_deltas), reverse=True)[:10]
+    return {
+        "at": at.isoformat(),
+        "seconds": round(seconds, 3),
+        "collections": len(results),
+        "outcomes": dict(sorted(outcomes.items())),
+        "failingCollections": len(failures),
+        "failing": [{"id": cid, "reason": why[:512]}
+                    for cid, why in sorted(failures.items())[:MAX_LISTED]],
+        "mostPending": [{"id": cid, "pendingDeltas": n} for n, cid in pending],
+    }
+
+
+def encode(status: Mapping[str, Any]) -> bytes:
+    """The object's bytes."""
+    return json.dumps(status, indent=2).encode()
