@@ -71,7 +71,8 @@ class Members:
         #: Readers being loaded: they already take pushed deltas.
         self._loading: dict[str, LoadedReader] = {}
         self._ready: dict[str, asyncio.Future[LoadedReader]] = {}
-        self._unloading: set[asyncio.Future[None]] = set()
+        #: Closes of evicted readers, and the adoption of left batches: awaited on close.
+        self._background: set[asyncio.Future[None]] = set()
         self._closing_bytes = 0  # of the readers being closed
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -101,8 +102,8 @@ class Members:
         """Start storing write batches, and hold the ones a previous process left."""
         await self.batcher.start()
         task = asyncio.ensure_future(asyncio.to_thread(self.adopt_left))
-        self._unloading.add(task)
-        task.add_done_callback(self._unloading.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def adopt_left(self) -> None:
         """Hold the batches in the bucket (left by a previous process): until a pass folds
@@ -174,8 +175,8 @@ class Members:
             self._closing_bytes += size  # (both on the event loop: no lock)
             task = asyncio.ensure_future(asyncio.to_thread(self._unload, old))
             task.add_done_callback(functools.partial(self._closed, size))
-            self._unloading.add(task)
-            task.add_done_callback(self._unloading.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self._gauge()
         return reader
 
@@ -265,8 +266,8 @@ class Members:
         while self._readers:
             _, reader = self._readers.popitem()
             await asyncio.to_thread(reader.close)
-        if self._unloading:
-            await asyncio.gather(*self._unloading)
+        if self._background:
+            await asyncio.gather(*self._background)
 
     # -- compaction ------------------------------------------------------------------
 
@@ -290,7 +291,12 @@ class Members:
             dirty, self._dirty = self._dirty, set()
         jobs = [Job(cid, st, supplied.get(cid, {})) for cid in sorted(dirty | supplied.keys())
                 if (st := settings_of(cid)) is not None]
-        results = self.worker.run(jobs)
+        try:
+            results = self.worker.run(jobs)
+        except Exception:
+            for job in jobs:
+                self._mark(job.cid)  # the batches stay; the next pass tries again
+            raise
         for cid in results:
             reader = self._readers.get(cid)
             if reader is not None:
