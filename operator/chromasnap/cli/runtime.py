@@ -300,6 +300,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     from chromasnap.api.app import ChromaAPI
     from chromasnap.compactor.reclaim import reclaim
+    from chromasnap.engine.chromadir import release_memory
     from chromasnap.pool import passreport
     from chromasnap.pool.compactproc import CompactionWorker
     from chromasnap.pool.members import Members
@@ -331,6 +332,9 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
                                  failed=failed))
                 reclaim(store, catalog, now=datetime.now(UTC),
                         grace_seconds=opts.delta_grace_seconds)
+                # The pass held its batches' bytes (up to 256 MB): give them back to the
+                # OS, or glibc keeps them and the memory budget counts them as used.
+                release_memory()
                 seq = catalog.view(lambda state: state.seq)
                 if seq - pruned_at[0] >= CHECKPOINT_EVERY:
                     # Changes a checkpoint covers go (a new process starts from it); not on

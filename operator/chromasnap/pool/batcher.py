@@ -59,6 +59,7 @@ class WriteBatcher:
         #: Held batches' parts: collection id -> delta name -> batch key. Read by loads
         #: (event loop) and forgotten by the compaction pass (a thread).
         self._held: dict[str, dict[str, str]] = {}
+        self._keys: set[str] = set()
         self._held_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -94,22 +95,39 @@ class WriteBatcher:
         with self._held_lock:
             return dict(self._held.get(collection, {}))
 
+    def holds(self, key: str) -> bool:
+        """Whether the batch ``key`` is held (written or adopted by this process)."""
+        with self._held_lock:
+            return key in self._keys
+
+    def held_in(self, keys: list[str]) -> dict[str, dict[str, str]]:
+        """The held deltas in the batches ``keys``: collection id -> name -> batch key."""
+        wanted = set(keys)
+        with self._held_lock:
+            out = {cid: {n: k for n, k in names.items() if k in wanted}
+                   for cid, names in self._held.items()}
+        return {cid: names for cid, names in out.items() if names}
+
     def adopt(self, key: str, parts: list[batches.Part]) -> None:
         """Hold a batch read from the bucket (one a previous process left)."""
         self._hold(key, parts)
 
-    def forget(self, key: str, parts: list[batches.Part]) -> None:
-        """A batch's parts are folded (or stored as their collections' own deltas)."""
+    def forget(self, keys: list[str]) -> None:
+        """These batches are gone: their parts are folded (or stored as their collections'
+        own deltas, or of deleted collections)."""
+        gone = set(keys)
         with self._held_lock:
-            for p in parts:
-                names = self._held.get(p.collection)
-                if names is not None and names.get(p.name) == key:
-                    del names[p.name]
-                    if not names:
-                        del self._held[p.collection]
+            self._keys -= gone
+            for cid in list(self._held):
+                names = self._held[cid]
+                for name in [n for n, k in names.items() if k in gone]:
+                    del names[name]
+                if not names:
+                    del self._held[cid]
 
     def _hold(self, key: str, parts: list[batches.Part]) -> None:
         with self._held_lock:
+            self._keys.add(key)
             for p in parts:
                 self._held.setdefault(p.collection, {})[p.name] = key
 
@@ -136,6 +154,7 @@ class WriteBatcher:
             window, self._current = self._current, _Window()
             await self._inflight.acquire()
             task = asyncio.create_task(self._upload(window))
+            del window  # not kept alive while this frame waits for the next write
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

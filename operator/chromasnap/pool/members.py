@@ -36,16 +36,15 @@ from pathlib import Path
 from chromasnap.compactor.compaction import QUARANTINE_PREFIX
 from chromasnap.compactor.result import CompactionResult
 from chromasnap.config import CollectionSettings
+from chromasnap.engine.chromadir import release_memory
 from chromasnap.logs import fields
 from chromasnap.pool import metrics
 from chromasnap.pool.batcher import WriteBatcher
-from chromasnap.pool.compactproc import CompactionWorker, Job
+from chromasnap.pool.compactproc import CompactionWorker, Job, complete
 from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions
-from chromasnap.storage import batches, deltas
-from chromasnap.storage.catalog import collection_root
-from chromasnap.storage.prefixed import PrefixedStore
+from chromasnap.storage import batches
 from chromasnap.storage.store import NotFound, ObjectStore
-from chromasnap.writer.groupcommit import process_writer_id, put_once
+from chromasnap.writer.groupcommit import process_writer_id
 
 log = logging.getLogger("chromasnap.pool")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -110,13 +109,7 @@ class Members:
         them, a collection loaded takes their parts too (blocking)."""
         try:
             for key in self._list_batches():
-                try:
-                    self.batcher.adopt(key, batches.decode(self.store.get(key).data))
-                except NotFound:
-                    continue
-                except batches.CorruptBatch as e:
-                    log.error("corrupt write batch left in the bucket", extra=fields(
-                        batch=key, error=str(e)))
+                self._adopt(key)
         finally:
             self.adopted.set()
 
@@ -228,6 +221,7 @@ class Members:
     @staticmethod
     def _unload(reader: LoadedReader) -> None:
         reader.close()
+        release_memory()  # so the memory budget sees what the close freed
         log.info("collection unloaded (least recently used)",
                  extra=fields(collection_id=reader.cid))
 
@@ -282,17 +276,14 @@ class Members:
         """
         if not self.adopted.is_set():
             return {}
-        read = self._read_batches()
-        supplied: dict[str, dict[str, bytes]] = {}
-        for _, parts in read:
-            for p in parts:
-                supplied.setdefault(p.collection, {})[p.name] = p.data
+        keys = self._pass_batches()
+        held = self.batcher.held_in(keys)  # collection id -> delta name -> batch key
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
-        jobs = [Job(cid, st, supplied.get(cid, {})) for cid in sorted(dirty | supplied.keys())
+        jobs = [Job(cid, st, held.get(cid, {})) for cid in sorted(dirty | held.keys())
                 if (st := settings_of(cid)) is not None]
         try:
-            results = self.worker.run(jobs)
+            results, unsafe = self.worker.run(jobs)
         except Exception:
             for job in jobs:
                 self._mark(job.cid)  # the batches stay; the next pass tries again
@@ -301,62 +292,53 @@ class Members:
             reader = self._readers.get(cid)
             if reader is not None:
                 reader.refresh()  # the version just published, before the next poll
-        stored = True
         for cid, res in results.items():
             if res.result == "failed":
                 self.failures[cid] = f"{res.reason}: {res.message}"
             else:
                 self.failures.pop(cid, None)
-            if res.result == "failed" or res.pending_deltas or res.reason in ("LockHeld",
-                                                                               "Fenced"):
+            if not complete(res):
                 self._mark(cid)  # the next pass tries again
-                stored = self._store_parts(cid, supplied.get(cid, {})) and stored
-        if stored:
-            self._delete_batches(read)
+        # A batch goes once each of its parts is folded, stored as its collection's own
+        # delta, or of a deleted collection.
+        keep = {key for cid in unsafe for key in held.get(cid, {}).values()}
+        done = [key for key in keys if key not in keep]
+        if done:
+            self.store.delete_many(done)
+            self.batcher.forget(done)
         metrics.POOL_COMPACTION_FAILURES.set(len(self.failures))
         return results
 
-    def _read_batches(self) -> list[tuple[str, list[batches.Part]]]:
-        """The stored batches, oldest first, up to ``PASS_MAX_BATCH_BYTES``."""
-        out: list[tuple[str, list[batches.Part]]] = []
-        total = 0
-        for key in self._list_batches():
-            try:
-                data = self.store.get(key).data
-                out.append((key, batches.decode(data)))
-            except NotFound:
+    def _pass_batches(self) -> list[str]:
+        """The stored batches a pass folds, oldest first, up to ``PASS_MAX_BATCH_BYTES``;
+        each is held (read here first if another process wrote it)."""
+        keys, total = [], 0
+        for info in self.store.list(batches.BATCH_PREFIX):
+            if not batches.is_batch_key(info.key):
                 continue
-            except batches.CorruptBatch as e:
-                # Never applied; kept aside for an operator (its writes were acknowledged).
-                log.error("corrupt write batch quarantined", extra=fields(batch=key,
-                                                                          error=str(e)))
-                self.store.put(QUARANTINE_PREFIX + key, data)
-                self.store.delete_many([key])
+            if not self.batcher.holds(info.key) and not self._adopt(info.key):
                 continue
-            total += len(data)
+            keys.append(info.key)
+            total += info.size
             if total >= PASS_MAX_BATCH_BYTES:
                 break
-        return out
+        return keys
 
-    def _store_parts(self, cid: str, parts: dict[str, bytes]) -> bool:
-        """Store a collection's batched deltas as its own deltas (its compaction failed),
-        so their batches can go; False if that failed too (the batches stay)."""
-        sub = PrefixedStore(self.store, collection_root(cid))
+    def _adopt(self, key: str) -> bool:
+        """Hold a batch this process did not write; False if it is gone or corrupt (then
+        quarantined: never applied, kept for an operator, as its writes were acknowledged)."""
         try:
-            for name, data in parts.items():
-                put_once(sub, deltas.DELTA_PREFIX + name, data)
-        except Exception:
-            log.exception("storing a failed collection's batched deltas failed",
-                          extra=fields(collection_id=cid))
+            data = self.store.get(key).data
+        except NotFound:
+            return False
+        try:
+            self.batcher.adopt(key, batches.decode(data))
+        except batches.CorruptBatch as e:
+            log.error("corrupt write batch quarantined", extra=fields(batch=key, error=str(e)))
+            self.store.put(QUARANTINE_PREFIX + key, data)
+            self.store.delete_many([key])
             return False
         return True
-
-    def _delete_batches(self, read: list[tuple[str, list[batches.Part]]]) -> None:
-        if not read:
-            return
-        self.store.delete_many([key for key, _ in read])
-        for key, parts in read:
-            self.batcher.forget(key, parts)
 
 
 def _rss_bytes() -> int:

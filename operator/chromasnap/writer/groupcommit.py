@@ -170,6 +170,9 @@ class GroupCommitWriter:
             batch, self._batch = self._batch, _Batch()
             await self._inflight.acquire()
             task = asyncio.create_task(self._upload(batch))
+            # This frame waits for the next write, maybe for ever: it must not keep the
+            # batch (its vectors) alive meanwhile; a pool has thousands of idle writers.
+            del batch
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
