@@ -319,7 +319,8 @@ def run(endpoint: str, new_bucket_url: Callable[..., str], n: int = 1000,
         Result("pool_collections", len(names), None, "collections", "≥ 10,000", n,
                notes=f"collections of {RECORDS:,} x {DIM} records, each queried (all "
                f"reachable), in a catalog of {n:,}: the largest count this machine's run "
-               f"took ({len(names) * RECORDS:,} records); see the note in docs"),
+               f"took ({len(names) * RECORDS:,} records; 10,000 would be 10 million records, "
+               "~20 GB per server)"),
         Result("pool_reader_rss", round(full.rss_mb / BUDGET_MB, 3), None, "RSS / budget",
                "≤ 1.1", len(names), higher_is_better=False,
                notes=f"RSS of the pool process ({full.rss_mb:.0f} MB, peak "
