@@ -17,7 +17,6 @@ left are held the same way once :meth:`WriteBatcher.adopt` has read them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from chromasnap.logs import fields
 from chromasnap.pool import metrics
 from chromasnap.storage import batches
 from chromasnap.storage.store import ObjectStore
-from chromasnap.writer.groupcommit import FlushWindow, put_once
+from chromasnap.writer.groupcommit import FlushWindow, flush_loop, put_once
 
 log = logging.getLogger("chromasnap.pool")
 
@@ -138,25 +137,15 @@ class WriteBatcher:
         return max(0.0, w.started + self.window.max_delay_s - time.monotonic())
 
     async def _flush_loop(self) -> None:
-        while True:
-            if not self._current.parts:
-                if self._closing:
-                    return
-                self._kick.clear()
-                await self._kick.wait()
-                continue
-            wait = self._due()
-            if wait > 0:
-                self._kick.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=wait)
-                continue
-            window, self._current = self._current, _Window()
-            await self._inflight.acquire()
-            task = asyncio.create_task(self._upload(window))
-            del window  # not kept alive while this frame waits for the next write
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        await flush_loop(lambda: bool(self._current.parts), self._due,
+                         lambda: self._closing, self._kick, self._cut)
+
+    async def _cut(self) -> None:
+        window, self._current = self._current, _Window()
+        await self._inflight.acquire()
+        task = asyncio.create_task(self._upload(window))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _next_key(self) -> str:
         # Strictly increasing per process, so two batches never share a key.

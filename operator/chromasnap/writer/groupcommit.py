@@ -154,27 +154,15 @@ class GroupCommitWriter:
         return max(0.0, b.started + self.window.max_delay_s - time.monotonic())
 
     async def _flush_loop(self) -> None:
-        while True:
-            if not self._batch.ops:
-                if self._closing:
-                    return
-                self._kick.clear()
-                await self._kick.wait()
-                continue
-            wait = self._due()
-            if wait > 0:
-                self._kick.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=wait)
-                continue
-            batch, self._batch = self._batch, _Batch()
-            await self._inflight.acquire()
-            task = asyncio.create_task(self._upload(batch))
-            # This frame waits for the next write, maybe for ever: it must not keep the
-            # batch (its vectors) alive meanwhile; a pool has thousands of idle writers.
-            del batch
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        await flush_loop(lambda: bool(self._batch.ops), self._due, lambda: self._closing,
+                         self._kick, self._cut)
+
+    async def _cut(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        await self._inflight.acquire()
+        task = asyncio.create_task(self._upload(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _upload(self, batch: _Batch) -> None:
         try:
@@ -222,6 +210,33 @@ class GroupCommitWriter:
 
     async def _put_delta(self, name: deltas.DeltaName, data: bytes) -> None:
         await asyncio.to_thread(put_once, self.store, name.key, data)
+
+
+async def flush_loop(pending: Callable[[], bool], due: Callable[[], float],
+                     closing: Callable[[], bool], kick: asyncio.Event,
+                     cut: Callable[[], Awaitable[None]]) -> None:
+    """Group commit's loop: wait for something ``pending`` (``kick`` is set on every
+    arrival), wait until it is ``due`` (seconds; 0 = now), then ``cut`` it; return once
+    ``closing`` with nothing pending.
+
+    ``cut`` takes the batch off its owner and starts its upload: the batch lives in
+    ``cut``'s frame, not in this one, which may wait for ever for the next write (a
+    pool has thousands of idle writers, and each would keep its last batch's vectors).
+    """
+    while True:
+        if not pending():
+            if closing():
+                return
+            kick.clear()
+            await kick.wait()
+            continue
+        wait = due()
+        if wait > 0:
+            kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), timeout=wait)
+            continue
+        await cut()
 
 
 def put_once(store: ObjectStore, key: str, data: bytes) -> None:
