@@ -294,7 +294,8 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
     """A pool's ASGI app: Chroma's whole API over
     one bucket root, with a compaction pass over the collections written to every
     ``compact_every_s``, the reclaiming of deleted collections' bytes, and a poll of
-    the loaded collections every ``poll_interval_s``."""
+    the write batches (other processes' writes) and the loaded collections every
+    ``poll_interval_s``."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -347,6 +348,12 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     def polls() -> None:
         while not stop.wait(poll_interval_s):
+            try:
+                # Other processes' batches first: what they wrote is visible here within
+                # a poll, not only once a pass folded it.
+                service.members.follow_batches()
+            except Exception:
+                log.exception("following the pool's write batches failed")
             service.members.refresh_loaded()
 
     loops = [threading.Thread(target=compactions, name="pool-compactions", daemon=True),

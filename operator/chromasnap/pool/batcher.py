@@ -11,7 +11,11 @@ A batch stays in the bucket until the compaction pass has folded its parts into
 their collections (``members.Members.compact_dirty``); until then it is *held*:
 this module remembers which collection's deltas each held batch carries, so a
 collection loaded meanwhile takes them into its tail. Batches a previous process
-left are held the same way once :meth:`WriteBatcher.adopt` has read them.
+left are held the same way once :meth:`WriteBatcher.adopt` has read them, and so
+are batches another process of the same pool writes while this one runs
+(``members.Members.follow_batches``, every poll). A batch another process folded
+and deleted is forgotten by the next poll that no longer LISTs it
+(:func:`gone_batches`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 from chromasnap.engine.errors import Unavailable
@@ -30,6 +35,19 @@ from chromasnap.storage.store import ObjectStore
 from chromasnap.writer.groupcommit import FlushWindow, flush_loop, put_once
 
 log = logging.getLogger("chromasnap.pool")
+
+
+def gone_batches(held_before: Set[str], listed: Set[str]) -> set[str]:
+    """The held batches to forget after a LIST of the batches (pure).
+
+    ``held_before`` must be what was held *before* the LIST began: a batch this
+    process PUT (or adopted) after that may be missing from the LIST only because
+    it was not there yet, and must stay held. A batch held before the LIST was in
+    the bucket before it (it is held only once its PUT succeeded, or once it was
+    read from the bucket), so missing from the LIST means deleted: folded by a
+    pass, here or in another process, so the newest versions hold its deltas.
+    """
+    return set(held_before) - set(listed)
 
 
 @dataclass
@@ -99,6 +117,11 @@ class WriteBatcher:
         with self._held_lock:
             return key in self._keys
 
+    def held_keys(self) -> frozenset[str]:
+        """The keys of every held batch, now (a copy)."""
+        with self._held_lock:
+            return frozenset(self._keys)
+
     def held_in(self, keys: list[str]) -> dict[str, dict[str, str]]:
         """The held deltas in the batches ``keys``: collection id -> name -> batch key."""
         wanted = set(keys)
@@ -108,10 +131,11 @@ class WriteBatcher:
         return {cid: names for cid, names in out.items() if names}
 
     def adopt(self, key: str, parts: list[batches.Part]) -> None:
-        """Hold a batch read from the bucket (one a previous process left)."""
+        """Hold a batch read from the bucket (one a previous process left, or another
+        process of the same pool wrote)."""
         self._hold(key, parts)
 
-    def forget(self, keys: list[str]) -> None:
+    def forget(self, keys: Iterable[str]) -> None:
         """These batches are gone: their parts are folded (or stored as their collections'
         own deltas, or of deleted collections)."""
         gone = set(keys)

@@ -19,6 +19,16 @@ first, so one collection's failure never holds the others' batches, and is
 retried on the next pass. A collection whose load found deltas no compaction
 folded (a batch's part stored that way, or a single-collection deployment's)
 is *dirty* and folded by the next pass too.
+
+Several processes may serve one pool root (replicas of one Deployment). Each
+poll (``follow_batches``, every poll interval) LISTs the batches once and reads
+the ones another process wrote: their parts go to this process's loaded
+readers as its own writes do, so another process's write is visible here
+within about one poll interval, not only once a pass folded it. Every pass of
+every process folds every batch it LISTs, so two may fold the same one: each
+run is fenced by its collection's pointer and skips deltas the version names
+as applied, and a write applied twice is superseded by itself (last writer
+wins per record), so that costs only work.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from chromasnap.config import CollectionSettings
 from chromasnap.engine.chromadir import release_memory
 from chromasnap.logs import fields
 from chromasnap.pool import metrics
-from chromasnap.pool.batcher import WriteBatcher
+from chromasnap.pool.batcher import WriteBatcher, gone_batches
 from chromasnap.pool.compactproc import CompactionWorker, Job, complete
 from chromasnap.pool.member import CollectionWriter, LoadedReader, PoolOptions
 from chromasnap.storage import batches
@@ -144,14 +154,17 @@ class Members:
             self._loading[cid] = reader  # from now on, new deltas are pushed to it
             await asyncio.to_thread(self._load, reader)
         except BaseException as e:
+            self._loading.pop(cid, None)
+            del self._ready[cid]
             fut.set_exception(e)
             fut.exception()  # retrieved: a load nobody else awaited is not "never retrieved"
             raise
-        finally:
-            self._loading.pop(cid, None)
-            del self._ready[cid]
-        fut.set_result(reader)
+        # In ``_readers`` before it leaves ``_loading``: the poll thread pushing another
+        # process's delta (``_push``) then always finds it in one of them.
         self._readers[cid] = reader
+        del self._loading[cid]
+        del self._ready[cid]
+        fut.set_result(reader)
         if reader.pending():
             # Deltas no compaction has folded (written before a restart, or by another
             # process): this pass folds them, as it folds what this process wrote.
@@ -224,6 +237,56 @@ class Members:
         release_memory()  # so the memory budget sees what the close freed
         log.info("collection unloaded (least recently used)",
                  extra=fields(collection_id=reader.cid))
+
+    def follow_batches(self) -> int:
+        """Read the batches other processes of the pool stored since the last poll, and
+        forget the held ones that are gone (blocking: run in a thread). One LIST of the
+        batches, and one GET per batch this process does not hold yet. Returns the
+        number of batches adopted.
+
+        A part of a collection loaded (or being loaded) here goes to its reader, as
+        this process's own writes do (``_durable``), so another process's write is
+        visible here within about one poll interval. The collection is not marked
+        dirty: the batch stays in the bucket until a pass folds it, and every pass
+        (this process's too) folds every batch it LISTs; once a pass deleted it, the
+        version that pass published holds its parts, and the reader's poll loads it.
+        """
+        if not self.adopted.is_set():
+            return 0  # ``adopt_left`` is still reading them; the next poll follows on
+        # Taken before the LIST: a batch PUT while it runs may be missing from it.
+        held_before = self.batcher.held_keys()
+        listed = self._list_batches()
+        adopted = 0
+        for key in listed:
+            if self.batcher.holds(key):
+                continue
+            # Held before it is pushed: a load that starts meanwhile either finds it
+            # held (``_load``) or is registered in ``_loading`` by the time it is pushed.
+            parts = self._adopt(key)
+            if parts is None:
+                continue
+            adopted += 1
+            for part in parts:
+                self._push(part)
+        # Another process folded and deleted them: without this, the held index grows
+        # with every batch other processes write.
+        self.batcher.forget(gone_batches(held_before, set(listed)))
+        return adopted
+
+    def _push(self, part: batches.Part) -> None:
+        """Give another process's delta to the collection's reader, if it is loaded or
+        being loaded here (blocking)."""
+        # ``_readers`` first: a finished load enters it before it leaves ``_loading``.
+        reader = self._readers.get(part.collection) or self._loading.get(part.collection)
+        if reader is None:
+            return  # its load reads the held batches
+        try:
+            reader.take(part.name, part.data)
+        except Exception:
+            # A damaged part is quarantined by the pass that folds it; the reader's poll
+            # loads the version once it is folded.
+            log.exception("taking another process's delta failed", extra=fields(
+                collection_id=part.collection, delta=part.name))
 
     def refresh_loaded(self) -> None:
         """Poll every loaded collection once (blocking: run in a thread): what other
@@ -316,7 +379,7 @@ class Members:
         for info in self.store.list(batches.BATCH_PREFIX):
             if not batches.is_batch_key(info.key):
                 continue
-            if not self.batcher.holds(info.key) and not self._adopt(info.key):
+            if not self.batcher.holds(info.key) and self._adopt(info.key) is None:
                 continue
             keys.append(info.key)
             total += info.size
@@ -324,21 +387,23 @@ class Members:
                 break
         return keys
 
-    def _adopt(self, key: str) -> bool:
-        """Hold a batch this process did not write; False if it is gone or corrupt (then
-        quarantined: never applied, kept for an operator, as its writes were acknowledged)."""
+    def _adopt(self, key: str) -> list[batches.Part] | None:
+        """Hold a batch this process did not write, and return its parts; None if it is
+        gone or corrupt (then quarantined: never applied, kept for an operator, as its
+        writes were acknowledged)."""
         try:
             data = self.store.get(key).data
         except NotFound:
-            return False
+            return None
         try:
-            self.batcher.adopt(key, batches.decode(data))
+            parts = batches.decode(data)
         except batches.CorruptBatch as e:
             log.error("corrupt write batch quarantined", extra=fields(batch=key, error=str(e)))
             self.store.put(QUARANTINE_PREFIX + key, data)
             self.store.delete_many([key])
-            return False
-        return True
+            return None
+        self.batcher.adopt(key, parts)
+        return parts
 
 
 def _rss_bytes() -> int:
