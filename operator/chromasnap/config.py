@@ -402,6 +402,10 @@ class PoolSettings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = CHROMA_MAX_PAYLOAD_BYTES
     auth_token_file: str | None = Field(
         default=None, description="file(s) with accepted bearer tokens, one per line")
+    status_resource: str | None = Field(
+        default=None,
+        description="<namespace>/<name> of the ChromaDatabase whose status gets the pool's "
+        "totals after each compaction pass (needs the pod's service account token)")
     drain_seconds: Annotated[float, Field(ge=0, le=300)] = 0.0
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")

@@ -15,3 +15,11 @@ PLURAL = "chromacollections"
 #: the compactor's ``succeeded | skipped | failed`` in Kubernetes' CamelCase; the detail
 #: (NothingToDo, LockHeld, Fenced, StorageError, ...) goes in ``reason``.
 COMPACTION_RESULTS = ("Succeeded", "Skipped", "Failed")
+
+#: The ``ChromaDatabase`` resource: a pool of collections behind one endpoint. Its pods
+#: patch the pool's totals into its status after each compaction pass.
+DATABASE_KIND = "ChromaDatabase"
+DATABASE_PLURAL = "chromadatabases"
+#: On a ChromaCollection declared in a pool (``spec.database``) with ``deletionPolicy:
+#: Delete``: added by the operator, removed by the pool's pods once they deleted it.
+POOL_DELETE_FINALIZER = "chromasnap.dev/pool-delete"

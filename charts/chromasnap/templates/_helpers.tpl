@@ -55,18 +55,19 @@ check requires: to create each collection's Role (get/update/patch on its Lease,
 get/patch on its status) and bind it, the operator must hold those permissions itself.
 */}}
 {{- define "chromasnap.rules" -}}
-# Watch ChromaCollections; patch adds kopf's finalizer and bookkeeping annotations.
+# Watch ChromaCollections and ChromaDatabases; patch adds kopf's finalizer and
+# bookkeeping annotations.
 - apiGroups: [chromasnap.dev]
-  resources: [chromacollections]
+  resources: [chromacollections, chromadatabases]
   verbs: [get, list, watch, patch]
 # Report status (conditions, snapshot, readers/writers) through the status subresource.
 - apiGroups: [chromasnap.dev]
-  resources: [chromacollections/status]
+  resources: [chromacollections/status, chromadatabases/status]
   verbs: [get, patch, update]
 # Set blockOwnerDeletion on children's owner references, where the
 # OwnerReferencesPermissionEnforcement admission plugin checks it.
 - apiGroups: [chromasnap.dev]
-  resources: [chromacollections/finalizers]
+  resources: [chromacollections/finalizers, chromadatabases/finalizers]
   verbs: [update]
 # Each collection's children (see operator/chromasnap/operator/specs/children.py, CHILD_KINDS).
 - apiGroups: [""]

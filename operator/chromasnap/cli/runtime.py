@@ -290,12 +290,16 @@ def run_reader(s: ReaderSettings) -> int:
 
 def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions, *,
                    compact_every_s: float = 5.0, poll_interval_s: float = 1.0,
-                   auth_tokens: Mapping[str, TokenScope | None] | None = None) -> Any:
+                   auth_tokens: Mapping[str, TokenScope | None] | None = None,
+                   status_resource: str | None = None, declare_every_s: float = 2.0) -> Any:
     """A pool's ASGI app: Chroma's whole API over
     one bucket root, with a compaction pass over the collections written to every
     ``compact_every_s``, the reclaiming of deleted collections' bytes, and a poll of
     the write batches (other processes' writes) and the loaded collections every
-    ``poll_interval_s``."""
+    ``poll_interval_s``. With ``status_resource`` (a ChromaDatabase's
+    ``<namespace>/<name>``), the pool's totals go into its status after each pass,
+    and the collections ChromaCollections declare in it are kept in step every
+    ``declare_every_s`` (:mod:`chromasnap.pool.declared`)."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -315,6 +319,19 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
     stop = threading.Event()
     started = threading.Event()
     pruned_at = [0]
+    reported: list[tuple[int, int] | None] = [None]  # (collections, databases) last sent
+    last_pass: list[dict[str, Any] | None] = [None]
+
+    def report_status() -> None:
+        from chromasnap.compactor.statusreport import patch_status
+        from chromasnap.resource import DATABASE_PLURAL
+
+        counts = catalog.view(lambda state: (len(state.where), len(state.databases)))
+        if status_resource is None or (counts == reported[0] and last_pass[0] is None):
+            return
+        patch = passreport.database_status(last_pass[0], *counts, identity=opts.identity)
+        if patch_status(status_resource, DATABASE_PLURAL, patch):
+            reported[0], last_pass[0] = counts, None
 
     def compactions() -> None:
         while not stop.wait(compact_every_s):
@@ -323,14 +340,16 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
                 results = service.members.compact_dirty(service.settings)
                 if results:
                     took = time.perf_counter() - t0
-                    store.put(passreport.STATUS_KEY, passreport.encode(passreport.summary(
-                        results, service.members.failures, took, datetime.now(UTC))))
+                    last_pass[0] = summary = passreport.summary(
+                        results, service.members.failures, took, datetime.now(UTC))
+                    store.put(passreport.STATUS_KEY, passreport.encode(summary))
                     failed = {cid: f"{r.reason}: {r.message}" for cid, r in results.items()
                               if r.result == "failed"}
                     log.info("pool compaction pass: %d collections in %.2f s, %d failed",
                              len(results), took, len(failed), extra=fields(
                                  collections=len(results), seconds=round(took, 3),
                                  failed=failed))
+                report_status()
                 reclaim(store, catalog, now=datetime.now(UTC),
                         grace_seconds=opts.delta_grace_seconds)
                 # The pass held its batches' bytes (up to 256 MB): give them back to the
@@ -349,6 +368,12 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
     def polls() -> None:
         while not stop.wait(poll_interval_s):
             try:
+                # Other processes' creates, renames and deletes (one LIST of the log's
+                # tail): a name deleted on another replica is gone here within a poll.
+                catalog.view(lambda state: state.seq, refresh=True)
+            except Exception:
+                log.exception("catching up with the pool's catalog failed")
+            try:
                 # Other processes' batches first: what they wrote is visible here within
                 # a poll, not only once a pass folded it.
                 service.members.follow_batches()
@@ -358,16 +383,38 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
 
     loops = [threading.Thread(target=compactions, name="pool-compactions", daemon=True),
              threading.Thread(target=polls, name="pool-polls", daemon=True)]
+    declarations: list[asyncio.Task[None]] = []
+
+    async def declared_loop() -> None:
+        # The collections ChromaCollections declare in this pool (spec.database).
+        from chromasnap.compactor.statusreport import custom_objects_api, parse_resource
+        from chromasnap.pool.declared import DeclaredCollections, read_snapshot
+
+        assert status_resource is not None
+        declared = DeclaredCollections(*parse_resource(status_resource), service,
+                                       lambda cid: read_snapshot(store, cid),
+                                       custom_objects_api)
+        while not stop.is_set():
+            try:
+                await declared.sync()
+            except Exception as e:
+                log.warning("syncing the declared collections failed",
+                            extra=fields(error=str(e)[:500]))
+            await asyncio.to_thread(stop.wait, declare_every_s)
 
     async def start() -> None:
         await service.start()
         await service.members.start()
         for t in loops:
             t.start()
+        if status_resource is not None:
+            declarations.append(asyncio.ensure_future(declared_loop()))
         started.set()
 
     async def shutdown() -> None:
         stop.set()
+        if declarations:
+            await asyncio.gather(*declarations, return_exceptions=True)
         await service.members.close()
         for t in loops:
             await asyncio.to_thread(t.join, 60)
@@ -394,5 +441,6 @@ def run_pool(s: PoolSettings) -> int:
         delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes)
     app = build_pool_app(s.bucket_url, s.s3_endpoint_url, opts,
                          compact_every_s=s.compact_every_seconds,
-                         auth_tokens=load_scoped_tokens(s.auth_token_file))
+                         auth_tokens=load_scoped_tokens(s.auth_token_file),
+                         status_resource=s.status_resource)
     return serve(app, s.host, s.port, s.drain_seconds)

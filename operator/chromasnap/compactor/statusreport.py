@@ -121,7 +121,7 @@ def purged_condition(url: str, deleted: int, now: float | None = None) -> dict[s
     }
 
 
-def _api() -> Any:
+def custom_objects_api() -> Any:
     """A CustomObjectsApi with the pod's ServiceAccount token, else the kubeconfig."""
     from kubernetes import client, config
 
@@ -158,7 +158,7 @@ def patch_compaction_status(resource: str, res: CompactionResult, *, attempts: i
     """Patch one run's result into ``<namespace>/<name>``'s status; ``False`` if it failed."""
     try:
         ns, name = parse_resource(resource)
-        api = _api()
+        api = custom_objects_api()
 
         def get() -> Any:
             return api.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name)
@@ -185,6 +185,23 @@ def patch_compaction_status(resource: str, res: CompactionResult, *, attempts: i
     return True
 
 
+def patch_status(resource: str, plural: str, patch: Mapping[str, Any], *,
+                 attempts: int = 3) -> bool:
+    """Merge ``patch`` into the status of ``<namespace>/<name>`` of ``plural`` (best
+    effort: ``False``, logged, if the API keeps refusing)."""
+    try:
+        ns, name = parse_resource(resource)
+        api = custom_objects_api()
+        _retrying("patch", lambda: api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, plural, name, dict(patch), _content_type=MERGE_PATCH),
+            attempts, _RETRYABLE)
+    except Exception as e:
+        log.warning("could not report in the resource's status", extra=fields(
+            resource=resource, status=_status_of(e), error=str(e)[:500]))
+        return False
+    return True
+
+
 def report_purged(resource: str, url: str, deleted: int, *, attempts: int = 8) -> None:
     """Add (or replace) the ``Purged`` condition; raises if the API keeps refusing.
 
@@ -193,7 +210,7 @@ def report_purged(resource: str, url: str, deleted: int, *, attempts: int = 8) -
     with 409 and it is recomputed.
     """
     ns, name = parse_resource(resource)
-    api = _api()
+    api = custom_objects_api()
 
     def once() -> Any:
         obj = api.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name)

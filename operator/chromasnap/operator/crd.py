@@ -158,6 +158,10 @@ class _Model(BaseModel):
     )
 
 
+#: The base of every spec model, for the other resources' models (``database``).
+SpecModel = _Model
+
+
 class HnswSpec(_Model):
     """HNSW index parameters, named as Chroma names them (``hnsw:M`` etc.)."""
 
@@ -588,6 +592,9 @@ class ChromaCollectionSpec(_Model):
 
     collection: CollectionSpec
     storage: StorageSpec
+    #: Set: a collection of that ChromaDatabase's pool, read as ``database.DeclaredSpec``
+    #: instead (the CRD then has no storage); here it is always unset.
+    database: None = None
     service_account: ServiceAccountSpec = Field(default_factory=ServiceAccountSpec)
     writer: WriterSpec = Field(default_factory=WriterSpec)
     compactor: CompactorSpec = Field(default_factory=CompactorSpec)

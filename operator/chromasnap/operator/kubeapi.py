@@ -39,6 +39,7 @@ PLURALS = {
     "Job": "jobs",
     "NetworkPolicy": "networkpolicies",
     "ChromaCollection": "chromacollections",
+    "ChromaDatabase": "chromadatabases",
 }
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -30,7 +30,7 @@ def summary(results: Mapping[str, CompactionResult], failures: Mapping[str, str]
     for res in results.values():
         outcomes[res.result] = outcomes.get(res.result, 0) + 1
     pending = sorted(((res.pending_deltas, cid) for cid, res in results.items()
-                      if res.pending_deltas), reverse=True)[:10]
+                      if res.pending_deltas), reverse=True)
     return {
         "at": at.isoformat(),
         "seconds": round(seconds, 3),
@@ -39,10 +39,39 @@ def summary(results: Mapping[str, CompactionResult], failures: Mapping[str, str]
         "failingCollections": len(failures),
         "failing": [{"id": cid, "reason": why[:512]}
                     for cid, why in sorted(failures.items())[:MAX_LISTED]],
-        "mostPending": [{"id": cid, "pendingDeltas": n} for n, cid in pending],
+        "pendingCollections": len(pending),
+        "mostPending": [{"id": cid, "pendingDeltas": n} for n, cid in pending[:10]],
     }
 
 
 def encode(status: Mapping[str, Any]) -> bytes:
     """The object's bytes."""
     return json.dumps(status, indent=2).encode()
+
+
+#: Collections a ChromaDatabase's status lists by name of kind (failing, most pending):
+#: the status is read by ``kubectl get`` and the operator, and must stay small.
+STATUS_LISTED = 10
+
+
+def database_status(last_pass: Mapping[str, Any] | None, collections: int,
+                    databases: int, identity: str) -> dict[str, Any]:
+    """The merge patch a pool's pod sends to its ChromaDatabase's ``status`` (pure).
+
+    Totals, and only the collections that need attention (at most
+    :data:`STATUS_LISTED` of each kind); ``last_pass`` is :func:`summary` of the last
+    pass that folded anything (``None``: none since the pod started, and the fields it
+    sets are left as they are).
+    """
+    status: dict[str, Any] = {"collections": collections, "databases": databases}
+    if last_pass is not None:
+        status |= {
+            "lastPass": {"time": last_pass["at"], "seconds": last_pass["seconds"],
+                         "collections": last_pass["collections"],
+                         "outcomes": last_pass["outcomes"], "identity": identity},
+            "failingCollections": last_pass["failingCollections"],
+            "failing": last_pass["failing"][:STATUS_LISTED],
+            "mostPending": last_pass["mostPending"][:STATUS_LISTED],
+            "pendingCollections": last_pass["pendingCollections"],
+        }
+    return {"status": status}

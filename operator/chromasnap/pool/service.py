@@ -177,7 +177,7 @@ class PoolService:
         return await self._view(lambda s: len(s.database(tenant, database).by_id))
 
     async def delete_collection(self, tenant: str, database: str, name: str) -> None:
-        """See ``Catalog.delete_collection``."""
+        """See ``Catalog.delete_collection``; a declared collection is refused."""
         op = await self._change(lambda s: _logged(
             cat.decide_delete_collection(s, tenant, database, name, _now())))
         await self.members.drop(op.id)
@@ -199,6 +199,17 @@ class PoolService:
             s, cid, name=name, metadata=metadata, configuration_json=new_config))
 
     # -- tenants and databases ---------------------------------------------------------
+
+    async def declare(self, cid: str, declared_by: str | None) -> None:
+        """Mark a collection as declared by a ChromaCollection (``None``: no longer):
+        every process of the pool then refuses to delete or rename it."""
+        await self._change(lambda s: cat.decide_declare(s, cid, declared_by))
+
+    async def declared(self, tenant: str, database: str) -> dict[str, tuple[str, str]]:
+        """The declared collections of a database: id -> (name, declaring resource)."""
+        return await self._view(lambda s: {
+            e.id: (e.name, e.declared_by) for e in s.database(tenant, database).by_id.values()
+            if e.declared_by is not None})
 
     async def create_tenant(self, tenant: str) -> None:
         """See ``Catalog.create_tenant``."""

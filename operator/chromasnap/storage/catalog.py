@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chromasnap.engine.errors import AlreadyExists, InvalidArgument, NotFound
+from chromasnap.engine.errors import AlreadyExists, Forbidden, InvalidArgument, NotFound
 
 COLLECTIONS_PREFIX = "collections/"
 
@@ -63,6 +63,9 @@ class CollectionEntry(_Frozen):
     created_at: datetime
     #: Bumped on every change of this entry; Chroma's ``version``.
     version: int = 0
+    #: The ChromaCollection (``namespace/name``) that declares this collection in Git:
+    #: the API may not delete or rename it (``decide_declare`` sets and clears it).
+    declared_by: str | None = None
 
 
 class DeletedCollection(_Frozen):
@@ -246,8 +249,9 @@ def decide_create_database(state: PoolCatalog, entry: DatabaseEntry) -> CreateDa
 
 def decide_delete_database(state: PoolCatalog, tenant: str, database: str,
                            at: datetime) -> DeleteDatabase:
-    """Delete a database and every collection in it."""
-    state.database(tenant, database)
+    """Delete a database and every collection in it (none of them declared)."""
+    for entry in state.database(tenant, database).by_id.values():
+        _refuse_declared(entry, f"delete database {database} with")
     return DeleteDatabase(tenant=tenant, database=database, at=at)
 
 
@@ -274,7 +278,28 @@ def decide_delete_collection(state: PoolCatalog, tenant: str, database: str, nam
     cid = db.by_name.get(name)
     if cid is None:
         raise NotFound(f"Collection [{name}] does not exist")
+    _refuse_declared(db.by_id[cid], "delete")
     return DeleteCollection(id=cid, at=at)
+
+
+def _refuse_declared(entry: CollectionEntry, action: str) -> None:
+    if entry.declared_by is not None:
+        raise Forbidden(
+            f"cannot {action} collection {entry.name}: it is declared by ChromaCollection "
+            f"{entry.declared_by}; change or delete that resource instead (its "
+            "deletionPolicy decides whether the data goes with it)")
+
+
+def decide_declare(state: PoolCatalog, collection_id: str, declared_by: str | None
+                   ) -> tuple[ModifyCollection | None, CollectionEntry]:
+    """Mark a collection as declared by a ChromaCollection (``None``: no longer)."""
+    entry = state.by_id(collection_id)
+    if entry is None:
+        raise NotFound(f"Collection [{collection_id}] does not exist")
+    if entry.declared_by == declared_by:
+        return None, entry
+    changed = entry.model_copy(update={"declared_by": declared_by})
+    return ModifyCollection(entry=changed), changed
 
 
 def decide_modify(state: PoolCatalog, collection_id: str, *, name: str | None = None,
@@ -292,6 +317,7 @@ def decide_modify(state: PoolCatalog, collection_id: str, *, name: str | None = 
         raise NotFound(f"Collection [{collection_id}] does not exist")
     update: dict[str, Any] = {}
     if name is not None and name != entry.name:
+        _refuse_declared(entry, "rename")
         if name in state.databases[(entry.tenant, entry.database)].by_name:
             raise AlreadyExists(f"Collection [{name}] already exists")
         update["name"] = name

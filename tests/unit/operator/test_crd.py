@@ -340,7 +340,29 @@ def _compare(model: type[BaseModel], node: dict[str, Any], path: str) -> None:
 
 
 def test_model_mirrors_the_schema() -> None:
-    _compare(crd.ChromaCollectionSpec, SPEC, "spec")
+    # The CRD requires storage unless database is set (a CEL rule); the model of a
+    # collection with pods of its own requires it, one in a pool is a DeclaredSpec.
+    spec = copy.deepcopy(SPEC)
+    spec["required"] = [*SPEC["required"], "storage"]
+    _compare(crd.ChromaCollectionSpec, spec, "spec")
+
+
+def test_a_collection_in_a_pool_needs_no_storage() -> None:
+    from chromasnap.operator.database import DeclaredCollection, declared_database
+
+    rules = [r["rule"] for r in SPEC["x-kubernetes-validations"]]
+    assert "has(self.storage) != has(self.database)" in rules
+    assert SPEC["properties"]["database"]["x-kubernetes-validations"][0]["rule"] == (
+        "self == oldSelf")
+    body = {"metadata": {"name": "docs", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": apply_defaults(SPEC, {"database": "team-a",
+                                          "collection": {"name": "docs", "dimension": 8}})}
+    assert declared_database(body) == "team-a"
+    member = DeclaredCollection.from_body(body)
+    assert (member.spec.database, member.spec.collection.name) == ("team-a", "docs")
+    assert declared_database({"spec": MINIMAL}) is None
+    with pytest.raises(crd.SpecError, match="storage"):
+        crd.ChromaCollection.from_body(body)
 
 
 def apply_defaults(node: dict[str, Any], obj: Any) -> Any:

@@ -201,3 +201,41 @@ def test_the_argocd_configmap_carries_the_health_script_verbatim() -> None:
     (cm,) = _docs(EXAMPLES / "argocd-cm-health.yaml")
     key = "resource.customizations.health.chromasnap.dev_ChromaCollection"
     assert cm["data"][key] == HEALTH_LUA.read_text()
+
+
+HEALTH_DB_LUA = ROOT / "docs" / "argocd-health-database.lua"
+
+
+def _database(generation: int = 2, **status: Any) -> dict[str, Any]:
+    return {"apiVersion": "chromasnap.dev/v1alpha1", "kind": "ChromaDatabase",
+            "metadata": {"name": "team-a", "generation": generation}, "status": status}
+
+
+def _ready(status: str, reason: str, message: str = "m") -> list[dict[str, str]]:
+    return [{"type": "Ready", "status": status, "reason": reason, "message": message}]
+
+
+@pytest.mark.parametrize(("obj", "health"), [
+    (_database(), "Progressing"),
+    (_database(observedGeneration=1, conditions=_ready("True", "AllPodsReady")), "Progressing"),
+    (_database(observedGeneration=2, conditions=_ready("False", "NoPodReady")), "Progressing"),
+    (_database(observedGeneration=2, conditions=_ready("False", "InvalidSpec",
+                                                       "spec.pool.cacheSize: bad")), "Degraded"),
+    (_database(observedGeneration=2, conditions=_ready("False", "ScaledToZero")), "Suspended"),
+    (_database(observedGeneration=2, conditions=_ready("True", "AllPodsReady"),
+               failingCollections=0), "Healthy"),
+    (_database(observedGeneration=2, conditions=_ready("True", "SomePodsReady"),
+               failingCollections=3, failing=[{"id": "c1", "reason": "StorageError: x"}]),
+     "Degraded"),
+])
+def test_argocd_health_of_a_database(obj: dict[str, Any], health: str) -> None:
+    got = argocd_health(obj, HEALTH_DB_LUA.read_text())
+    assert got["status"] == health, got
+    if health == "Degraded" and obj["status"].get("failing"):
+        assert got["message"] == "3 collection(s) fail to compact (e.g. c1: StorageError: x)"
+
+
+def test_the_argocd_configmap_carries_the_database_health_script_verbatim() -> None:
+    (cm,) = _docs(EXAMPLES / "argocd-cm-health.yaml")
+    key = "resource.customizations.health.chromasnap.dev_ChromaDatabase"
+    assert cm["data"][key] == HEALTH_DB_LUA.read_text()

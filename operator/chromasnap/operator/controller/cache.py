@@ -11,7 +11,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from chromasnap.operator.observed import Observed, OwnedChild
+from chromasnap.operator.observed import DeploymentState, Observed, OwnedChild
+from chromasnap.operator.specs.database import COMPONENT_POOL
 from chromasnap.operator.specs.naming import COMPONENT_READER, COMPONENT_WRITER
 from chromasnap.resource import API_VERSION, KIND
 
@@ -21,7 +22,8 @@ from chromasnap.resource import API_VERSION, KIND
 #: seen.
 STORAGE_PREFIX = "kopf.chromasnap.dev"
 #: The ids of the kopf indexes (see the ``@kopf.index`` handlers).
-INDEXES = ("collections", "deployments", "cronjobs", "jobs", "networkpolicies", "pods")
+INDEXES = ("collections", "databases", "deployments", "cronjobs", "jobs", "networkpolicies",
+           "pods")
 
 Key = tuple[str, str]  # (namespace, name) of a ChromaCollection
 
@@ -31,9 +33,10 @@ def meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], body.get("metadata") or {})
 
 
-def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A private copy of a collection, without the bulky bookkeeping (managedFields, kopf's
-    last-handled configuration), for the in-memory index."""
+def slim(body: Mapping[str, Any], kind: str = KIND) -> dict[str, Any]:
+    """A private copy of a collection (or a database: ``kind``), without the bulky
+    bookkeeping (managedFields, kopf's last-handled configuration), for the in-memory
+    index."""
     m = body.get("metadata") or {}
     keep = ("name", "namespace", "uid", "generation", "resourceVersion", "labels",
             "deletionTimestamp", "finalizers")
@@ -42,7 +45,7 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
                    and k != "kubectl.kubernetes.io/last-applied-configuration"}
     return {
         "apiVersion": API_VERSION,
-        "kind": KIND,
+        "kind": kind,
         "metadata": {k: copy.deepcopy(m[k]) for k in keep if k in m}
         | {"annotations": annotations},
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
@@ -86,6 +89,17 @@ class ClusterCache:
             jobs=tuple(jobs.get(key, ())) if jobs else (),
             pods=tuple(pods.get(key, ())) if pods else (),
         )
+
+    def database(self, key: Key) -> dict[str, Any] | None:
+        """The ChromaDatabase as last seen by the watch (a slim private copy)."""
+        idx = self.indices.get("databases")
+        return cast(dict[str, Any] | None, _first(idx.get(key)) if idx is not None else None)
+
+    def pool_deployment(self, key: Key) -> DeploymentState | None:
+        """The status of a ChromaDatabase's Deployment, if it exists."""
+        deps = self.indices.get("deployments")
+        return cast(DeploymentState | None,
+                    _first(deps.get((*key, COMPONENT_POOL))) if deps else None)
 
     def network_policies(self, key: Key) -> list[OwnedChild]:
         """The NetworkPolicies labelled as one collection's (owned or not: check ``owner_uid``)."""

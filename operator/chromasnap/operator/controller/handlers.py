@@ -20,6 +20,9 @@ What triggers what:
   ``deletionPolicy: Delete`` a finalizer first stops the workloads and runs a
   purge Job that empties the prefix and reports back.
 - a slow periodic resync re-applies everything, in case a watch missed an event.
+- ChromaDatabases (pools of collections) have their own controller
+  (:mod:`.databases`): create / update / resume apply the pool's children, and the
+  pool's children's events restore them and refresh its status.
 
 Status patches and Events go through the operator's own client; kopf's own
 event posting is off so that each notable transition produces exactly one Event.
@@ -39,6 +42,7 @@ from chromasnap import logs
 from chromasnap.operator.controller.cache import INDEXES, STORAGE_PREFIX, Key, meta, slim
 from chromasnap.operator.controller.retry import backoff
 from chromasnap.operator.controller.wiring import Operator, Parts
+from chromasnap.operator.database import declared_database
 from chromasnap.operator.kubeapi import ApiError, load_connection
 from chromasnap.operator.observed import (
     CronJobState,
@@ -49,13 +53,14 @@ from chromasnap.operator.observed import (
 )
 from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION
 from chromasnap.operator.settings import OperatorSettings, RuntimeSettings
+from chromasnap.operator.specs.database import COMPONENT_POOL
 from chromasnap.operator.specs.naming import (
     LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from chromasnap.resource import GROUP, PLURAL, VERSION
+from chromasnap.resource import DATABASE_KIND, DATABASE_PLURAL, GROUP, PLURAL, VERSION
 
 log = logging.getLogger("chromasnap.operator")
 
@@ -167,6 +172,13 @@ async def collections(body: kopf.Body, namespace: str | None, name: str,
     return {(str(namespace), name): slim(body)}
 
 
+@kopf.index(GROUP, VERSION, DATABASE_PLURAL, id="databases")
+async def databases(body: kopf.Body, namespace: str | None, name: str,
+                    **_: Any) -> dict[Key, dict[str, Any]]:
+    """(namespace, name) -> the ChromaDatabase (slim copy), for child events."""
+    return {(str(namespace), name): slim(body, DATABASE_KIND)}
+
+
 @kopf.index("apps", "v1", "deployments", labels=MANAGED, id="deployments")
 async def deployments(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
                       **_: Any) -> dict[tuple[str, str, str], DeploymentState] | None:
@@ -227,8 +239,9 @@ async def pod_event(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
-    """Apply the collection's children (create, spec change, operator restart)."""
-    await _parts(memo).reconciler.reconcile(body, retry)
+    """Apply the collection's children (create, spec change, operator restart); one
+    declared in a pool (``spec.database``) goes to its pool instead."""
+    await _parts(memo).reconcile_collection(body, retry)
 
 
 @kopf.on.field(GROUP, VERSION, PLURAL, id="compact-now",
@@ -237,6 +250,10 @@ async def compact_now(body: kopf.Body, new: Any, memo: Any, retry: int, **_: Any
     """A new value of ``chromasnap.dev/compact-now`` starts a compaction Job."""
     if not new or meta(body).get("deletionTimestamp"):
         return
+    if declared_database(body):
+        log.info("compact-now ignored: a collection in a pool is compacted by the pool's "
+                 "passes", extra=logs.fields(collection=meta(body).get("name")))
+        return
     try:
         await _parts(memo).compactions.compact_now(body, str(new))
     except ApiError as e:
@@ -244,7 +261,8 @@ async def compact_now(body: kopf.Body, new: Any, memo: Any, retry: int, **_: Any
 
 
 def _purge_requested(spec: kopf.Spec, **_: Any) -> bool:
-    return bool(spec.get("deletionPolicy") == "Delete")
+    # A collection in a pool is deleted by the pool's pods (POOL_DELETE_FINALIZER).
+    return bool(spec.get("deletionPolicy") == "Delete" and not spec.get("database"))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_purge_requested, id="purge")
@@ -265,15 +283,37 @@ async def collection_event(event: kopf.RawEvent, body: kopf.Body, memo: Any,
     if event.get("type") == "DELETED":
         parts.memory.forget(uid, key)
         counters.forget(uid)
+        if declared_database(body):
+            await parts.databases.member_gone(body)
         return
     counters.observe(body)  # a new status.lastCompaction is one more run for /metrics
     if uid in parts.memory.judged:  # otherwise the reconcile handler refreshes when it is done
         await parts.status.refresh(key)
 
 
+@kopf.on.resume(GROUP, VERSION, DATABASE_PLURAL)
+@kopf.on.create(GROUP, VERSION, DATABASE_PLURAL)
+@kopf.on.update(GROUP, VERSION, DATABASE_PLURAL, field="spec")
+async def reconcile_database(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+    """Apply a ChromaDatabase's children (create, spec change, operator restart)."""
+    await _parts(memo).databases.reconcile(body, retry)
+
+
+@kopf.on.event(GROUP, VERSION, DATABASE_PLURAL, id="database-deleted")
+async def database_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A deleted database's memory goes (its children go with their owner references)."""
+    if event.get("type") == "DELETED":
+        m = meta(body)
+        _parts(memo).databases.forget(str(m.get("uid")),
+                                      (str(m.get("namespace")), str(m.get("name"))))
+
+
 async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A child changed or disappeared."""
+    """A child changed or disappeared: a pool's goes to the databases' controller."""
     try:
+        if (meta(body).get("labels") or {}).get(LABEL_COMPONENT) == COMPONENT_POOL:
+            await _parts(memo).databases.child_event(event.get("type"), body)
+            return
         await _parts(memo).repair.child_event(event.get("type"), body)
     except ApiError as e:
         # Not retried by kopf (event handlers are fire-and-forget); the next event or

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import kopf
 
 from chromasnap import logs
 from chromasnap.operator.controller.cache import ClusterCache, meta
 from chromasnap.operator.controller.memory import Memory
-from chromasnap.operator.controller.reconcile import Reconciler
 from chromasnap.operator.kubeapi import ApiError
 
 log = logging.getLogger("chromasnap.operator")
 
 
 async def resync_forever(interval: float, cache: ClusterCache, memory: Memory,
-                         reconciler: Reconciler) -> None:
+                         reconcile: Callable[[Mapping[str, Any], int], Awaitable[None]]
+                         ) -> None:
     """Every ``interval`` seconds, re-apply each collection, spread over the interval."""
     while True:
         await asyncio.sleep(interval)
@@ -31,7 +33,7 @@ async def resync_forever(interval: float, cache: ClusterCache, memory: Memory,
             # Compare against the object, not our memory: heals hand-edited status too.
             memory.written.pop(uid, None)
             try:
-                await reconciler.reconcile(body, retry=0)
+                await reconcile(body, 0)
             except (kopf.TemporaryError, kopf.PermanentError, ApiError) as e:
                 log.info("resync deferred", extra=logs.fields(
                     collection=f"{m.get('namespace')}/{m.get('name')}", error=str(e)))

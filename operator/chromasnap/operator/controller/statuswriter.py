@@ -16,6 +16,7 @@ from chromasnap.operator.conditions import operator_status, recorded_problem, tr
 from chromasnap.operator.controller.cache import ClusterCache, Key, meta
 from chromasnap.operator.controller.events import EventRecorder
 from chromasnap.operator.controller.memory import Memory
+from chromasnap.operator.database import declared_database
 from chromasnap.operator.kubeapi import ApiError, Kube, path
 from chromasnap.resource import API_VERSION, KIND
 
@@ -43,6 +44,8 @@ class StatusWriter:
         m = meta(body)
         if m.get("deletionTimestamp"):
             return  # going away: the purge path owns the conditions now
+        if declared_database(body):
+            return  # in a pool: its pods write the status (pool/declared.py)
         uid = str(m.get("uid"))
         mem = self.memory
         status = cast(Mapping[str, Any], body.get("status") or {})

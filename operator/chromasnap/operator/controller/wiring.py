@@ -16,6 +16,7 @@ from typing import Any
 
 from chromasnap.operator.controller.cache import ClusterCache
 from chromasnap.operator.controller.compactions import CompactionLauncher
+from chromasnap.operator.controller.databases import DatabaseController
 from chromasnap.operator.controller.events import EventRecorder
 from chromasnap.operator.controller.memory import Memory
 from chromasnap.operator.controller.metrics import (
@@ -30,6 +31,7 @@ from chromasnap.operator.controller.reconcile import Reconciler
 from chromasnap.operator.controller.repair import DriftRepair
 from chromasnap.operator.controller.resync import resync_forever
 from chromasnap.operator.controller.statuswriter import StatusWriter
+from chromasnap.operator.database import declared_database
 from chromasnap.operator.kubeapi import Kube, load_connection
 from chromasnap.operator.settings import OperatorSettings, RuntimeSettings
 from chromasnap.operator.specs.naming import FIELD_MANAGER
@@ -48,6 +50,7 @@ class Parts:
     reconciler: Reconciler
     repair: DriftRepair
     purger: Purger
+    databases: DatabaseController
 
     @classmethod
     def wire(cls, kube: Kube, indices: Mapping[str, Any], settings: OperatorSettings,
@@ -69,7 +72,16 @@ class Parts:
                                   runtime.max_concurrent_reconciles),
             repair=DriftRepair(kube, settings, cache, memory, status, events),
             purger=Purger(kube, settings, cache, events),
+            databases=DatabaseController(kube, settings, cache, events),
         )
+
+    async def reconcile_collection(self, body: Mapping[str, Any], retry: int) -> None:
+        """A ChromaCollection's reconcile: its own children, or, declared in a pool
+        (``spec.database``), the pool's."""
+        if declared_database(body):
+            await self.databases.declare(body, retry)
+        else:
+            await self.reconciler.reconcile(body, retry)
 
 
 class Operator:
@@ -106,7 +118,8 @@ class Operator:
         if self.runtime.resync_seconds > 0:
             p = self._parts
             self._resync = asyncio.create_task(
-                resync_forever(self.runtime.resync_seconds, p.cache, p.memory, p.reconciler),
+                resync_forever(self.runtime.resync_seconds, p.cache, p.memory,
+                               p.reconcile_collection),
                 name="resync")
 
     async def stop(self) -> None:

@@ -30,7 +30,8 @@ from chromasnap.operator.specs.pods import (
 )
 
 
-def _service_port(name: str = HTTP_PORT_NAME, port: int = HTTP_PORT) -> dict[str, Any]:
+def service_port(name: str = HTTP_PORT_NAME, port: int = HTTP_PORT) -> dict[str, Any]:
+    """A Service port forwarding to the container port of the same name."""
     return {
         "name": name,
         "port": port,
@@ -50,7 +51,7 @@ def _client_service(cc: ChromaCollection, name: str, component: str) -> Manifest
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(cc.name, component),
-            "ports": [_service_port()],
+            "ports": [service_port()],
         },
     }
 
@@ -80,7 +81,7 @@ def readers_headless_service(cc: ChromaCollection) -> Manifest:
             "clusterIP": "None",
             "publishNotReadyAddresses": False,
             "selector": selector_labels(cc.name, COMPONENT_READER),
-            "ports": [_service_port(), _service_port(INTERNAL_PORT_NAME, INTERNAL_PORT)],
+            "ports": [service_port(), service_port(INTERNAL_PORT_NAME, INTERNAL_PORT)],
         },
     }
 

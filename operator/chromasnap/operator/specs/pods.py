@@ -41,7 +41,8 @@ def image(cc: ChromaCollection, settings: OperatorSettings) -> str:
     return cc.spec.image or settings.default_image
 
 
-def _pod_security_context() -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
+    """Every pod runs as the image's non-root user under the runtime's seccomp profile."""
     return {
         "runAsNonRoot": True,
         "runAsUser": RUNTIME_UID,
@@ -51,7 +52,8 @@ def _pod_security_context() -> dict[str, Any]:
     }
 
 
-def _container_security_context() -> dict[str, Any]:
+def container_security_context() -> dict[str, Any]:
+    """No privileges, no capabilities, a read-only root filesystem."""
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,
@@ -103,11 +105,13 @@ def bootstrap_credentials(cc: ChromaCollection) -> list[dict[str, Any]]:
     ]
 
 
-def _values(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
+def env_values(pairs: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Plain ``env`` entries from a name -> value mapping."""
     return [{"name": k, "value": v} for k, v in pairs.items()]
 
 
-def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    """An HTTP probe of ``path`` on the named HTTP port."""
     return {
         "httpGet": {"path": path, "port": HTTP_PORT_NAME},
         "periodSeconds": period,
@@ -139,10 +143,10 @@ def container(
         # Explicit command (not just args): the tests run exactly this as a local process.
         "command": ["chromasnap", component],
         "envFrom": [{"configMapRef": {"name": names(cc).config}}],
-        "env": _common_env(cc) + _values(env)
+        "env": _common_env(cc) + env_values(env)
         + (bootstrap_credentials(cc) if component == COMPONENT_COMPACTOR else []),
         "resources": resources.manifest(),
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         # The compactor writes its JSON result there; otherwise show the log's tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -167,9 +171,9 @@ def container(
         # /readyz: it can serve (reader: a verified snapshot is loaded).
         # The startup probe gives slow imports and first downloads two minutes
         # before liveness starts counting.
-        out["startupProbe"] = _http_probe("/healthz", period=2, failures=60)
-        out["livenessProbe"] = _http_probe("/healthz", period=10, failures=3)
-        out["readinessProbe"] = _http_probe("/readyz", period=2, failures=2)
+        out["startupProbe"] = http_probe("/healthz", period=2, failures=60)
+        out["livenessProbe"] = http_probe("/healthz", period=10, failures=3)
+        out["readinessProbe"] = http_probe("/readyz", period=2, failures=2)
     return out
 
 
@@ -201,7 +205,7 @@ def pod_spec(
         # Service links would inject e.g. CHROMASNAP_PORT=tcp://... for a Service named
         # "chromasnap", clobbering our settings; nothing here uses them.
         "enableServiceLinks": False,
-        "securityContext": _pod_security_context(),
+        "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": grace_seconds,
         "containers": [main],
         "volumes": pod_volumes,
