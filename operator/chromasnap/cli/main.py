@@ -124,6 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from chromasnap.cli.importexport import export_at
 
         restored = export_at(store, Path(args.path), args.at)
+        _rename_exported(args)
         origin = (f"version {restored.anchor.version}" if restored.anchor else "the empty "
                   "collection")
         print(f"exported the state at {args.at.isoformat()} ({restored.record_count} records: "
@@ -131,9 +132,20 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"chromadb.PersistentClient(path={args.path!r})")
         return 0
     man = export_snapshot(store, Path(args.path), args.version, show_progress=True)
+    _rename_exported(args)
     print(f"exported version {man.version} ({man.record_count} records) to {args.path}; "
           f"open it with chromadb.PersistentClient(path={args.path!r})")
     return 0
+
+
+def _rename_exported(args: argparse.Namespace) -> None:
+    if args.name is None:
+        return
+    from chromasnap.cli.importexport import rename_exported
+
+    old = rename_exported(Path(args.path), args.name)
+    if old != args.name:
+        print(f"renamed the exported collection {old!r} to {args.name!r}", file=sys.stderr)
 
 
 def _timestamp(text: str) -> datetime:
@@ -153,6 +165,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     st = status.collect(open_store(args.url, args.s3_endpoint_url))
     print(json.dumps(st.to_dict(), indent=2) if args.json else status.render(st))
+    return 0
+
+
+def cmd_pool_collections(args: argparse.Namespace) -> int:
+    """List a pool root's collections, paged and sorted."""
+    from chromasnap.cli import poolcollections
+    from chromasnap.storage.store import open_store
+
+    if args.offset < 0 or args.limit < 0:
+        print("chromasnap pool-collections: --limit and --offset must be >= 0", file=sys.stderr)
+        return 2
+    page = poolcollections.listing(
+        open_store(args.url, args.s3_endpoint_url), sort=args.sort, desc=args.desc,
+        tenant=args.tenant, database=args.database, name=args.name, limit=args.limit,
+        offset=args.offset, sizes=not args.catalog_only)
+    print(json.dumps(page, indent=2) if args.json else poolcollections.render(page))
     return 0
 
 
@@ -267,11 +295,33 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--version", default=None, help="a retained version (default: current)")
     when.add_argument("--at", default=None, type=_timestamp, metavar="TIME",
                       help="the state at this time (ISO 8601; needs a recovery window)")
+    e.add_argument("--name", default=None,
+                   help="name the exported collection NAME (a pool's collection is stored "
+                        "under its id; `kubectl chromasnap export DB --collection` passes its "
+                        "catalog name)")
     endpoint(e)
     st = add("status", cmd_status, "show pointer, retained versions and pending deltas")
     st.add_argument("url", help="collection root: s3://bucket/prefix or file:///dir")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     endpoint(st)
+    pc = add("pool-collections", cmd_pool_collections,
+             "list the collections of a pool root (chromasnap pool), paged and sorted")
+    pc.add_argument("url", help="pool root: s3://bucket/prefix or file:///dir")
+    pc.add_argument("--sort", choices=("name", "created", "records", "bytes", "pending"),
+                    default="name",
+                    help="order (default name); records and bytes read every collection's "
+                         "manifest, pending comes from the last compaction pass's summary, "
+                         "which names only the collections with the most pending deltas")
+    pc.add_argument("--desc", action="store_true", help="descending order")
+    pc.add_argument("--limit", type=int, default=50, help="rows per page (default 50; 0: all)")
+    pc.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
+    pc.add_argument("--tenant", default=None, help="only this tenant (default: all)")
+    pc.add_argument("--database", default=None, help="only this database (default: all)")
+    pc.add_argument("--name", default=None, help="only collections of this name")
+    pc.add_argument("--catalog-only", action="store_true",
+                    help="do not read the collections' manifests (no records or bytes)")
+    pc.add_argument("--json", action="store_true", help="machine-readable output")
+    endpoint(pc)
     d = add("demo", cmd_demo, "run the whole loop on a local bucket and print what happened")
     d.add_argument("--dir", default=None, help="work directory, emptied first (default: .demo/run)")
     dv = add("dev", cmd_dev, "a pool (Chroma's whole API) on a local bucket, in the foreground")

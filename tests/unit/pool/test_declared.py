@@ -10,12 +10,12 @@ import pytest
 
 from chromasnap.api.createbody import parse_create
 from chromasnap.engine.errors import Forbidden
-from chromasnap.storage import catalog as cat
 from chromasnap.pool.declared import (
     create_body,
     declared_in,
     member_status,
 )
+from chromasnap.storage import catalog as cat
 
 T0, T1 = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
 

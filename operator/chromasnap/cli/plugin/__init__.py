@@ -1,4 +1,5 @@
-"""``kubectl chromasnap``: day-2 operations on ChromaCollections from a workstation.
+"""``kubectl chromasnap``: day-2 operations on ChromaCollections and ChromaDatabases
+from a workstation.
 
 A kubectl plugin (the ``kubectl-chromasnap`` executable the package installs): kubectl
 finds it on ``PATH`` and runs it for ``kubectl chromasnap ...``. It talks to the API
@@ -10,6 +11,9 @@ command line with the collection's own storage settings and credentials Secret.
 - :mod:`.status`: ``status`` (conditions, snapshot, readers' loaded versions, runs).
 - :mod:`.compact`: ``compact`` (the compact-now annotation, then the run followed).
 - :mod:`.bucket`: ``export``, ``restore`` and the bucket summary.
+- :mod:`.pool`: a ChromaDatabase: ``status``, ``collections`` (``chromasnap
+  pool-collections`` in a child process), ``export`` and ``restore`` of one of its
+  collections.
 - :mod:`.logs`: ``logs`` (pods by the operator's labels).
 - :mod:`.report`: ``report`` (a support bundle without secret values).
 - :mod:`.main`: the argument parser and entry point.

@@ -125,9 +125,18 @@ def export(kube: Kube, name: str, dest: str, *, version: str | None, at: str | N
             "which this chromasnap version does not have; export a retained version with "
             f"--version instead (`kubectl chromasnap status {name} --bucket` lists them)",
             exit_code=2)
-    storage = Storage.of(kube.collection(name))
+    return export_storage(kube, Storage.of(kube.collection(name)), dest, version=version, at=at,
+                          endpoint=endpoint, local_creds=local_creds, err=err)
+
+
+def export_storage(kube: Kube, storage: Storage, dest: str, *, version: str | None,
+                   at: str | None, endpoint: str | None, local_creds: bool,
+                   name: str | None = None, err: TextIO = sys.stderr) -> int:
+    """Run ``chromasnap export`` on the collection root ``storage.url`` (``name``: what
+    to call the exported collection)."""
     creds = local_credentials(storage) if local_creds else credentials(kube, storage)
     args = ["export", storage.url, dest, *_endpoint_args(storage, endpoint)]
+    args += ["--name", name] if name else []
     args += ["--version", version] if version else []
     args += ["--at", at] if at else []
     print(f"exporting {storage.url} to {dest} ({creds.note})", file=err, flush=True)
@@ -188,9 +197,10 @@ def restore_manifest(source: Mapping[str, Any], new_name: str, *, prefix: str | 
                           f"{src_storage.get('prefix')!r}: pass --prefix with a separate one",
                           exit_code=2)
     spec["storage"] = src_storage | {"prefix": new_prefix}
-    origin: dict[str, Any] = {k: v for k, v in src_storage.items()
-                              if k in ("bucket", "prefix", "endpoint", "region",
-                                       "credentialsSecretRef")}
+    # a copy of its own (yaml.safe_dump would write shared parts as &anchors)
+    origin: dict[str, Any] = json.loads(json.dumps(
+        {k: v for k, v in src_storage.items()
+         if k in ("bucket", "prefix", "endpoint", "region", "credentialsSecretRef")}))
     frm: dict[str, Any] = {"storage": origin} if nested_storage else dict(origin)
     if version:
         frm["version"] = version
@@ -224,7 +234,15 @@ def restore(kube: Kube, name: str, new_name: str, *, at: str | None, version: st
             prefix: str | None, dry_run: bool, out: TextIO = sys.stdout,
             err: TextIO = sys.stderr) -> int:
     """Create (or with ``dry_run`` print) the bootstrap ChromaCollection."""
-    source = kube.collection(name)
+    return restore_from(kube, kube.collection(name), name, new_name, at=at, version=version,
+                        prefix=prefix, dry_run=dry_run, out=out, err=err)
+
+
+def restore_from(kube: Kube, source: Mapping[str, Any], what: str, new_name: str, *,
+                 at: str | None, version: str | None, prefix: str | None, dry_run: bool,
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """:func:`restore` from ``source`` (a ChromaCollection object, or one shaped like it
+    for a pool's collection); ``what`` names the source in messages."""
     schema = _bootstrap_schema(kube)
     frm = ((schema or {}).get("properties") or {}).get("from") or {}
     nested = "storage" in (frm.get("properties") or {})
@@ -258,7 +276,7 @@ def restore(kube: Kube, name: str, new_name: str, *, at: str | None, version: st
         return NOT_APPLIED
     kube.request("POST", path(KIND, kube.namespace), query=[("fieldManager", FIELD_MANAGER)],
                  body=manifest)
-    print(f"created ChromaCollection {kube.namespace}/{new_name} from {name}"
+    print(f"created ChromaCollection {kube.namespace}/{new_name} from {what}"
           + (f" at {at}" if at else f" version {version}" if version else " (latest)")
           + f"; follow it with `kubectl chromasnap status {new_name}`", file=err)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from chromasnap.resource import GROUP, KIND, PLURAL, VERSION
+from chromasnap.resource import DATABASE_KIND, DATABASE_PLURAL, GROUP, KIND, PLURAL, VERSION
 
 #: Field manager of the plugin's writes (the compact-now annotation, restored collections).
 FIELD_MANAGER = "kubectl-chromasnap"
@@ -39,6 +39,7 @@ _PATHS = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    DATABASE_KIND: (f"/apis/{GROUP}/{VERSION}", DATABASE_PLURAL),
 }
 
 
@@ -152,6 +153,40 @@ class Kube:
                 f"ChromaCollection {name!r} not found in namespace {self.namespace!r}: "
                 f"list them with `kubectl get ccol -n {self.namespace}` (or -A), and pass "
                 "-n NAMESPACE if it lives elsewhere") from e
+
+    def database(self, name: str) -> dict[str, Any]:
+        """The ChromaDatabase ``name`` (a clear error when it or its CRD is missing)."""
+        try:
+            return self.get(path(DATABASE_KIND, self.namespace, name))
+        except NotFound as e:
+            if e.reason != "NotFound" or "could not find the requested resource" in str(e):
+                raise PluginError(
+                    f"the API server at {self.server} does not know ChromaDatabases: "
+                    "install the CRDs (kubectl apply --server-side -f crds/) of a chromasnap "
+                    "version with pools") from e
+            raise PluginError(
+                f"ChromaDatabase {name!r} not found in namespace {self.namespace!r}: "
+                f"list them with `kubectl get cdb -n {self.namespace}` (or -A), and pass "
+                "-n NAMESPACE if it lives elsewhere") from e
+
+    def resource(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(kind, object) of the ChromaCollection ``name`` or, if there is none, of the
+        ChromaDatabase ``name``; the ChromaCollection's error when neither exists."""
+        try:
+            return KIND, self.collection(name)
+        except ApiFailure:
+            raise  # forbidden, unreachable...: not a question of which kind
+        except PluginError as missing:  # not found (the object or the CRD)
+            try:
+                return DATABASE_KIND, self.get(path(DATABASE_KIND, self.namespace, name))
+            except NotFound:
+                raise PluginError(
+                    f"ChromaCollection {name!r} not found in namespace {self.namespace!r}, "
+                    f"nor a ChromaDatabase of that name: list them with `kubectl get ccol,cdb "
+                    f"-n {self.namespace}` (or -A), and pass -n NAMESPACE if it lives "
+                    "elsewhere") from missing
+            except ApiFailure:
+                raise missing from None
 
     def _failure(self, method: str, url_path: str, status: int, data: bytes) -> ApiFailure:
         try:

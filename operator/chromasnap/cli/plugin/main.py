@@ -1,5 +1,9 @@
 """kubectl chromasnap: status, compactions, export and restore, logs, support bundles.
 
+``status``, ``export`` and ``restore`` also work on a ChromaDatabase (a pool of
+collections; ``export`` and ``restore`` take ``--collection``), and ``collections``
+lists a pool's collections.
+
 Installed as the ``kubectl-chromasnap`` executable; kubectl runs it for
 ``kubectl chromasnap ...``. Every command takes the usual ``--kubeconfig``,
 ``--context`` and ``-n/--namespace`` (default: the context's namespace).
@@ -25,9 +29,15 @@ def _kube(args: argparse.Namespace) -> Kube:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Conditions, snapshot, pending deltas, readers' loaded versions, recent runs."""
-    from chromasnap.cli.plugin import bucket, status
+    from chromasnap.cli.plugin import bucket, pool, status
+    from chromasnap.resource import DATABASE_KIND
 
     kube = _kube(args)
+    kind, obj = kube.resource(args.name)
+    if kind == DATABASE_KIND:
+        return pool.status(kube, args.name, obj, json_out=args.json, bucket=args.bucket,
+                           endpoint=args.s3_endpoint_url,
+                           local_creds=args.use_local_credentials)
     page = status.collect(kube, args.name, metrics=not args.no_metrics)
     summary = None
     if args.bucket:
@@ -60,20 +70,65 @@ def cmd_compact(args: argparse.Namespace) -> int:
                    timeout=args.timeout)
 
 
+def _pool_or_collection(kube: Kube, args: argparse.Namespace) -> bool:
+    """Whether the command works on a pool's collection (``--collection``); a clear
+    error when NAME is a ChromaDatabase and ``--collection`` is missing."""
+    from chromasnap.resource import DATABASE_KIND
+
+    if args.collection is not None:
+        return True
+    if args.tenant is not None or args.database is not None:
+        raise PluginError("--tenant and --database go with --collection", exit_code=2)
+    kind, _ = kube.resource(args.name)
+    if kind == DATABASE_KIND:
+        raise PluginError(f"{args.name!r} is a ChromaDatabase (a pool of collections): pass "
+                          f"--collection NAME (list them with `kubectl chromasnap collections "
+                          f"{args.name}`)", exit_code=2)
+    return False
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a snapshot of the collection into a chromadb directory."""
-    from chromasnap.cli.plugin.bucket import export
+    from chromasnap.cli.plugin import bucket, pool
 
-    return export(_kube(args), args.name, args.path, version=args.version, at=args.at,
-                  endpoint=args.s3_endpoint_url, local_creds=args.use_local_credentials)
+    if (args.path is None) == (args.out is None):
+        raise PluginError("give the directory to write, as PATH or --out DIR (once)",
+                          exit_code=2)
+    dest = args.path or args.out
+    kube = _kube(args)
+    if _pool_or_collection(kube, args):
+        return pool.export(kube, args.name, args.collection, dest, tenant=args.tenant,
+                           database=args.database, version=args.version, at=args.at,
+                           endpoint=args.s3_endpoint_url, local_creds=args.use_local_credentials)
+    return bucket.export(kube, args.name, dest, version=args.version, at=args.at,
+                         endpoint=args.s3_endpoint_url, local_creds=args.use_local_credentials)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """A new collection bootstrapped from this one's data."""
-    from chromasnap.cli.plugin.bucket import restore
+    from chromasnap.cli.plugin import bucket, pool
 
-    return restore(_kube(args), args.name, args.into, at=args.at, version=args.version,
-                   prefix=args.prefix, dry_run=args.dry_run)
+    kube = _kube(args)
+    if _pool_or_collection(kube, args):
+        return pool.restore(kube, args.name, args.collection, args.into, tenant=args.tenant,
+                            database=args.database, at=args.at, version=args.version,
+                            prefix=args.prefix, dry_run=args.dry_run,
+                            endpoint=args.s3_endpoint_url,
+                            local_creds=args.use_local_credentials)
+    return bucket.restore(kube, args.name, args.into, at=args.at, version=args.version,
+                          prefix=args.prefix, dry_run=args.dry_run)
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    """The collections of a ChromaDatabase, paged and sorted."""
+    from chromasnap.cli.plugin.pool import collections
+
+    if args.limit < 0 or args.offset < 0:
+        raise PluginError("--limit and --offset must be >= 0", exit_code=2)
+    return collections(_kube(args), args.name, json_out=args.json, sort=args.sort,
+                       desc=args.desc, limit=args.limit, offset=args.offset,
+                       tenant=args.tenant, database=args.database,
+                       endpoint=args.s3_endpoint_url, local_creds=args.use_local_credentials)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -113,29 +168,42 @@ def _bucket_flags(p: argparse.ArgumentParser) -> None:
                    help="use this machine's AWS credentials, not the collection's Secret")
 
 
+def _pool_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", default=None, metavar="NAME",
+                   help="NAME is a ChromaDatabase: this collection of it (its catalog name)")
+    p.add_argument("--tenant", default=None,
+                   help="the collection's tenant (default: any, if only one has the name)")
+    p.add_argument("--database", default=None,
+                   help="the collection's Chroma database (default: any, if only one has "
+                        "the name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The plugin's argument parser."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     _connection_flags(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int],
-            help_: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str,
+            what: str = "the ChromaCollection") -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         # SUPPRESS: a flag given before the command is not reset by the subparser
         _connection_flags(sp, argparse.SUPPRESS)
-        sp.add_argument("name", help="the ChromaCollection")
+        sp.add_argument("name", help=what)
         sp.set_defaults(fn=fn)
         return sp
 
     st = add("status", cmd_status, "conditions, snapshot, pending deltas, each reader's "
-             "loaded version and the recent compaction runs")
+             "loaded version and the recent compaction runs; of a ChromaDatabase: its "
+             "endpoint, pods, collections, pending and failing ones and the last pass",
+             what="the ChromaCollection or ChromaDatabase")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--no-metrics", action="store_true",
                     help="do not read the readers' /metrics through the API server's proxy")
     st.add_argument("--bucket", action="store_true",
                     help="also list the bucket (retained versions, pending deltas) with the "
-                         "collection's credentials")
+                         "collection's credentials; of a ChromaDatabase: name the failing and "
+                         "most pending collections from the pool's catalog")
     _bucket_flags(st)
     c = add("compact", cmd_compact, "run a compaction now (the compact-now annotation) and "
             "follow it until the run reports")
@@ -145,25 +213,47 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--request", default=None, metavar="VALUE",
                    help="annotation value (default: the time); the same value never "
                         "starts a second run")
-    e = add("export", cmd_export, "restore a snapshot of the collection into a directory "
-            "chromadb.PersistentClient opens")
-    e.add_argument("path", help="new or empty directory to write")
+    e = add("export", cmd_export, "restore a snapshot of the collection (or of a pool's "
+            "collection, with --collection) into a directory chromadb.PersistentClient opens",
+            what="the ChromaCollection, or the ChromaDatabase with --collection")
+    e.add_argument("path", nargs="?", default=None, help="new or empty directory to write")
+    e.add_argument("-o", "--out", default=None, metavar="DIR", help="the same as PATH")
+    _pool_flags(e)
     when = e.add_mutually_exclusive_group()
     when.add_argument("--version", default=None, help="a retained version (default: current)")
     when.add_argument("--at", default=None, metavar="TIME",
                       help="the state at this time (needs point-in-time recovery)")
     _bucket_flags(e)
     r = add("restore", cmd_restore, "create a new collection that starts from this one's "
-            "data (spec.bootstrap.from)")
+            "data (spec.bootstrap.from); of a pool's collection with --collection",
+            what="the ChromaCollection, or the ChromaDatabase with --collection")
+    _pool_flags(r)
     r.add_argument("--into", required=True, metavar="NEW", help="name of the new collection")
     rwhen = r.add_mutually_exclusive_group()
     rwhen.add_argument("--at", default=None, metavar="TIME", help="the state at this time")
     rwhen.add_argument("--version", default=None, help="a retained version")
     r.add_argument("--prefix", default=None,
                    help="storage prefix of the new collection (default: the source's "
-                        "parent prefix + NEW)")
+                         "parent prefix + NEW; of a pool's collection: the pool root's parent "
+                         "+ NEW)")
     r.add_argument("--dry-run", action="store_true",
                    help="print the manifest (e.g. to commit it to Git) instead of creating it")
+    _bucket_flags(r)
+    cl = add("collections", cmd_collections, "the collections of a ChromaDatabase: records, "
+             "bytes, pending deltas; paged and sorted", what="the ChromaDatabase")
+    cl.add_argument("--sort", choices=("name", "created", "records", "bytes", "pending"),
+                    default="name",
+                    help="order (default name). records and bytes read every collection's "
+                         "manifest (concurrently); pending is known only for the collections "
+                         "the last compaction pass listed as most pending (up to 10, from "
+                         "status/compaction.json), the others show '-' and sort last")
+    cl.add_argument("--desc", action="store_true", help="descending order")
+    cl.add_argument("--limit", type=int, default=50, help="rows per page (default 50; 0: all)")
+    cl.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
+    cl.add_argument("--tenant", default=None, help="only this tenant (default: all)")
+    cl.add_argument("--database", default=None, help="only this Chroma database (default: all)")
+    cl.add_argument("--json", action="store_true", help="machine-readable output")
+    _bucket_flags(cl)
     lg = add("logs", cmd_logs, "recent logs of the collection's pods")
     lg.add_argument("--role", choices=ROLES, default=None, help="only these pods")
     lg.add_argument("--tail", type=int, default=200, help="lines per container (default 200)")
