@@ -65,8 +65,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--only",
-        default="dataplane,segments,servers,readpath,catalog,pool,operator",
-        help="comma list of: dataplane, segments, servers, readpath, catalog, pool, operator",
+        default="dataplane,segments,servers,readpath,catalog,pool,operator,database",
+        help="comma list of: dataplane, segments, servers, readpath, catalog, pool, operator, "
+        "database",
     )
     p.add_argument("--records", type=int, default=100_000, help="headline record count")
     p.add_argument(
@@ -120,6 +121,11 @@ def main() -> int:
 
             report.save(pool.run(minio.endpoint, minio.new_bucket_url, args.pool_collections),
                         command)
+        if "database" in only:
+            # its own control plane; the pool's pod runs as a local process on this MinIO
+            from benchmarks import operator as operator_bench
+
+            report.save(operator_bench.run_database(minio), command)
     if "operator" in only:
         # its own control plane (built by hack/build-tools.sh); no MinIO: no pod runs
         from benchmarks import operator as operator_bench

@@ -306,6 +306,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
     from chromasnap.api.app import ChromaAPI
     from chromasnap.compactor.reclaim import reclaim
     from chromasnap.engine.chromadir import release_memory
+    from chromasnap.pool import metrics as pool_metrics
     from chromasnap.pool import passreport
     from chromasnap.pool.compactproc import CompactionWorker
     from chromasnap.pool.members import Members
@@ -342,6 +343,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
                     took = time.perf_counter() - t0
                     last_pass[0] = summary = passreport.summary(
                         results, service.members.failures, took, datetime.now(UTC))
+                    pool_metrics.POOL_PENDING.set(summary["pendingCollections"])
                     store.put(passreport.STATUS_KEY, passreport.encode(summary))
                     failed = {cid: f"{r.reason}: {r.message}" for cid, r in results.items()
                               if r.result == "failed"}

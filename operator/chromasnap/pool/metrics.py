@@ -13,6 +13,8 @@ POOL_UNLOADS = Counter("chromasnap_pool_unloads_total",
                        "Loaded collections closed to stay within the budget")
 POOL_COMPACTION_FAILURES = Gauge("chromasnap_pool_compaction_failing_collections",
                                  "Collections whose last compaction failed")
+POOL_PENDING = Gauge("chromasnap_pool_pending_collections",
+                     "Collections the last compaction pass left with pending deltas")
 POOL_BATCHES = Counter("chromasnap_pool_batches_total",
                        "Write batches stored (one PUT each, whatever the collections in it)")
 POOL_BATCH_DELTAS = Counter("chromasnap_pool_batch_deltas_total",

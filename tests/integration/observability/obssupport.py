@@ -111,6 +111,7 @@ def known_series() -> set[str]:
     from prometheus_client import REGISTRY
 
     import chromasnap.api.http_metrics
+    import chromasnap.pool.metrics
     import chromasnap.reader.metrics
     import chromasnap.writer.metrics  # noqa: F401 - register the data plane's metrics
     from chromasnap.operator.statusmetrics import COUNTERS, GAUGES

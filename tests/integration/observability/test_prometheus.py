@@ -51,6 +51,7 @@ from obssupport import (
 )
 
 from chromasnap.operator import schedule
+from chromasnap.resource import DATABASE_PLURAL, GROUP, VERSION
 from chromasnap.storage import manifest as mf
 from kubeops import (
     Collections,
@@ -70,6 +71,7 @@ from minio_server import MinioServer, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.minio]
 NAME = "docs"
+POOL = "team"  # a ChromaDatabase in the same namespace
 DIM = 8
 N = 30
 #: Stands in for Grafana's $__rate_interval (four scrape intervals and more).
@@ -313,6 +315,27 @@ def scene(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa:
         writer.wait_http("/healthz")
         reader.wait_http("/readyz")
 
+        # A pool (ChromaDatabase) beside the collection: its pod from its Deployment.
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, ns, DATABASE_PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "ChromaDatabase",
+                "metadata": {"name": POOL, "namespace": ns},
+                "spec": {"storage": {"bucket": bucket, "prefix": f"pools/{POOL}",
+                                     "endpoint": minio.endpoint,
+                                     "credentialsSecretRef": {
+                                         "name": "minio-credentials",
+                                         "accessKeyIdKey": "AWS_ACCESS_KEY_ID",
+                                         "secretAccessKeyKey": "AWS_SECRET_ACCESS_KEY"}},
+                         "pool": {"replicas": 1, "cacheSize": "1Gi"},
+                         "compactor": {"intervalSeconds": 1}}})
+        wait_for("the pool's Deployment", lambda: maybe(
+            lambda: client.AppsV1Api(kube_api).read_namespaced_deployment(f"{POOL}-pool", ns)),
+            timeout=30)
+        pool_pod = f"{POOL}-pool-7d9c-klmno"
+        pool = runner.start(pod_template(kube_api, "Deployment", ns, f"{POOL}-pool"), pool_pod,
+                            serve=True)
+        pool.wait_http("/readyz")
+
         rendered = helm_template(work, "prometheusRule.enabled=true",
                                  "prometheusRule.leaseContentionPerHour=1")
         rules = write_rule_file(rendered, work / "chromasnap-rules.yaml")
@@ -322,11 +345,14 @@ def scene(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa:
             "workloads": [
                 (f"127.0.0.1:{wport}", labels | {"component": "writer", "pod": writer_pod}),
                 (f"127.0.0.1:{rport}", labels | {"component": "reader", "pod": reader_pod}),
+                # the workloads ServiceMonitor on the pool's Service: collection = its name
+                (f"127.0.0.1:{pool.port}", {"namespace": ns, "collection": POOL,
+                                            "component": "pool", "pod": pool_pod}),
             ],
         })
         # Counters are scraped at 0 before anything happens, so increase() sees each run.
         wait_for("every target up", lambda: prom.value(
-            'count(up == 1)') == 3, timeout=60, interval=0.5)
+            'count(up == 1)') == 4, timeout=60, interval=0.5)
         wait_for("the lock acquisition failure counter at 0", lambda: prom.value(
             f'chromasnap_collection_lock_acquisition_failures_total{{namespace="{ns}"}}') == 0,
             timeout=60, interval=0.5)
@@ -351,6 +377,14 @@ def scene(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa:
         with pytest.raises(Exception, match=r"(?i)not.*found|does not exist"):
             chromadb.HttpClient(host="127.0.0.1", port=rport).get_collection("no-such")
 
+        # The pool: two collections written, one read (loaded), through its pod.
+        in_pool = chromadb.HttpClient(host="127.0.0.1", port=pool.port)
+        for c in ("tenant-a", "tenant-b"):
+            in_pool.create_collection(c, embedding_function=None).add(
+                ids=ids[:5], embeddings=vecs[:5].tolist())
+        assert in_pool.get_collection("tenant-a").query(
+            query_embeddings=[vecs[0].tolist()], n_results=1)["ids"] == [[ids[0]]]
+
         # A compaction that publishes, then one that finds the Lease held.
         published = compact_now(colls, runner, kube_api, ns, uid, "obs-1")
         assert published["result"] == "succeeded", published
@@ -365,7 +399,8 @@ def scene(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa:
         wait_for("the LockHeld run counted", lambda: prom.value(
             f'chromasnap_collection_lock_acquisition_failures_total{{namespace="{ns}"}}') == 1,
             timeout=60, interval=0.5)
-        yield Scene(ns, prom, colls, rendered, {"writer": writer, "reader": reader})
+        yield Scene(ns, prom, colls, rendered,
+                    {"writer": writer, "reader": reader, "pool": pool})
     finally:
         if prom is not None:
             prom.stop()
@@ -411,6 +446,23 @@ def test_operator_series_follow_the_status(scene: Scene) -> None:
     # each role exports only its own series
     assert p.value(f'chromasnap_reader_snapshot_seq{{{sel}, component="writer"}}') is None
     assert p.value(f'sum(chromasnap_writer_records_total{{{sel}, component="reader"}})') is None
+
+
+def test_pool_series_are_scraped_and_name_no_collection(scene: Scene) -> None:
+    p, ns = scene.prom, scene.ns
+    sel = f'namespace="{ns}", collection="{POOL}", component="pool"'
+    wait_for("the pool's batches and load scraped", lambda: (
+        (p.value(f"chromasnap_pool_batches_total{{{sel}}}") or 0) >= 1
+        and (p.value(f"chromasnap_pool_loads_total{{{sel}}}") or 0) >= 1), timeout=30,
+        interval=0.5)
+    assert p.value(f"chromasnap_pool_batch_deltas_total{{{sel}}}") >= 2
+    assert p.value(f"chromasnap_pool_compaction_failing_collections{{{sel}}}") == 0
+    assert p.value(f"chromasnap_pool_pending_collections{{{sel}}}") == 0
+    # bounded: one series per pod and name, whatever the pool's collections (two here)
+    series = p.vector(f'{{__name__=~"chromasnap_pool_.*", namespace="{ns}"}}')
+    assert len(series) == len({s["metric"]["__name__"] for s in series}) >= 9
+    assert {s["metric"]["collection"] for s in series} == {POOL}
+    assert not any(k in s["metric"] for s in series for k in ("tenant", "database", "id"))
 
 
 def test_every_alert_expression_evaluates(scene: Scene) -> None:

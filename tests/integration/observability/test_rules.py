@@ -54,7 +54,7 @@ def test_rule_file_passes_promtool_check_rules(rendered: list[dict[str, Any]],
     rules = write_rule_file(rendered, tmp_path / "chromasnap-rules.yaml")
     proc = promtool("check", "rules", str(rules), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 11 rules found" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "SUCCESS: 14 rules found" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     # and lint-clean (promtool's duplicate-rule check)
     proc = promtool("check", "rules", "--lint=duplicate-rules", "--lint-fatal", str(rules),
                     cwd=tmp_path)
@@ -146,6 +146,44 @@ def test_the_four_design_metrics_are_named_in_the_docs() -> None:
             assert base in text, f"{series} is not documented in docs/observability.md"
 
 
+def test_pool_alerts_and_panels_read_bounded_pool_series(tmp_path: Path) -> None:
+    """Pool alerts and panels read only the pool pods' own series (component="pool"),
+    which have no per-collection label: the same series at any number of collections."""
+    from prometheus_client import REGISTRY
+
+    import chromasnap.pool.metrics  # noqa: F401 - register them
+
+    pool_series = {s.name for fam in REGISTRY.collect() if fam.name.startswith(
+        "chromasnap_pool_") for s in fam.samples}
+    assert "chromasnap_pool_pending_collections" in pool_series
+    for fam in REGISTRY.collect():
+        if fam.name.startswith("chromasnap_pool_"):
+            assert all(not s.labels for s in fam.samples), fam.name
+    docs = helm_template(tmp_path, ON, "prometheusRule.poolUnloadsPerSecond=2",
+                         "prometheusRule.poolPendingCollectionsThreshold=7",
+                         "prometheusRule.poolCompactionFailingFor=1h")
+    pools = next(g for g in rule_groups(docs) if g["name"] == "chromasnap.pools")["rules"]
+    assert {a["alert"] for a in pools} == {"ChromasnapPoolCompactionFailing",
+                                            "ChromasnapPoolCacheThrashing",
+                                            "ChromasnapPoolPendingGrowing"}
+    by_name = {a["alert"]: a for a in pools}
+    assert by_name["ChromasnapPoolCompactionFailing"]["for"] == "1h"
+    assert by_name["ChromasnapPoolCacheThrashing"]["expr"].rstrip().endswith("[10m])) > 2")
+    assert by_name["ChromasnapPoolPendingGrowing"]["expr"].splitlines()[0].endswith("> 7")
+    for a in pools:
+        used = series_in(a["expr"])
+        assert used and all(n.startswith("chromasnap_pool_") for n in used), a["alert"]
+        assert 'component="pool"' in a["expr"] and "by (namespace, collection)" in a["expr"]
+    panels = [(t, e) for t, e in dashboard_queries(dashboard()) if "chromasnap_pool_" in e]
+    read = set().union(*(series_in(e) for _, e in panels))
+    assert read == {"chromasnap_pool_loaded_collections", "chromasnap_pool_writers",
+                    "chromasnap_pool_loads_total", "chromasnap_pool_unloads_total",
+                    "chromasnap_pool_compaction_failing_collections",
+                    "chromasnap_pool_pending_collections", "chromasnap_pool_batches_total",
+                    "chromasnap_pool_batch_deltas_total"}
+    assert all('component="pool"' in e for _, e in panels)
+
+
 def test_off_by_default_and_shaped_for_their_consumers(tmp_path: Path) -> None:
     kinds = [d["kind"] for d in helm_template(tmp_path)]
     assert "PrometheusRule" not in kinds and "ConfigMap" not in kinds
@@ -206,6 +244,11 @@ def test_values_schema_checks_the_new_values(tmp_path: Path) -> None:
     for bad, field in (("prometheusRule.runbookUrl=docs/runbooks.md", "runbookUrl"),
                        ("prometheusRule.compactionFailingFor=soon", "compactionFailingFor"),
                        ("metrics.port=0", "port"),
+                       ("prometheusRule.poolCompactionFailingFor=soon",
+                        "poolCompactionFailingFor"),
+                       ("prometheusRule.poolUnloadsPerSecond=0", "poolUnloadsPerSecond"),
+                       ("prometheusRule.poolPendingCollectionsThreshold=-1",
+                        "poolPendingCollectionsThreshold"),
                        ("grafanaDashboard.enabled=yes", "enabled")):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad],
                               capture_output=True, text=True, check=False, timeout=120,
