@@ -690,6 +690,24 @@ class ChromaCollection:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChromaCollection:
         """Build from a kopf ``body`` (or any dict shaped like the API object)."""
+        who = Identity.of(body, "it prefixes Service and CronJob names")
+        return cls(name=who.name, namespace=who.namespace, uid=who.uid, spec=parse_spec(body),
+                   generation=who.generation)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a resource is: what every resource's ``from_body`` reads of its metadata."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], why: str) -> Identity:
+        """The metadata of ``body``; :class:`SpecError` for a name its children cannot
+        carry (``why`` says what the name is used for)."""
         meta = body.get("metadata")
         if not isinstance(meta, Mapping):
             raise SpecError("metadata: missing")
@@ -697,13 +715,8 @@ class ChromaCollection:
         if len(name) > MAX_NAME_LENGTH or not RESOURCE_NAME_RE.match(name):
             raise SpecError(
                 f"metadata.name: {name!r} must be at most {MAX_NAME_LENGTH} characters of "
-                "[a-z0-9-], starting with a letter (it prefixes Service and CronJob names)"
+                f"[a-z0-9-], starting with a letter ({why})"
             )
         gen = meta.get("generation")
-        return cls(
-            name=name,
-            namespace=str(meta.get("namespace") or ""),
-            uid=str(meta.get("uid") or ""),
-            spec=parse_spec(body),
-            generation=int(gen) if gen is not None else None,
-        )
+        return cls(name=name, namespace=str(meta.get("namespace") or ""),
+                   uid=str(meta.get("uid") or ""), generation=int(gen) if gen is not None else None)

@@ -24,10 +24,10 @@ from pydantic import Field, ValidationError
 
 from chromasnap.operator.crd import (
     MAX_NAME_LENGTH,
-    RESOURCE_NAME_RE,
     CollectionSpec,
     DeletionPolicy,
     FlushWindow,
+    Identity,
     LocalObjectReference,
     NetworkPolicySpec,
     PositiveQuantity,
@@ -138,23 +138,9 @@ class ChromaDatabase:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChromaDatabase:
         """Build from a kopf ``body`` (or any dict shaped like the API object)."""
-        meta = body.get("metadata")
-        if not isinstance(meta, Mapping):
-            raise SpecError("metadata: missing")
-        name = str(meta.get("name") or "")
-        if len(name) > MAX_NAME_LENGTH or not RESOURCE_NAME_RE.match(name):
-            raise SpecError(
-                f"metadata.name: {name!r} must be at most {MAX_NAME_LENGTH} characters of "
-                "[a-z0-9-], starting with a letter (it names the pool's Service)"
-            )
-        gen = meta.get("generation")
-        return cls(
-            name=name,
-            namespace=str(meta.get("namespace") or ""),
-            uid=str(meta.get("uid") or ""),
-            spec=parse_database_spec(body),
-            generation=int(gen) if gen is not None else None,
-        )
+        who = Identity.of(body, "it names the pool's Service")
+        return cls(name=who.name, namespace=who.namespace, uid=who.uid,
+                   spec=parse_database_spec(body), generation=who.generation)
 
 
 def declared_database(body: Mapping[str, Any]) -> str | None:
@@ -186,17 +172,15 @@ class DeclaredCollection:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> DeclaredCollection:
         """Build from a kopf ``body``; :class:`SpecError` names every bad field."""
-        meta = body.get("metadata")
+        who = Identity.of(body, "a ChromaCollection's name")
         spec = body.get("spec")
-        if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
-            raise SpecError("metadata or spec: missing")
+        if not isinstance(spec, Mapping):
+            raise SpecError("spec: missing or not an object")
         try:
             parsed = DeclaredSpec.model_validate(
                 {k: v for k, v in spec.items() if k in ("database", "collection",
                                                         "deletionPolicy")}, by_alias=True)
         except ValidationError as e:
             raise SpecError(explain(e)) from e
-        gen = meta.get("generation")
-        return cls(name=str(meta.get("name") or ""), namespace=str(meta.get("namespace") or ""),
-                   uid=str(meta.get("uid") or ""), spec=parsed,
-                   generation=int(gen) if gen is not None else None)
+        return cls(name=who.name, namespace=who.namespace, uid=who.uid, spec=parsed,
+                   generation=who.generation)

@@ -141,32 +141,24 @@ class Kube:
 
     def collection(self, name: str) -> dict[str, Any]:
         """The ChromaCollection ``name`` (a clear error when it or its CRD is missing)."""
-        try:
-            return self.get(path(KIND, self.namespace, name))
-        except NotFound as e:
-            if e.reason != "NotFound" or "could not find the requested resource" in str(e):
-                raise PluginError(
-                    f"the API server at {self.server} does not know ChromaCollections: "
-                    "install the CRD (kubectl apply --server-side -f crds/) and the "
-                    "chromasnap chart") from e
-            raise PluginError(
-                f"ChromaCollection {name!r} not found in namespace {self.namespace!r}: "
-                f"list them with `kubectl get ccol -n {self.namespace}` (or -A), and pass "
-                "-n NAMESPACE if it lives elsewhere") from e
+        return self._custom(KIND, "ccol", name, "install the CRD (kubectl apply "
+                            "--server-side -f crds/) and the chromasnap chart")
 
     def database(self, name: str) -> dict[str, Any]:
         """The ChromaDatabase ``name`` (a clear error when it or its CRD is missing)."""
+        return self._custom(DATABASE_KIND, "cdb", name, "install the CRDs (kubectl apply "
+                            "--server-side -f crds/) of a chromasnap version with pools")
+
+    def _custom(self, kind: str, short: str, name: str, install: str) -> dict[str, Any]:
         try:
-            return self.get(path(DATABASE_KIND, self.namespace, name))
+            return self.get(path(kind, self.namespace, name))
         except NotFound as e:
             if e.reason != "NotFound" or "could not find the requested resource" in str(e):
                 raise PluginError(
-                    f"the API server at {self.server} does not know ChromaDatabases: "
-                    "install the CRDs (kubectl apply --server-side -f crds/) of a chromasnap "
-                    "version with pools") from e
+                    f"the API server at {self.server} does not know {kind}s: {install}") from e
             raise PluginError(
-                f"ChromaDatabase {name!r} not found in namespace {self.namespace!r}: "
-                f"list them with `kubectl get cdb -n {self.namespace}` (or -A), and pass "
+                f"{kind} {name!r} not found in namespace {self.namespace!r}: "
+                f"list them with `kubectl get {short} -n {self.namespace}` (or -A), and pass "
                 "-n NAMESPACE if it lives elsewhere") from e
 
     def resource(self, name: str) -> tuple[str, dict[str, Any]]:

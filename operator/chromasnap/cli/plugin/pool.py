@@ -30,7 +30,7 @@ from chromasnap.cli.plugin.bucket import (
     restore_from,
 )
 from chromasnap.cli.plugin.kube import Kube, PluginError, condition
-from chromasnap.cli.plugin.status import _age, pod_summary, selector
+from chromasnap.cli.plugin.status import _age, header, pod_summary, selector
 from chromasnap.resource import DATABASE_KIND
 from chromasnap.storage.catalog import collection_root
 
@@ -232,15 +232,7 @@ def _coll(entry: Mapping[str, Any]) -> str:
 
 def render_status(s: Mapping[str, Any]) -> str:
     """The human-readable page of a ChromaDatabase (pure)."""
-    gen, seen = s.get("generation"), s.get("observedGeneration")
-    lag = "" if gen == seen else "  (the operator has not caught up with the latest spec)"
-    lines = [f"ChromaDatabase {s['namespace']}/{s['name']}  {s['bucketUrl']}",
-             f"generation {gen}, observed {seen}{lag}", "", "Conditions:"]
-    if not s["conditions"]:
-        lines.append("  (none yet: is the operator running?)")
-    for c in s["conditions"]:
-        lines.append(f"  {c.get('type'):<18} {c.get('status'):<8} {c.get('reason', ''):<24} "
-                     f"{_age(c.get('lastTransitionTime')):>5}  {c.get('message', '')}")
+    lines = header("ChromaDatabase", s)
     pool = s["pool"]
     lines += ["",
               f"Endpoint:        {s.get('endpoint') or '(not yet)'}",

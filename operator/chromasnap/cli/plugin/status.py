@@ -192,17 +192,23 @@ def _reader_line(r: Mapping[str, Any]) -> str:
     return f"  {r['name']}  {state}, {r['restarts']} restarts; {loaded}"
 
 
-def render(s: Mapping[str, Any]) -> str:
-    """The human-readable page."""
+def header(kind: str, s: Mapping[str, Any]) -> list[str]:
+    """The first lines of a resource's page: identity, generations, conditions."""
     gen, seen = s.get("generation"), s.get("observedGeneration")
     lag = "" if gen == seen else "  (the operator has not caught up with the latest spec)"
-    lines = [f"ChromaCollection {s['namespace']}/{s['name']}  {s['bucketUrl']}",
+    lines = [f"{kind} {s['namespace']}/{s['name']}  {s['bucketUrl']}",
              f"generation {gen}, observed {seen}{lag}", "", "Conditions:"]
     if not s["conditions"]:
         lines.append("  (none yet: is the operator running?)")
     for c in s["conditions"]:
         lines.append(f"  {c.get('type'):<18} {c.get('status'):<8} {c.get('reason', ''):<24} "
                      f"{_age(c.get('lastTransitionTime')):>5}  {c.get('message', '')}")
+    return lines
+
+
+def render(s: Mapping[str, Any]) -> str:
+    """The human-readable page."""
+    lines = header("ChromaCollection", s)
     snap = s["snapshot"]
     lines.append("")
     if snap.get("version"):

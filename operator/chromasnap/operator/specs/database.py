@@ -22,7 +22,7 @@ from chromasnap.operator.crd import parse_quantity
 from chromasnap.operator.database import ChromaDatabase
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.auth import AUTH_DIR, AUTH_FILE_MODE, AUTH_VOLUME
-from chromasnap.operator.specs.environment import DRAIN_SECONDS, config_hash
+from chromasnap.operator.specs.environment import DRAIN_SECONDS, config_hash, storage_env
 from chromasnap.operator.specs.naming import (
     CONFIG_HASH_ANNOTATION,
     LABEL_METRICS,
@@ -37,6 +37,7 @@ from chromasnap.operator.specs.pods import (
     HTTP_PORT_NAME,
     TMP_DIR,
     container_security_context,
+    credentials_env,
     http_probe,
     pod_security_context,
     spread,
@@ -98,12 +99,7 @@ def config_data(db: ChromaDatabase) -> dict[str, str]:
         _env("drain_seconds"): str(DRAIN_SECONDS),
         _env("status_resource"): f"{db.namespace}/{db.name}",
         _env("log_format"): "json",
-        "AWS_REGION": spec.storage.region,
-        "AWS_DEFAULT_REGION": spec.storage.region,
-        "ANONYMIZED_TELEMETRY": "False",
-    }
-    if spec.storage.endpoint:
-        data[_env("s3_endpoint_url")] = spec.storage.endpoint
+    } | storage_env(spec.storage)
     if spec.auth is not None:
         data[_env("auth_token_file")] = f"{AUTH_DIR}/{TOKENS_FILE}"
     return data
@@ -191,15 +187,7 @@ def _container(db: ChromaDatabase, settings: OperatorSettings) -> dict[str, Any]
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HOME", "value": TMP_DIR},
     ]
-    ref = db.spec.storage.credentials_secret_ref
-    if ref is not None:
-        env += [
-            {"name": "AWS_ACCESS_KEY_ID",
-             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}}},
-            {"name": "AWS_SECRET_ACCESS_KEY",
-             "valueFrom": {"secretKeyRef": {"name": ref.name,
-                                            "key": ref.secret_access_key_key}}},
-        ]
+    env += credentials_env(db.spec.storage.credentials_secret_ref)
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR},
                                     {"name": "cache", "mountPath": CACHE_DIR}]
     if db.spec.auth is not None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from chromasnap.config import ENV_PREFIX, LockKind
-from chromasnap.operator.crd import ChromaCollection, parse_quantity
+from chromasnap.operator.crd import ChromaCollection, StorageSpec, parse_quantity
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.auth import auth_env
 from chromasnap.operator.specs.naming import (
@@ -60,14 +60,21 @@ def config_data(cc: ChromaCollection) -> dict[str, str]:
         _env("hnsw_construction_ef"): str(coll.hnsw.construction_ef),
         _env("hnsw_search_ef"): str(coll.hnsw.search_ef),
         _env("log_format"): "json",
+    }
+    return data | storage_env(spec.storage)
+
+
+def storage_env(storage: StorageSpec) -> dict[str, str]:
+    """Where the bucket is (never credentials: those go by ``secretKeyRef``)."""
+    data = {
         # botocore reads AWS_DEFAULT_REGION; other AWS SDKs and tools read AWS_REGION.
-        "AWS_REGION": spec.storage.region,
-        "AWS_DEFAULT_REGION": spec.storage.region,
+        "AWS_REGION": storage.region,
+        "AWS_DEFAULT_REGION": storage.region,
         # chromadb would otherwise try to send usage telemetry from inside the cluster.
         "ANONYMIZED_TELEMETRY": "False",
     }
-    if spec.storage.endpoint:
-        data[_env("s3_endpoint_url")] = spec.storage.endpoint
+    if storage.endpoint:
+        data[_env("s3_endpoint_url")] = storage.endpoint
     return data
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chromasnap.config import ENV_PREFIX
-from chromasnap.operator.crd import ChromaCollection, ResourceRequirements
+from chromasnap.operator.crd import ChromaCollection, CredentialsSecretRef, ResourceRequirements
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.naming import (
     COMPONENT_COMPACTOR,
@@ -76,20 +76,22 @@ def _common_env(cc: ChromaCollection) -> list[dict[str, Any]]:
         # The root filesystem is read-only; libraries that write under ~ get /tmp.
         {"name": "HOME", "value": TMP_DIR},
     ]
-    ref = cc.spec.storage.credentials_secret_ref
-    if ref is not None:
-        # By reference only: the operator never reads or copies the key pair.
-        env += [
-            {
-                "name": "AWS_ACCESS_KEY_ID",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}},
-            },
-            {
-                "name": "AWS_SECRET_ACCESS_KEY",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_access_key_key}},
-            },
-        ]
-    return env
+    return env + credentials_env(cc.spec.storage.credentials_secret_ref)
+
+
+def credentials_env(ref: CredentialsSecretRef | None) -> list[dict[str, Any]]:
+    """The S3 key pair as ``secretKeyRef`` env (none without a Secret: workload identity).
+
+    By reference only: the operator never reads or copies the key pair.
+    """
+    if ref is None:
+        return []
+    return [
+        {"name": "AWS_ACCESS_KEY_ID",
+         "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_access_key_key}}},
+    ]
 
 
 def bootstrap_credentials(cc: ChromaCollection) -> list[dict[str, Any]]:
