@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chromasnap.api.createbody import parse_create
 from chromasnap.engine.errors import NotFound
@@ -35,6 +35,9 @@ from chromasnap.storage import manifest, pointer
 from chromasnap.storage.catalog import collection_root
 from chromasnap.storage.prefixed import PrefixedStore
 from chromasnap.storage.store import ObjectStore
+
+if TYPE_CHECKING:
+    from chromasnap.pool.service import PoolService
 
 log = logging.getLogger("chromasnap.pool")
 
@@ -137,12 +140,12 @@ def read_snapshot(store: ObjectStore, cid: str) -> dict[str, Any] | None:
 class DeclaredCollections:
     """Keeps the pool's declared collections in step with their ChromaCollections."""
 
-    def __init__(self, namespace: str, database: str, service: Any,
+    def __init__(self, namespace: str, database: str, service: PoolService,
                  snapshot_of: Callable[[str], dict[str, Any] | None],
                  api: Callable[[], Any]) -> None:
         self.namespace = namespace
         self.database = database
-        self.service = service  # PoolService (its create/delete, as the API calls them)
+        self.service = service
         self.snapshot_of = snapshot_of
         self._api = api
         self._client: Any = None
