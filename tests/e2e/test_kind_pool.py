@@ -41,14 +41,7 @@ from kind_support import (
     wait_for,
 )
 
-# Known failure, root cause open (issue 19): run after the ChromaCollection e2e in one
-# `make test` (2026-12-07), the 40 written collections read as empty (count 0) on the
-# pool pods, persistently, although every add was acknowledged; run alone on a fresh
-# cluster, every test here passed (232/0 rollout, 247 writes kept). Kept running, as an
-# expected failure, so that every CI run shows which way it goes.
-pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800), pytest.mark.xfail(
-    reason="issue 19: written collections read empty on the pool after the full kind e2e; "
-           "root cause open", strict=False)]
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 POOL = "team-a"  # examples/database.yaml
 PORT = WRITER_PORT

@@ -49,6 +49,8 @@ log = logging.getLogger("chromasnap.catalog")
 LOG_PREFIX = "catalog/log/"
 CHECKPOINT_PREFIX = "catalog/checkpoints/"
 CHECKPOINT_EVERY = 200
+#: Changes stay this long after a checkpoint covers them (see ``CatalogLog.prune``).
+PRUNE_GRACE_SECONDS = 300.0
 #: Appends lost to other clients in a row before a change gives up.
 MAX_ATTEMPTS = 64
 
@@ -199,11 +201,17 @@ class CatalogLog:
 
     # -- pruning (the compactor) -----------------------------------------------------
 
-    def prune(self, *, keep_checkpoints: int = 2) -> int:
-        """Delete changes before the newest checkpoint, and all but the newest checkpoints.
+    def prune(self, *, keep_checkpoints: int = 2,
+              grace_seconds: float = PRUNE_GRACE_SECONDS) -> int:
+        """Delete changes before the newest checkpoint that are older than
+        ``grace_seconds``, and all but the newest checkpoints.
 
         A process whose state is older reloads from that checkpoint; one that lists
-        a change and then finds it gone does the same. Returns the objects deleted.
+        a change and then finds it gone does the same. The grace keeps a change that
+        another process is deciding right now from landing on a slot just freed: that
+        process refreshed before the slot's change was appended, so its conditional
+        append would succeed on the deleted key, at a seq every other process has
+        passed, and the change would be lost. Returns the objects deleted.
         """
         with self._lock:
             self._refresh()
@@ -213,8 +221,9 @@ class CatalogLog:
             # The change at the checkpoint stays: a process further behind then lists
             # it, sees the gap before it and reloads (an empty listing would look
             # like "nothing new").
+            settled = time.time() - grace_seconds
             old_changes = [i.key for i in self.store.list(LOG_PREFIX)
-                           if _seq_of(i.key) < newest]
+                           if _seq_of(i.key) < newest and i.last_modified < settled]
             doomed = old_changes + checkpoints[:-keep_checkpoints]
             self.store.delete_many(doomed)
             return len(doomed)

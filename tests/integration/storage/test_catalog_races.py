@@ -135,7 +135,7 @@ def test_distinct_creates_all_land_and_checkpoints_cover_them(seeded: ObjectStor
     assert [c.id for c in listed] == sorted(c.id for c in listed)
     assert len(list(seeded.list(CHECKPOINT_PREFIX))) == 41 // 7
     # A new process starts from the newest checkpoint and the changes after it.
-    pruned = _log(seeded, "compactor").prune(keep_checkpoints=1)
+    pruned = _log(seeded, "compactor").prune(keep_checkpoints=1, grace_seconds=0)
     assert pruned >= 40 and len(list(seeded.list(CHECKPOINT_PREFIX))) == 1
     assert to_checkpoint(_replayed(seeded)) == to_checkpoint(state)
     # An old process whose next change was pruned reloads from the checkpoint.
@@ -207,3 +207,37 @@ def test_a_change_that_landed_but_reported_a_conflict_is_decided_again(
     state = _replayed(seeded)
     assert sorted(c.name for c in state.database(TENANT, DB).listed()) == ["alpha", "beta"]
     assert state.seq == 3
+
+
+@pytest.mark.parametrize("grace", [0.0, None])
+def test_a_change_decided_while_another_process_prunes_is_never_lost(
+        seeded: ObjectStore, grace: float | None) -> None:
+    """B refreshes, then (while it decides) A appends past a checkpoint and prunes: B's
+    append must not land on a slot the prune just freed. Without the prune's grace
+    (``grace=0``) it does, and the change is lost; with it, B's append conflicts,
+    B refreshes and appends at the end."""
+    a, b = _log(seeded, "a", checkpoint_every=4), _log(seeded, "b")
+    _create(a, "first")
+    b.view(lambda s: s.seq, refresh=True)
+    late = CollectionEntry(id=str(uuid.uuid4()), name="late", tenant=TENANT, database=DB,
+                           created_at=now())
+    raced: list[int] = []
+
+    def decide(s: PoolCatalog) -> tuple[Any, None]:
+        if not raced:
+            raced.append(1)
+            for i in range(6):
+                _create(a, f"col{i}")
+            if grace is None:
+                a.prune()
+            else:
+                a.prune(grace_seconds=grace)
+        op, _ = decide_create_collection(s, late, get_or_create=False)
+        return op, None
+
+    b.change(decide)
+    names = {c.name for c in _replayed(seeded).database(TENANT, DB).listed()}
+    if grace == 0.0:
+        assert "late" not in names  # the race this guards against is real
+    else:
+        assert names == {"first", "late", *(f"col{i}" for i in range(6))}
