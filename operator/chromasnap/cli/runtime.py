@@ -338,7 +338,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
         while not stop.wait(compact_every_s):
             try:
                 t0 = time.perf_counter()
-                results = service.members.compact_dirty(service.settings)
+                results = service.members.compact_dirty(service.settings, service.catch_up)
                 if results:
                     took = time.perf_counter() - t0
                     last_pass[0] = summary = passreport.summary(
@@ -372,7 +372,7 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
             try:
                 # Other processes' creates, renames and deletes (one LIST of the log's
                 # tail): a name deleted on another replica is gone here within a poll.
-                catalog.view(lambda state: state.seq, refresh=True)
+                service.catch_up()
             except Exception:
                 log.exception("catching up with the pool's catalog failed")
             try:

@@ -328,18 +328,24 @@ class Members:
 
     # -- compaction ------------------------------------------------------------------
 
-    def compact_dirty(self, settings_of: Callable[[str], CollectionSettings | None]
-                      ) -> dict[str, CompactionResult]:
+    def compact_dirty(self, settings_of: Callable[[str], CollectionSettings | None],
+                      catch_up: Callable[[], object]) -> dict[str, CompactionResult]:
         """Fold the stored write batches, and every dirty collection, once (blocking: run
         in a thread).
 
         ``settings_of`` gives a collection's settings from the catalog, or ``None``
         once it is deleted (then it is skipped and its parts dropped: reclaiming
-        takes its bytes).
+        takes its bytes). ``catch_up`` brings the catalog up to date; it runs after
+        the LIST of the batches, so the catalog holds every create and first-write
+        dimension logged before any listed batch was stored. Without it, a batch
+        another process stored for a collection it had just created (or first written
+        to) looked like one of a deleted collection here, and its acknowledged writes
+        were dropped.
         """
         if not self.adopted.is_set():
             return {}
         keys = self._pass_batches()
+        catch_up()
         held = self.batcher.held_in(keys)  # collection id -> delta name -> batch key
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()

@@ -112,6 +112,11 @@ class PoolService:
         await self._change(default_database)
         settle_catalog_memory()
 
+    def catch_up(self) -> int:
+        """Bring the catalog up to date with other processes' changes (one LIST of the
+        log's tail, blocking); returns the sequence number it is at."""
+        return self.catalog.view(lambda state: state.seq, refresh=True)
+
     def settings(self, cid: str) -> CollectionSettings | None:
         """A live collection's settings (``None`` when deleted or not written yet)."""
         entry = self.catalog.view(lambda s: s.by_id(cid))
