@@ -40,8 +40,8 @@ class RuntimeSettings(BaseSettings):
 
     resync_seconds: float = Field(
         default=600.0, ge=0,
-        description="re-apply every collection's children this often, in case a watch event "
-                    "was missed (0: never)",
+        description="re-apply every collection's and database's children this often, in "
+                    "case a watch event was missed (0: never)",
     )
     watch_timeout_seconds: int = Field(
         default=300, ge=10,

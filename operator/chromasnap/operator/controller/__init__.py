@@ -16,6 +16,6 @@ this package (:mod:`chromasnap.operator.specs`, :mod:`chromasnap.operator.condit
 - :mod:`.purge`: ``deletionPolicy: Delete``;
 - :mod:`.metrics`: ``/metrics``, per-collection series from the status (pure part in
   :mod:`chromasnap.operator.statusmetrics`);
-- :mod:`.resync`: the periodic re-apply;
+- :mod:`.resync`: the periodic re-apply of every collection and database;
 - :mod:`.events`: core/v1 Events; :mod:`.retry`: retry delays.
 """

@@ -72,7 +72,10 @@ class ClusterCache:
 
     def all_collections(self) -> list[dict[str, Any]]:
         """Every collection the operator watches."""
-        idx = self.indices.get("collections")
+        return self._all("collections")
+
+    def _all(self, index: str) -> list[dict[str, Any]]:
+        idx = self.indices.get(index)
         return [b for store in (idx.values() if idx is not None else ()) for b in store]
 
     def observe(self, key: Key) -> Observed:
@@ -94,6 +97,10 @@ class ClusterCache:
         """The ChromaDatabase as last seen by the watch (a slim private copy)."""
         idx = self.indices.get("databases")
         return cast(dict[str, Any] | None, _first(idx.get(key)) if idx is not None else None)
+
+    def all_databases(self) -> list[dict[str, Any]]:
+        """Every ChromaDatabase the operator watches."""
+        return self._all("databases")
 
     def pool_deployment(self, key: Key) -> DeploymentState | None:
         """The status of a ChromaDatabase's Deployment, if it exists."""

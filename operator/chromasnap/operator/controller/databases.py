@@ -109,6 +109,12 @@ class DatabaseController:
         log.info("applied the database's children", extra=logs.fields(
             database=f"{key[0]}/{key[1]}", generation=m.get("generation")))
 
+    async def resync(self, body: Mapping[str, Any]) -> None:
+        """The periodic re-apply: every child, and the operator's status fields compared
+        with the object's, not with what was last patched (heals a hand-edited status)."""
+        self._written.pop(str(meta(body).get("uid")), None)
+        await self.reconcile(body, 0)
+
     async def _drop_network_policy(self, db: ChromaDatabase,
                                    children: list[dict[str, Any]]) -> None:
         if any(c["kind"] == "NetworkPolicy" for c in children):

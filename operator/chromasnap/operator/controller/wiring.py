@@ -119,7 +119,7 @@ class Operator:
             p = self._parts
             self._resync = asyncio.create_task(
                 resync_forever(self.runtime.resync_seconds, p.cache, p.memory,
-                               p.reconcile_collection),
+                               p.reconcile_collection, p.databases.resync),
                 name="resync")
 
     async def stop(self) -> None:
