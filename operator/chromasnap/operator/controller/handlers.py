@@ -19,10 +19,11 @@ What triggers what:
 - deletion: children go with their owner references (garbage collection); with
   ``deletionPolicy: Delete`` a finalizer first stops the workloads and runs a
   purge Job that empties the prefix and reports back.
-- a slow periodic resync re-applies everything, in case a watch missed an event.
+- a slow periodic resync re-applies everything (collections and databases), in case a
+  watch missed an event.
 - ChromaDatabases (pools of collections) have their own controller
-  (:mod:`.databases`): create / update / resume apply the pool's children, and the
-  pool's children's events restore them and refresh its status.
+  (:mod:`.databases`): create / update / resume (and the periodic resync) apply the
+  pool's children, and the pool's children's events restore them and refresh its status.
 
 Status patches and Events go through the operator's own client; kopf's own
 event posting is off so that each notable transition produces exactly one Event.
@@ -175,7 +176,7 @@ async def collections(body: kopf.Body, namespace: str | None, name: str,
 @kopf.index(GROUP, VERSION, DATABASE_PLURAL, id="databases")
 async def databases(body: kopf.Body, namespace: str | None, name: str,
                     **_: Any) -> dict[Key, dict[str, Any]]:
-    """(namespace, name) -> the ChromaDatabase (slim copy), for child events."""
+    """(namespace, name) -> the ChromaDatabase (slim copy), for child events and resync."""
     return {(str(namespace), name): slim(body, DATABASE_KIND)}
 
 
