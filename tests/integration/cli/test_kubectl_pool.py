@@ -1,11 +1,14 @@
-"""``kubectl chromasnap`` on a ChromaDatabase: ``collections``, ``status``, ``export`` and
-``restore --dry-run``, against the real API server and a real ``chromasnap pool``.
+"""``kubectl chromasnap`` on a ChromaDatabase: ``collections``, ``status``, ``export``,
+``restore --dry-run``, ``logs`` and ``report``, against the real API server and a real
+``chromasnap pool``.
 
 The pool runs as a process on MinIO (tests/pool_server.py); its collections are created
 and written through ``chromadb.HttpClient``. The ChromaDatabase pointing at its root and
 the credentials Secret are created through the API (the chart installs the CRDs; no
 operator runs); the test plays the pool's pods for the status, patching the totals the
-pods would patch (``passreport.database_status`` of the pass summary the pool wrote).
+pods would patch (``passreport.database_status`` of the pass summary the pool wrote),
+and the operator for ``logs`` and ``report``, creating the database's children (whose
+Deployment's pods kwok runs).
 Every command runs as the installed ``kubectl-chromasnap`` executable with no AWS
 credentials in its environment, so the bucket is read with the Secret's keys.
 """
@@ -16,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,11 +34,17 @@ from chromadb.config import Settings
 from kubernetes import client
 
 from chromasnap.cli import poolcollections as pc
+from chromasnap.operator.database import ChromaDatabase
+from chromasnap.operator.kubeapi import path
+from chromasnap.operator.settings import OperatorSettings
+from chromasnap.operator.specs.database import database_children
 from chromasnap.pool.passreport import database_status
 from chromasnap.resource import DATABASE_PLURAL, GROUP, VERSION
 from kubeops import (
     chart_release,  # noqa: F401 - fixture
     create_secret,
+    get_manifest,
+    raw,
     wait_for,
 )
 from live_collection import DECOY_KEY, DECOY_VALUE
@@ -60,6 +70,7 @@ class Env:
     workdir: Path
     custom: Any
     ids: dict[tuple[str, str], str]
+    kube_api: Any
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -129,7 +140,7 @@ def env(control_plane: Any, kube_api: Any, chart_release: Any,  # noqa: F811
                                                           "secretAccessKeyKey": "secretKey"}},
                      "pool": {"replicas": 1}}})
         yield Env(ns, control_plane.kubeconfig_path, pool, minio,
-                  tmp_path_factory.mktemp("plugin"), custom, ids)
+                  tmp_path_factory.mktemp("plugin"), custom, ids, kube_api)
     finally:
         pool.stop()
         core.delete_namespace(ns)
@@ -249,3 +260,82 @@ def test_collections_of_a_missing_database(env: Env) -> None:
     out = env.run("collections", "nope")
     assert out.returncode == 1
     assert "ChromaDatabase 'nope' not found" in out.stderr
+
+
+def _pool_children(env: Env) -> list[dict[str, Any]]:
+    """Create the database's children as the operator would (none runs here): the
+    Deployment's pods then run on kwok's fake node."""
+    body = env.custom.get_namespaced_custom_object(GROUP, VERSION, env.ns, DATABASE_PLURAL, DB)
+    children = database_children(ChromaDatabase.from_body(body),
+                                 OperatorSettings(default_image="chromasnap:test"))
+    for child in children:
+        if get_manifest(env.kube_api, child) is None:
+            raw(env.kube_api, "POST", path(child["apiVersion"], child["kind"], env.ns), child)
+    return children
+
+
+def _pool_pods(env: Env) -> list[Any]:
+    pods: list[Any] = client.CoreV1Api(env.kube_api).list_namespaced_pod(
+        env.ns, label_selector=f"app.kubernetes.io/instance={DB},"
+        "app.kubernetes.io/component=pool").items
+    return pods
+
+
+def test_logs_of_a_database_are_its_pool_pods(env: Env) -> None:
+    _pool_children(env)
+    pods = wait_for("the pool Deployment's pod", lambda: _pool_pods(env) or None, timeout=60)
+    out = env.run("logs", DB, "--tail", "20")
+    for pod in pods:
+        # kwok's fake node serves no logs; each pod is named with its log or the reason
+        assert f"[{pod.metadata.name}/pool]" in out.stdout + out.stderr
+    if out.returncode != 0:
+        assert "logs unavailable:" in out.stderr and "could not read the logs" in out.stderr
+    same = env.run("logs", DB, "--role", "pool", "--tail", "20")
+    assert same.returncode == out.returncode
+    wrong = env.run("logs", DB, "--role", "reader")
+    assert wrong.returncode == 2
+    assert f"'{DB}' is a ChromaDatabase: all its pods are pool pods" in wrong.stderr
+
+
+def test_report_of_a_database_has_everything_but_secrets(env: Env) -> None:
+    children = _pool_children(env)
+    wait_for("the pool Deployment's pod", lambda: _pool_pods(env) or None, timeout=60)
+
+    def deployment_events() -> bool:
+        return any(e.involved_object.name == f"{DB}-pool" for e in client.CoreV1Api(
+            env.kube_api).list_namespaced_event(env.ns).items)
+
+    wait_for("an Event of the pool's Deployment", deployment_events, timeout=60)
+    root = env.workdir / "db-bundle"
+    out = env.run("report", DB, "-o", str(root))
+    assert out.returncode == 0, out.stderr
+    names = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert {"README.txt", "database.yaml", "status.txt", "status.json", "events.yaml",
+            "children.yaml", "pods.yaml", "bucket.json"} <= names, (names, out.stderr)
+    assert "collection.yaml" not in names
+    assert any(n.startswith("logs/") and n.endswith("_pool.log") for n in names)
+    assert yaml.safe_load((root / "database.yaml").read_text())["kind"] == "ChromaDatabase"
+    assert f"ChromaDatabase {env.ns}/{DB}" in (root / "status.txt").read_text()
+    listed = {(c["kind"], c["metadata"]["name"])
+              for c in yaml.safe_load((root / "children.yaml").read_text())}
+    assert {(c["kind"], c["metadata"]["name"]) for c in children} <= listed
+    assert "Secret" not in {kind for kind, _ in listed}
+    events = yaml.safe_load((root / "events.yaml").read_text())
+    assert any(e["involvedObject"]["name"] == f"{DB}-pool" for e in events)
+    # the bucket's side, read with the Secret's keys: the last pass and what it names
+    summary = json.loads((root / "bucket.json").read_text())
+    assert summary["url"] == env.pool.url and summary["collections"] == 5
+    assert summary["lastPass"] is not None
+    assert all(r["failing"] or r["pendingDeltas"] for r in summary["named"])
+    assert "not collected" not in (root / "README.txt").read_text()
+    text = "\n".join(f.read_text(errors="replace") for f in root.rglob("*") if f.is_file())
+    assert env.minio.secret_key not in text and DECOY_VALUE not in text
+    assert "managedFields" not in text
+
+    tarball = env.workdir / "db-bundle.tar.gz"
+    out = env.run("report", DB, "-o", str(tarball), "--no-bucket")
+    assert out.returncode == 0, out.stderr
+    with tarfile.open(tarball) as tar:
+        members = tar.getnames()
+    assert any(m.endswith("/database.yaml") for m in members)
+    assert not any(m.endswith("bucket.json") for m in members)

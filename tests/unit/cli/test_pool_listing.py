@@ -1,7 +1,9 @@
-"""The pure parts of ``kubectl chromasnap collections / status / export`` on a ChromaDatabase:
-catalog rows, sorting, paging, the last pass's pending counts, rendering, name resolution,
-the restore source, the status page and the argument parser. The commands run against a
-real API server and a real pool in ``tests/integration/cli/test_kubectl_pool.py``."""
+"""The pure parts of ``kubectl chromasnap collections / status / export / logs / report`` on
+a ChromaDatabase: catalog rows, sorting, paging, the last pass's pending counts, rendering,
+name resolution, the restore source, the status page, the pods and children a database's
+logs and support bundle take, the bundle itself (on a fake API server) and the argument
+parser. The commands run against a real API server and a real pool in
+``tests/integration/cli/test_kubectl_pool.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import yaml
 
 from chromasnap.cli import poolcollections as pc
 from chromasnap.cli.main import build_parser as data_parser
-from chromasnap.cli.plugin import bucket, pool
+from chromasnap.cli.plugin import bucket, logs, pool, report
 from chromasnap.cli.plugin.kube import PluginError
 from chromasnap.cli.plugin.main import build_parser
 from chromasnap.operator.crd import ChromaCollection
@@ -280,3 +282,148 @@ def test_parsers() -> None:
     assert (r.collection, r.into) == ("docs", "docs-2")
     d = data_parser().parse_args(["pool-collections", "s3://b/p", "--json", "--sort", "bytes"])
     assert (d.sort, d.limit, d.json) == ("bytes", 50, True)
+
+
+# --- logs and report of a ChromaDatabase ---------------------------------------------------
+
+
+def test_logs_select_the_pool_deployments_pods_and_refuse_other_roles() -> None:
+    from chromasnap.operator.database import ChromaDatabase
+    from chromasnap.operator.settings import OperatorSettings
+    from chromasnap.operator.specs.database import deployment
+
+    dep = deployment(ChromaDatabase.from_body(database() | {"metadata": {
+        "name": "team-a", "namespace": "search", "uid": "u-1"}}), OperatorSettings())
+    wanted = dep["spec"]["selector"]["matchLabels"]
+    for role in (None, "pool"):
+        sel = logs.pod_selector("ChromaDatabase", "team-a", role)
+        assert dict(kv.split("=") for kv in sel.split(",")) == wanted
+    assert wanted.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    with pytest.raises(PluginError, match="is a ChromaDatabase: all its pods are pool pods") \
+            as e:
+        logs.pod_selector("ChromaDatabase", "team-a", "reader")
+    assert e.value.exit_code == 2
+    # a collection's roles are as before, and "pool" is not one of them
+    assert logs.pod_selector("ChromaCollection", "docs", "reader").endswith(
+        "app.kubernetes.io/component=reader")
+    with pytest.raises(PluginError, match="--role pool is a ChromaDatabase's"):
+        logs.pod_selector("ChromaCollection", "docs", "pool")
+    a = build_parser().parse_args(["logs", "team-a", "--role", "pool"])
+    assert a.role == "pool"
+
+
+def test_report_lists_every_child_of_the_database_and_only_its() -> None:
+    from chromasnap.operator.database import ChromaDatabase
+    from chromasnap.operator.settings import OperatorSettings
+    from chromasnap.operator.specs.database import database_children
+
+    body = database()
+    body["spec"]["networkPolicy"] = {"enabled": True}
+    db = ChromaDatabase.from_body(body | {"metadata": {"name": "team-a", "uid": "u-1",
+                                                       "namespace": "search"}})
+    children = database_children(db, OperatorSettings())
+    sel = dict(kv.split("=") for kv in report.children_selector("ChromaDatabase",
+                                                                "team-a").split(","))
+    for child in children:
+        assert sel.items() <= child["metadata"]["labels"].items(), child["kind"]
+        assert child["kind"] in report.CHILD_KINDS
+    # a collection of the same name has no pool component: not in the database's bundle
+    assert "app.kubernetes.io/component" not in report.children_selector(
+        "ChromaCollection", "team-a")
+
+
+def test_database_bucket_summary_names_only_what_the_last_pass_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = bucket.Credentials({}, ["sk-value"], "using the credentials of Secret 's3'")
+    monkeypatch.setattr(pool, "credentials_for", lambda *a, **k: creds)
+    rows = [{"id": cid(1), "name": "a", "pendingDeltas": 12, "failing": None},
+            {"id": cid(2), "name": "b", "pendingDeltas": None, "failing": "StorageError"},
+            {"id": cid(3), "name": "c", "pendingDeltas": 0, "failing": None},
+            {"id": cid(4), "name": "d", "pendingDeltas": None, "failing": None}]
+    asked: dict[str, Any] = {}
+
+    def listing(kube: Any, db: Any, **kw: Any) -> dict[str, Any]:
+        asked.update(kw)
+        return {"url": "s3://vectors/pools/team-a", "total": 4, "collections": rows,
+                "lastPass": {"at": "2026-12-01T00:00:00Z", "pendingCollections": 1,
+                             "failingCollections": 1, "collections": 2}}
+
+    monkeypatch.setattr(pool, "list_collections", listing)
+    summary, note, used = pool.bucket_summary(None, database())  # type: ignore[arg-type]
+    assert summary == {"url": "s3://vectors/pools/team-a", "collections": 4,
+                       "lastPass": {"at": "2026-12-01T00:00:00Z", "pendingCollections": 1,
+                                    "failingCollections": 1, "collections": 2},
+                       "named": rows[:2]}
+    assert (note, used) == (creds.note, ["sk-value"])
+    # the credentials read once, handed to the child; the catalog only, every collection;
+    # the child's error kept for the bundle's README
+    assert asked["creds"] is creds and asked["catalog_only"] and asked["limit"] == 0
+    assert asked["capture_errors"]
+
+    def failing(kube: Any, db: Any, **kw: Any) -> dict[str, Any]:
+        raise PluginError("`chromasnap pool-collections s3://vectors/pools/team-a` failed")
+
+    monkeypatch.setattr(pool, "list_collections", failing)
+    summary, note, used = pool.bucket_summary(None, database())  # type: ignore[arg-type]
+    assert summary is None and "failed" in note and used == ["sk-value"]
+
+
+class BundleKube:
+    """What ``report`` reads of the API server, for a ChromaDatabase ``team-a``."""
+
+    namespace, server, context = "search", "https://k8s:6443", "dev"
+
+    def __init__(self, db: dict[str, Any]) -> None:
+        self.db = db
+        self.selectors: dict[str, list[str | None]] = {}
+
+    def resource(self, name: str) -> tuple[str, dict[str, Any]]:
+        assert name == "team-a"
+        return "ChromaDatabase", self.db
+
+    def items(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        self.selectors.setdefault(kind, []).append(selector)
+        meta = {"namespace": "search", "labels": {}}
+        if kind == "Pod":
+            return [{"metadata": meta | {"name": "team-a-pool-7d9-x"},
+                     "spec": {"containers": [{"name": "pool", "env": [
+                         {"name": "AWS_SECRET_ACCESS_KEY", "value": "inline-secret"}]}]},
+                     "status": {"phase": "Running"}}]
+        if kind == "Event":
+            return [{"involvedObject": {"name": "team-a-pool"}, "reason": "ScalingReplicaSet"},
+                    {"involvedObject": {"name": "other"}, "reason": "Unrelated"}]
+        if kind == "Deployment":
+            return [{"metadata": meta | {"name": "team-a-pool", "managedFields": [{}]}}]
+        return []
+
+    def request(self, method: str, url_path: str, **_: Any) -> str:
+        assert url_path == "/api/v1/namespaces/search/pods/team-a-pool-7d9-x/log"
+        return "pass done with key sk-value\n"
+
+
+def test_report_of_a_database(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = {"url": "s3://vectors/pools/team-a", "collections": 3, "named": []}
+    monkeypatch.setattr(pool, "bucket_summary",
+                        lambda *a, **k: (summary, "using the Secret", ["sk-value"]))
+    monkeypatch.setattr(bucket, "bucket_summary", lambda *a, **k: pytest.fail("a collection's"))
+    kube = BundleKube(database())
+    errors = report.collect(kube, "team-a", tmp_path)  # type: ignore[arg-type]
+    assert errors == []
+    files = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert files == {"README.txt", "database.yaml", "status.txt", "status.json",
+                     "events.yaml", "children.yaml", "pods.yaml", "bucket.json",
+                     "logs/team-a-pool-7d9-x_pool.log"}
+    # the pods whose logs are read are the pool's (the status page lists them too)
+    assert kube.selectors["Pod"][-1] == logs.pod_selector("ChromaDatabase", "team-a")
+    assert kube.selectors["Deployment"] == [report.children_selector("ChromaDatabase",
+                                                                     "team-a")]
+    assert "ChromaDatabase search/team-a" in (tmp_path / "status.txt").read_text()
+    assert [e["reason"] for e in yaml.safe_load((tmp_path / "events.yaml").read_text())] == [
+        "ScalingReplicaSet"]
+    readme = (tmp_path / "README.txt").read_text()
+    assert readme.startswith("chromasnap support bundle for ChromaDatabase search/team-a")
+    assert "the ChromaDatabase's credentials Secret" in readme
+    text = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert "sk-value" not in text and "inline-secret" not in text
+    assert "managedFields" not in text
+    assert f"key {report.REDACTED}" in (tmp_path / "logs/team-a-pool-7d9-x_pool.log").read_text()

@@ -5,7 +5,7 @@ A kubectl plugin (the ``kubectl-chromasnap`` executable the package installs): k
 finds it on ``PATH`` and runs it for ``kubectl chromasnap ...``. It talks to the API
 server with the ``kubernetes`` client and the usual kubeconfig, ``--context`` and
 ``--namespace``; bucket work (export, the bucket summary) runs the ``chromasnap``
-command line with the collection's own storage settings and credentials Secret.
+command line with the resource's own storage settings and credentials Secret.
 
 - :mod:`.kube`: connection, REST calls as plain JSON, errors that say what to do.
 - :mod:`.status`: ``status`` (conditions, snapshot, readers' loaded versions, runs).
@@ -13,8 +13,10 @@ command line with the collection's own storage settings and credentials Secret.
 - :mod:`.bucket`: ``export``, ``restore`` and the bucket summary.
 - :mod:`.pool`: a ChromaDatabase: ``status``, ``collections`` (``chromasnap
   pool-collections`` in a child process), ``export`` and ``restore`` of one of its
-  collections.
-- :mod:`.logs`: ``logs`` (pods by the operator's labels).
-- :mod:`.report`: ``report`` (a support bundle without secret values).
+  collections, and the bucket summary of its support bundle.
+- :mod:`.logs`: ``logs`` of a collection's or a database's pods (by the operator's
+  labels).
+- :mod:`.report`: ``report`` (a support bundle of a collection or a database, without
+  secret values).
 - :mod:`.main`: the argument parser and entry point.
 """

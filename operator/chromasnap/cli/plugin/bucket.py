@@ -96,6 +96,12 @@ def local_credentials(storage: Storage) -> Credentials:
     return Credentials(env, [], "using this machine's AWS credentials")
 
 
+def credentials_for(kube: Kube, storage: Storage, *, local_creds: bool) -> Credentials:
+    """The resource's credentials Secret (:func:`credentials`) or, with ``local_creds``,
+    this machine's (:func:`local_credentials`)."""
+    return local_credentials(storage) if local_creds else credentials(kube, storage)
+
+
 def _endpoint_args(storage: Storage, override: str | None) -> list[str]:
     endpoint = override or storage.endpoint
     return ["--s3-endpoint-url", endpoint] if endpoint else []
@@ -134,7 +140,7 @@ def export_storage(kube: Kube, storage: Storage, dest: str, *, version: str | No
                    name: str | None = None, err: TextIO = sys.stderr) -> int:
     """Run ``chromasnap export`` on the collection root ``storage.url`` (``name``: what
     to call the exported collection)."""
-    creds = local_credentials(storage) if local_creds else credentials(kube, storage)
+    creds = credentials_for(kube, storage, local_creds=local_creds)
     args = ["export", storage.url, dest, *_endpoint_args(storage, endpoint)]
     args += ["--name", name] if name else []
     args += ["--version", version] if version else []
@@ -149,7 +155,7 @@ def bucket_summary(kube: Kube, obj: Mapping[str, Any], *, endpoint: str | None =
     """``chromasnap status --json`` of the collection's bucket: (summary or None, text
     of what happened, secret values used)."""
     storage = Storage.of(obj)
-    creds = local_credentials(storage) if local_creds else credentials(kube, storage)
+    creds = credentials_for(kube, storage, local_creds=local_creds)
     cmd = chromasnap_command("status", storage.url, "--json",
                              *_endpoint_args(storage, endpoint))
     try:

@@ -1,8 +1,11 @@
-"""``kubectl chromasnap logs NAME [--role ...]``: the collection's pods' logs, by its labels.
+"""``kubectl chromasnap logs NAME [--role ...]``: the pods' logs of a ChromaCollection or a
+ChromaDatabase, by the operator's labels.
 
 Pods are found by the labels the operator puts on every pod template
-(``app.kubernetes.io/{name,instance,component}``), so writers, readers, compaction
-and purge Jobs' pods are all covered; each line is prefixed with its pod.
+(``app.kubernetes.io/{name,instance,component}``): a collection's writers, readers,
+compaction and purge Jobs' pods (``--role`` picks one kind); a database's pool pods
+(component ``pool``, the selector of its Deployment ``NAME-pool``). Each line is
+prefixed with its pod.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from typing import Any, TextIO
 
 from chromasnap.cli.plugin.kube import Kube, PluginError, path
 from chromasnap.cli.plugin.status import selector
+from chromasnap.operator.specs.database import COMPONENT_POOL
+from chromasnap.resource import DATABASE_KIND, KIND
 
+#: The roles of a ChromaCollection's pods.
 ROLES = ("writer", "reader", "compactor", "purge")
+#: What ``--role`` accepts: a collection's roles, and ``pool`` (a ChromaDatabase's only one).
+ALL_ROLES = (*ROLES, COMPONENT_POOL)
 
 
 @dataclass
@@ -28,9 +36,28 @@ class PodLog:
     error: str | None
 
 
-def pods(kube: Kube, name: str, role: str | None = None) -> list[dict[str, Any]]:
-    """The collection's pods (of one role), oldest first."""
-    found = kube.items("Pod", selector(name, role))
+def pod_selector(kind: str, name: str, role: str | None = None) -> str:
+    """Label selector of the pods of the ``kind`` (ChromaCollection or ChromaDatabase)
+    ``name``, of one ``role`` (pure); a clear error for a role the kind has not."""
+    if kind == DATABASE_KIND:
+        if role not in (None, COMPONENT_POOL):
+            raise PluginError(
+                f"{name!r} is a ChromaDatabase: all its pods are pool pods (--role "
+                f"{COMPONENT_POOL}, or no --role); --role {role} is a ChromaCollection's",
+                exit_code=2)
+        # the labels of the pool Deployment's selector (specs.database)
+        return selector(name, COMPONENT_POOL)
+    if role == COMPONENT_POOL:
+        raise PluginError(
+            f"{name!r} is a ChromaCollection: --role {COMPONENT_POOL} is a ChromaDatabase's; "
+            f"a collection's roles are {', '.join(ROLES)}", exit_code=2)
+    return selector(name, role)
+
+
+def pods(kube: Kube, label_selector: str) -> list[dict[str, Any]]:
+    """The namespace's pods matching ``label_selector`` (see :func:`pod_selector`),
+    oldest first."""
+    found = kube.items("Pod", label_selector)
     return sorted(found, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
 
 
@@ -60,16 +87,25 @@ def read_logs(kube: Kube, pod_list: list[dict[str, Any]], *, tail: int | None = 
                 yield PodLog(pod_name, container, str(text), None)
 
 
+def no_pods_hint(kind: str, name: str) -> str:
+    """Why a resource may have no pods right now, and where to look (pure)."""
+    if kind == KIND:
+        return (f"finished compaction Jobs' pods go after an hour; see `kubectl chromasnap "
+                f"status {name}`")
+    return (f"scaled to zero, or the operator has not made its Deployment {name}-pool yet; "
+            f"see `kubectl chromasnap status {name}`")
+
+
 def logs(kube: Kube, name: str, role: str | None, *, tail: int | None, since: int | None,
          previous: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Print the logs; 1 if there were pods but no log could be read."""
-    kube.collection(name)  # a clear error if the collection does not exist
-    found = pods(kube, name, role)
+    """Print the logs of the ChromaCollection's or ChromaDatabase's pods; 1 if there were
+    pods but no log could be read."""
+    kind, _ = kube.resource(name)  # a clear error if neither exists
+    found = pods(kube, pod_selector(kind, name, role))
     what = f"{role} pods" if role else "pods"
     if not found:
-        print(f"no {what} of ChromaCollection {kube.namespace}/{name} right now (finished "
-              "compaction Jobs' pods go after an hour; see `kubectl chromasnap status "
-              f"{name}`)", file=err)
+        print(f"no {what} of {kind} {kube.namespace}/{name} right now "
+              f"({no_pods_hint(kind, name)})", file=err)
         return 0
     read = 0
     for entry in read_logs(kube, found, tail=tail, since_seconds=since, previous=previous):

@@ -1,8 +1,9 @@
 """kubectl chromasnap: status, compactions, export and restore, logs, support bundles.
 
-``status``, ``export`` and ``restore`` also work on a ChromaDatabase (a pool of
-collections; ``export`` and ``restore`` take ``--collection``), and ``collections``
-lists a pool's collections.
+``status``, ``logs``, ``report``, ``export`` and ``restore`` also work on a
+ChromaDatabase (a pool of collections; ``export`` and ``restore`` take
+``--collection``, ``logs`` shows its pool pods), and ``collections`` lists a pool's
+collections.
 
 Installed as the ``kubectl-chromasnap`` executable; kubectl runs it for
 ``kubectl chromasnap ...``. Every command takes the usual ``--kubeconfig``,
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from chromasnap.cli.plugin.bucket import NOT_APPLIED
 from chromasnap.cli.plugin.kube import Kube, PluginError, connect
-from chromasnap.cli.plugin.logs import ROLES
+from chromasnap.cli.plugin.logs import ALL_ROLES
 
 PROG = "kubectl chromasnap"
 
@@ -132,7 +133,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """Recent logs of the collection's pods."""
+    """Recent logs of the collection's pods, or of a database's pool pods."""
     from chromasnap.cli.plugin.logs import logs
 
     return logs(_kube(args), args.name, args.role, tail=args.tail, since=args.since,
@@ -140,7 +141,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write a support bundle."""
+    """Write a support bundle of a collection or a database."""
     from chromasnap.cli.plugin.report import report
 
     target, errors = report(_kube(args), args.name, args.output, tail=args.tail,
@@ -157,7 +158,8 @@ def _connection_flags(p: argparse.ArgumentParser, default: object) -> None:
                    help="kubeconfig file (default: KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--context", default=default, help="kubeconfig context to use")
     p.add_argument("-n", "--namespace", default=default,
-                   help="namespace of the collection (default: the context's namespace)")
+                   help="namespace of the ChromaCollection or ChromaDatabase (default: the "
+                        "context's namespace)")
 
 
 def _bucket_flags(p: argparse.ArgumentParser) -> None:
@@ -254,19 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--database", default=None, help="only this Chroma database (default: all)")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     _bucket_flags(cl)
-    lg = add("logs", cmd_logs, "recent logs of the collection's pods")
-    lg.add_argument("--role", choices=ROLES, default=None, help="only these pods")
+    lg = add("logs", cmd_logs, "recent logs of the collection's pods (writers, readers, "
+             "compaction and purge Jobs), or of a ChromaDatabase's pool pods",
+             what="the ChromaCollection or ChromaDatabase")
+    lg.add_argument("--role", choices=ALL_ROLES, default=None,
+                    help="only these pods: writer, reader, compactor or purge of a "
+                         "ChromaCollection; pool of a ChromaDatabase (its only pods)")
     lg.add_argument("--tail", type=int, default=200, help="lines per container (default 200)")
     lg.add_argument("--since", type=int, default=None, metavar="SECONDS",
                     help="only lines newer than this")
     lg.add_argument("-p", "--previous", action="store_true",
                     help="the previous (crashed) container's logs")
-    rp = add("report", cmd_report, "write a support bundle (never Secret values)")
+    rp = add("report", cmd_report, "write a support bundle: the resource, status page, "
+             "Events, children, pods and their recent logs, bucket summary (of a "
+             "ChromaDatabase: its last compaction pass and the collections it names); never "
+             "Secret values", what="the ChromaCollection or ChromaDatabase")
     rp.add_argument("-o", "--output", default=None, metavar="PATH",
                     help="a directory, or FILE.tar.gz (default: "
                          "./chromasnap-report-NS-NAME-TIME.tar.gz)")
     rp.add_argument("--tail", type=int, default=500, help="log lines per container")
-    rp.add_argument("--no-bucket", action="store_true", help="skip the bucket summary")
+    rp.add_argument("--no-bucket", action="store_true",
+                    help="skip the bucket summary (it reads the resource's credentials Secret)")
     _bucket_flags(rp)
     return p
 

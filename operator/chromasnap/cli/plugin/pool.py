@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from chromasnap.cli.plugin.bucket import (
+    Credentials,
     Storage,
     _endpoint_args,
     _overlaps,
     _restored_prefix,
     chromasnap_command,
-    credentials,
+    credentials_for,
     export_storage,
-    local_credentials,
     restore_from,
 )
 from chromasnap.cli.plugin.kube import Kube, PluginError, condition
@@ -45,14 +45,17 @@ def list_collections(kube: Kube, db: Mapping[str, Any], *, sort: str = "name",
                      tenant: str | None = None, database: str | None = None,
                      name: str | None = None, catalog_only: bool = False,
                      endpoint: str | None = None, local_creds: bool = False,
+                     creds: Credentials | None = None, capture_errors: bool = False,
                      timeout: float = 600.0) -> dict[str, Any]:
-    """``chromasnap pool-collections --json`` of the database's root, with its credentials.
+    """``chromasnap pool-collections --json`` of the database's root, with its credentials
+    (``creds``, if the caller read them already).
 
     The child's stderr is this process's (its progress bar and errors show as they
-    come); its stdout is the JSON page.
+    come), unless ``capture_errors``: then its end is in the error raised; its stdout is
+    the JSON page.
     """
     storage = Storage.of(db)
-    creds = local_credentials(storage) if local_creds else credentials(kube, storage)
+    creds = creds or credentials_for(kube, storage, local_creds=local_creds)
     args = ["pool-collections", storage.url, "--json", "--sort", sort, "--limit", str(limit),
             "--offset", str(offset), *_endpoint_args(storage, endpoint)]
     args += ["--desc"] if desc else []
@@ -61,16 +64,41 @@ def list_collections(kube: Kube, db: Mapping[str, Any], *, sort: str = "name",
         args += [flag, value] if value is not None else []
     try:
         proc = subprocess.run(chromasnap_command(*args), env=creds.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE if capture_errors else None,
                               text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
         raise PluginError(f"`chromasnap pool-collections {storage.url}` timed out after "
                           f"{timeout:.0f}s") from e
     if proc.returncode != 0:
+        error = f": {proc.stderr.strip()[-2000:]}" if capture_errors else "; its error is above"
         raise PluginError(f"`chromasnap pool-collections {storage.url}` failed "
-                          f"({proc.returncode}; its error is above); {creds.note}",
+                          f"({proc.returncode}{error}); {creds.note}",
                           exit_code=proc.returncode)
     page: dict[str, Any] = json.loads(proc.stdout)
     return page
+
+
+def bucket_summary(kube: Kube, db: Mapping[str, Any], *, endpoint: str | None = None,
+                   local_creds: bool = False,
+                   timeout: float = 120.0) -> tuple[dict[str, Any] | None, str, list[str]]:
+    """The pool's side of the bucket, for a support bundle: (summary or None, text of
+    what happened, secret values used), as :func:`.bucket.bucket_summary` of a collection.
+
+    The summary holds the catalog's number of collections, the last compaction pass
+    (``status/compaction.json``, as ``pool-collections`` reports it) and, by name, the
+    collections that pass names (failing, with why; most pending deltas first). Not
+    every collection: the bundle stays small at 10,000 of them.
+    """
+    creds = credentials_for(kube, Storage.of(db), local_creds=local_creds)
+    try:
+        page = list_collections(kube, db, sort="pending", desc=True, limit=0,
+                                catalog_only=True, endpoint=endpoint, creds=creds,
+                                capture_errors=True, timeout=timeout)
+    except PluginError as e:
+        return None, str(e), creds.secret_values
+    named = [r for r in page["collections"] if r.get("failing") or r.get("pendingDeltas")]
+    return ({"url": page["url"], "collections": page["total"], "lastPass": page["lastPass"],
+             "named": named}, creds.note, creds.secret_values)
 
 
 def collections(kube: Kube, name: str, *, json_out: bool = False, out: TextIO = sys.stdout,

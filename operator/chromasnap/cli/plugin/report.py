@@ -1,9 +1,13 @@
-"""``kubectl chromasnap report NAME``: a support bundle, without secret values.
+"""``kubectl chromasnap report NAME``: a support bundle of a ChromaCollection or a
+ChromaDatabase, without secret values.
 
-What goes in (a directory, or a ``.tar.gz`` of it): the resource, its status page,
-the Events of the collection and its children, the children the operator made, the
-pods' statuses and recent logs, and a summary of the bucket (``chromasnap status``).
-What never goes in: Secrets. The plugin reads no Secret but the collection's
+What goes in (a directory, or a ``.tar.gz`` of it): the resource (``collection.yaml``
+or ``database.yaml``), its status page, the Events of the resource and its children,
+the children the operator made, the pods' statuses and recent logs, and a summary of
+the bucket: of a collection, ``chromasnap status`` of its prefix; of a database, the
+pool's last compaction pass and the collections it names (``chromasnap
+pool-collections``). The two kinds share everything else.
+What never goes in: Secrets. The plugin reads no Secret but the resource's
 credentials Secret, and that only into a child process's environment for the bucket
 summary; env values whose names look secret are replaced, and every file is scrubbed
 of the credential values read, as a last line of defence.
@@ -23,10 +27,17 @@ from typing import Any
 
 import yaml
 
-from chromasnap.cli.plugin import bucket, status
+from chromasnap.cli.plugin import bucket, pool, status
 from chromasnap.cli.plugin.kube import Kube, PluginError
-from chromasnap.cli.plugin.logs import pods, read_logs
-from chromasnap.operator.specs.naming import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from chromasnap.cli.plugin.logs import pod_selector, pods, read_logs
+from chromasnap.operator.specs.database import COMPONENT_POOL
+from chromasnap.operator.specs.naming import (
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
+from chromasnap.resource import DATABASE_KIND
 
 REDACTED = "<redacted>"
 #: Env names whose literal values are not copied into the bundle.
@@ -94,17 +105,39 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def children_selector(kind: str, name: str) -> str:
+    """Label selector of the children the operator made for the ``kind`` ``name`` (pure).
+
+    A database's children all carry the pool component, which keeps a ChromaCollection
+    of the same name (same instance label) out of its bundle.
+    """
+    sel = f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    return sel + (f",{LABEL_COMPONENT}={COMPONENT_POOL}" if kind == DATABASE_KIND else "")
+
+
+def _status_page(kube: Kube, kind: str, name: str,
+                 obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(text, JSON) of ``kubectl chromasnap status NAME``."""
+    if kind == DATABASE_KIND:
+        page = pool.collect_status(kube, name, obj)
+        return pool.render_status(page), page
+    page = status.collect(kube, name)
+    return status.render(page), page
+
+
 def collect(kube: Kube, name: str, root: Path, *, tail: int = 500, with_bucket: bool = True,
             endpoint: str | None = None, local_creds: bool = False) -> list[str]:
-    """Write the bundle's files under ``root``; returns what could not be collected."""
-    obj = kube.collection(name)
+    """Write the bundle of the ChromaCollection or ChromaDatabase ``name`` under ``root``;
+    returns what could not be collected."""
+    kind, obj = kube.resource(name)
+    database = kind == DATABASE_KIND
     b = _Bundle(root)
     secrets: list[str] = []
-    b.write("collection.yaml", _yaml(obj))
+    b.write("database.yaml" if database else "collection.yaml", _yaml(obj))
 
     def status_page() -> None:
-        page = status.collect(kube, name)
-        b.write("status.txt", status.render(page) + "\n")
+        text, page = _status_page(kube, kind, name, obj)
+        b.write("status.txt", text + "\n")
         b.write("status.json", json.dumps(page, indent=2) + "\n")
 
     def events() -> None:
@@ -115,17 +148,17 @@ def collect(kube: Kube, name: str, root: Path, *, tail: int = 500, with_bucket: 
         b.write("events.yaml", _yaml(evs))
 
     def children() -> None:
-        sel = f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        sel = children_selector(kind, name)
         found: list[dict[str, Any]] = []
-        for kind in CHILD_KINDS:
+        for child_kind in CHILD_KINDS:
             try:
-                found += [{"kind": kind, **o} for o in kube.items(kind, sel)]
+                found += [{"kind": child_kind, **o} for o in kube.items(child_kind, sel)]
             except PluginError as e:
-                b.errors.append(f"list {kind}: {e}")
+                b.errors.append(f"list {child_kind}: {e}")
         b.write("children.yaml", _yaml(found))
 
     def pod_statuses_and_logs() -> None:
-        found = pods(kube, name)
+        found = pods(kube, pod_selector(kind, name))
         b.write("pods.yaml", _yaml(found))
         for entry in read_logs(kube, found, tail=tail):
             rel = f"logs/{_safe(entry.pod)}_{_safe(entry.container)}.log"
@@ -133,8 +166,8 @@ def collect(kube: Kube, name: str, root: Path, *, tail: int = 500, with_bucket: 
                     else f"logs unavailable: {entry.error}\n")
 
     def bucket_part() -> None:
-        summary, note, used = bucket.bucket_summary(kube, obj, endpoint=endpoint,
-                                                    local_creds=local_creds)
+        summarize = pool.bucket_summary if database else bucket.bucket_summary
+        summary, note, used = summarize(kube, obj, endpoint=endpoint, local_creds=local_creds)
         secrets.extend(used)
         if summary is None:
             b.errors.append(f"bucket summary: {note}")
@@ -149,10 +182,10 @@ def collect(kube: Kube, name: str, root: Path, *, tail: int = 500, with_bucket: 
         b.attempt("bucket summary", bucket_part)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     b.write("README.txt", "\n".join([
-        f"chromasnap support bundle for ChromaCollection {kube.namespace}/{name}",
+        f"chromasnap support bundle for {kind} {kube.namespace}/{name}",
         f"collected {now} from {kube.server} (context {kube.context or '(current)'})",
         "",
-        "No Secret is included: the collection's credentials Secret is only used to read",
+        f"No Secret is included: the {kind}'s credentials Secret is only used to read",
         "the bucket summary, env values with secret-looking names are replaced by",
         f"{REDACTED}, and every file is scrubbed of the credential values read.",
         "",
