@@ -59,7 +59,7 @@ DECLARED_SAMPLES = 10
 POOL_COLLECTIONS = 10_000
 DECLARED = 200
 DB_DIM = 384
-#: The pool pods' declared-collections loop (cli/runtime.py build_pool_app declare_every_s).
+#: The pool pods' declared-collections loop (pool/process.py, Intervals.declare).
 DECLARE_LOOP_S = 2.0
 MANAGED = "app.kubernetes.io/managed-by=chromasnap-operator"
 

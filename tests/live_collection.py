@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION, compaction_run_id
+from chromasnap.operator.schedule import compaction_run_id
+from chromasnap.resource import COMPACT_NOW_ANNOTATION
 from kubeops import (
     GROUP,
     PLURAL,

@@ -11,6 +11,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ChromaCollection"
 PLURAL = "chromacollections"
 
+#: A new value asks for a compaction now: on a ChromaCollection the operator starts a
+#: Job; on a ChromaDatabase its pods run a pass and answer in ``status.lastPass.request``.
+COMPACT_NOW_ANNOTATION = f"{GROUP}/compact-now"
+
 #: Values of ``status.lastCompaction.result`` (an enum in the CRD, so keep them in step):
 #: the compactor's ``succeeded | skipped | failed`` in Kubernetes' CamelCase; the detail
 #: (NothingToDo, LockHeld, Fenced, StorageError, ...) goes in ``reason``.

@@ -174,10 +174,10 @@ def page_rows(rows: Sequence[CollectionRow], limit: int | None,
 
 
 def _read_one(store: ObjectStore, row: CollectionRow) -> None:
-    from chromasnap.pool.declared import read_snapshot
+    from chromasnap.pool.published import read_one
 
     try:
-        snap = read_snapshot(store, row.id)
+        snap = read_one(store, row.id)
     except NotFound as e:
         row.error = f"manifest missing: {e}"
         return
@@ -187,8 +187,8 @@ def _read_one(store: ObjectStore, row: CollectionRow) -> None:
     if snap is None:
         row.records, row.bytes = 0, 0
         return
-    row.version, row.records, row.bytes = snap["version"], snap["records"], snap["bytes"]
-    row.snapshotCreatedAt = snap["createdAt"]
+    row.version, row.records, row.bytes = snap.version, snap.records, snap.bytes
+    row.snapshotCreatedAt = snap.created_at
 
 
 def read_snapshots(store: ObjectStore, rows: Sequence[CollectionRow], *,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,131 +299,16 @@ def build_pool_app(bucket_url: str, endpoint_url: str | None, opts: PoolOptions,
     ``<namespace>/<name>``), the pool's totals go into its status after each pass,
     and the collections ChromaCollections declare in it are kept in step every
     ``declare_every_s`` (:mod:`chromasnap.pool.declared`)."""
-    import asyncio
-    from datetime import UTC, datetime
-
     from chromasnap.api.app import ChromaAPI
-    from chromasnap.compactor.reclaim import reclaim
-    from chromasnap.engine.chromadir import release_memory
-    from chromasnap.pool import metrics as pool_metrics
-    from chromasnap.pool import passreport
-    from chromasnap.pool.compactproc import CompactionWorker
-    from chromasnap.pool.members import Members
-    from chromasnap.pool.service import PoolService, settle_catalog_memory
-    from chromasnap.storage.cataloglog import CHECKPOINT_EVERY, CatalogLog
+    from chromasnap.pool.process import Intervals, PoolProcess
 
-    store = open_store(bucket_url, endpoint_url)
-    catalog = CatalogLog(store, identity=opts.identity)
-    service = PoolService(catalog, Members(store, opts,
-                                           CompactionWorker(bucket_url, endpoint_url, opts)))
-    stop = threading.Event()
-    started = threading.Event()
-    pruned_at = [0]
-    reported: list[tuple[int, int] | None] = [None]  # (collections, databases) last sent
-    last_pass: list[dict[str, Any] | None] = [None]
-
-    def report_status() -> None:
-        from chromasnap.compactor.statusreport import patch_status
-        from chromasnap.resource import DATABASE_PLURAL
-
-        counts = catalog.view(lambda state: (len(state.where), len(state.databases)))
-        if status_resource is None or (counts == reported[0] and last_pass[0] is None):
-            return
-        patch = passreport.database_status(last_pass[0], *counts, identity=opts.identity)
-        if patch_status(status_resource, DATABASE_PLURAL, patch):
-            reported[0], last_pass[0] = counts, None
-
-    def compactions() -> None:
-        while not stop.wait(compact_every_s):
-            try:
-                t0 = time.perf_counter()
-                results = service.members.compact_dirty(service.settings, service.catch_up)
-                if results:
-                    took = time.perf_counter() - t0
-                    last_pass[0] = summary = passreport.summary(
-                        results, service.members.failures, took, datetime.now(UTC))
-                    pool_metrics.POOL_PENDING.set(summary["pendingCollections"])
-                    store.put(passreport.STATUS_KEY, passreport.encode(summary))
-                    failed = {cid: f"{r.reason}: {r.message}" for cid, r in results.items()
-                              if r.result == "failed"}
-                    log.info("pool compaction pass: %d collections in %.2f s, %d failed",
-                             len(results), took, len(failed), extra=fields(
-                                 collections=len(results), seconds=round(took, 3),
-                                 failed=failed))
-                report_status()
-                reclaim(store, catalog, now=datetime.now(UTC),
-                        grace_seconds=opts.delta_grace_seconds)
-                # The pass held its batches' bytes (up to 256 MB): give them back to the
-                # OS, or glibc keeps them and the memory budget counts them as used.
-                release_memory()
-                seq = catalog.view(lambda state: state.seq)
-                if seq - pruned_at[0] >= CHECKPOINT_EVERY:
-                    # Changes a checkpoint covers go (a new process starts from it); not on
-                    # every pass: pruning writes a checkpoint of the whole catalog.
-                    catalog.prune()
-                    settle_catalog_memory()  # the new entries join the frozen ones
-                    pruned_at[0] = seq
-            except Exception:
-                log.exception("pool compaction pass failed")
-
-    def polls() -> None:
-        while not stop.wait(poll_interval_s):
-            try:
-                # Other processes' creates, renames and deletes (one LIST of the log's
-                # tail): a name deleted on another replica is gone here within a poll.
-                service.catch_up()
-            except Exception:
-                log.exception("catching up with the pool's catalog failed")
-            try:
-                # Other processes' batches first: what they wrote is visible here within
-                # a poll, not only once a pass folded it.
-                service.members.follow_batches()
-            except Exception:
-                log.exception("following the pool's write batches failed")
-            service.members.refresh_loaded()
-
-    loops = [threading.Thread(target=compactions, name="pool-compactions", daemon=True),
-             threading.Thread(target=polls, name="pool-polls", daemon=True)]
-    declarations: list[asyncio.Task[None]] = []
-
-    async def declared_loop() -> None:
-        # The collections ChromaCollections declare in this pool (spec.database).
-        from chromasnap.compactor.statusreport import custom_objects_api, parse_resource
-        from chromasnap.pool.declared import DeclaredCollections, read_snapshot
-
-        assert status_resource is not None
-        declared = DeclaredCollections(*parse_resource(status_resource), service,
-                                       lambda cid: read_snapshot(store, cid),
-                                       custom_objects_api)
-        while not stop.is_set():
-            try:
-                await declared.sync()
-            except Exception as e:
-                log.warning("syncing the declared collections failed",
-                            extra=fields(error=str(e)[:500]))
-            await asyncio.to_thread(stop.wait, declare_every_s)
-
-    async def start() -> None:
-        await service.start()
-        await service.members.start()
-        for t in loops:
-            t.start()
-        if status_resource is not None:
-            declarations.append(asyncio.ensure_future(declared_loop()))
-        started.set()
-
-    async def shutdown() -> None:
-        stop.set()
-        if declarations:
-            await asyncio.gather(*declarations, return_exceptions=True)
-        await service.members.close()
-        for t in loops:
-            await asyncio.to_thread(t.join, 60)
-
+    pool = PoolProcess(open_store(bucket_url, endpoint_url), bucket_url, endpoint_url, opts,
+                       Intervals(compact=compact_every_s, poll=poll_interval_s,
+                                 declare=declare_every_s), status_resource)
     log.info("pool starting", extra=fields(bucket=bucket_url, max_loaded=opts.max_loaded))
-    return ChromaAPI(catalog=service, role="pool", ready=started.is_set,
+    return ChromaAPI(catalog=pool.service, role="pool", ready=pool.started.is_set,
                      token_scopes=auth_tokens, max_body_bytes=opts.max_request_bytes,
-                     on_startup=[start], on_shutdown=[shutdown])
+                     on_startup=[pool.start], on_shutdown=[pool.shutdown])
 
 
 def run_pool(s: PoolSettings) -> int:

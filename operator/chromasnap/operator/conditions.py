@@ -37,13 +37,13 @@ from chromasnap.operator.observed import (
     Observed,
     PodState,
 )
-from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION
 from chromasnap.operator.specs.naming import (
     COMPONENT_COMPACTOR,
     COMPONENT_READER,
     COMPONENT_WRITER,
     reader_selector,
 )
+from chromasnap.resource import COMPACT_NOW_ANNOTATION
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 #: Condition the purge Job adds to the collection's status once the prefix is empty.

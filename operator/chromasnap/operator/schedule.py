@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-#: Set this annotation (to any new value, e.g. the time) to run a compaction now.
-COMPACT_NOW_ANNOTATION = "chromasnap.dev/compact-now"
 #: Run id of the compaction the operator starts when a collection has no snapshot yet.
 BOOTSTRAP_RUN_ID = "init"
 

@@ -9,8 +9,9 @@ to exactly the declared names):
   already, e.g. created by an application first, is kept as it is;
 - applications cannot delete or rename it: the catalog marks it as declared
   (``CollectionEntry.declared_by``), so every pod of the pool refuses;
-- its status (version, records, conditions) is patched into the ChromaCollection,
-  as a collection of its own reports it;
+- its status (version, records, pending deltas, last compaction, conditions) is
+  patched into the ChromaCollection, as a collection of its own reports it (from
+  what the passes recorded: :mod:`chromasnap.pool.published`);
 - when it is deleted with ``deletionPolicy: Delete``, the pool deletes it and
   then removes the ``chromasnap.dev/pool-delete`` finalizer the operator added.
 
@@ -30,11 +31,8 @@ from typing import TYPE_CHECKING, Any
 from chromasnap.api.createbody import parse_create
 from chromasnap.engine.errors import NotFound
 from chromasnap.logs import fields
+from chromasnap.pool.published import Published, as_last_compaction, as_snapshot, iso
 from chromasnap.resource import GROUP, PLURAL, POOL_DELETE_FINALIZER, VERSION
-from chromasnap.storage import manifest, pointer
-from chromasnap.storage.catalog import collection_root
-from chromasnap.storage.prefixed import PrefixedStore
-from chromasnap.storage.store import ObjectStore
 
 if TYPE_CHECKING:
     from chromasnap.pool.service import PoolService
@@ -92,24 +90,20 @@ def create_body(d: Declared) -> dict[str, Any]:
         "ef_search": d.search_ef}}}
 
 
-def _iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def member_status(d: Declared, database: str, cid: str | None, error: str | None,
-                  snapshot: Mapping[str, Any] | None, previous: Mapping[str, Any],
+                  published: Published | None, pending: int, previous: Mapping[str, Any],
                   now: datetime) -> dict[str, Any]:
     """The ChromaCollection's ``status`` for a declared collection (pure): ``Ready`` and
-    ``SnapshotAvailable`` as a collection of its own has them, and its snapshot."""
+    ``SnapshotAvailable`` as a collection of its own has them, its snapshot, the
+    deltas not folded yet (``pending``), and the last compaction a pass recorded."""
     if error is not None:
         ready = ("False", "PoolRefused", error)
     else:
         ready = ("True", "InPool", f"collection {d.name} ({cid}) of ChromaDatabase {database}")
-    has_snapshot = snapshot is not None
     found = [("Ready", *ready),
-             ("SnapshotAvailable", "True" if has_snapshot else "False",
-              "SnapshotPublished" if has_snapshot else "NoSnapshot",
-              f"version {snapshot['version']}" if snapshot else
+             ("SnapshotAvailable", "True" if published else "False",
+              "SnapshotPublished" if published else "NoSnapshot",
+              f"version {published.version}" if published else
               "no version yet: the first write's compaction pass publishes one")]
     before = {c.get("type"): c for c in previous.get("conditions") or []}
     conds = []
@@ -117,36 +111,31 @@ def member_status(d: Declared, database: str, cid: str | None, error: str | None
         old = before.get(ctype) or {}
         since = old.get("lastTransitionTime") if old.get("status") == status else None
         conds.append({"type": ctype, "status": status, "reason": reason, "message": message,
-                      "lastTransitionTime": since or _iso(now),
+                      "lastTransitionTime": since or iso(now),
                       "observedGeneration": d.generation})
     out: dict[str, Any] = {"observedGeneration": d.generation, "conditions": conds}
-    if snapshot is not None:
-        out["snapshot"] = dict(snapshot)
+    if cid is not None:
+        out["pendingDeltas"] = pending
+    if published is not None:
+        out["snapshot"] = as_snapshot(published)
+        if (last := as_last_compaction(published)) is not None:
+            out["lastCompaction"] = last
     return out
-
-
-def read_snapshot(store: ObjectStore, cid: str) -> dict[str, Any] | None:
-    """The current version of a pool collection, as ``status.snapshot`` shows it
-    (``None``: no version yet). Two GETs: the pointer and its manifest."""
-    root = PrefixedStore(store, collection_root(cid))
-    ptr = pointer.read(root).pointer
-    if ptr is None:
-        return None
-    m = manifest.parse(root.get(ptr.manifest).data)
-    return {"version": m.version, "records": m.record_count, "bytes": m.byte_size,
-            "createdAt": _iso(ptr.updated_at)}
 
 
 class DeclaredCollections:
     """Keeps the pool's declared collections in step with their ChromaCollections."""
 
     def __init__(self, namespace: str, database: str, service: PoolService,
-                 snapshot_of: Callable[[str], dict[str, Any] | None],
-                 api: Callable[[], Any]) -> None:
+                 published_of: Callable[[list[str]], Mapping[str, Published]],
+                 pending_of: Callable[[str], int], api: Callable[[], Any]) -> None:
         self.namespace = namespace
         self.database = database
         self.service = service
-        self.snapshot_of = snapshot_of
+        #: the newest versions of these collections (blocking: run in a thread)
+        self.published_of = published_of
+        #: a collection's deltas not folded yet, as this process knows them
+        self.pending_of = pending_of
         self._api = api
         self._client: Any = None
         self._sent: dict[str, dict[str, Any]] = {}
@@ -166,33 +155,40 @@ class DeclaredCollections:
         listed = await asyncio.to_thread(
             self.client.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL)
         mine = declared_in(listed.get("items") or [], self.database)
-        await self._release_gone({self._by(d) for d in mine})
+        marked = await self.service.declared(TENANT, DATABASE)
+        await self._release_gone(marked, {self._by(d) for d in mine})
+        outcomes: list[tuple[Declared, str | None, str | None]] = []
         for d in mine:
             if d.deleting:
                 await self._delete(d)
                 continue
             cid, error = None, None
             try:
-                cid = await self._ensure(d)
+                cid = await self._ensure(d, marked)
             except Exception as e:  # reported in the resource's status
                 error = str(e)[:1000]
             if cid is not None or error is not None:
-                await self._report(d, cid, error)
+                outcomes.append((d, cid, error))
+        found = await asyncio.to_thread(
+            self.published_of, [cid for _, cid, _ in outcomes if cid is not None])
+        for d, cid, error in outcomes:
+            await self._report(d, cid, error, found.get(cid) if cid else None)
 
     def _by(self, d: Declared) -> str:
         return f"{self.namespace}/{d.resource}"
 
-    async def _release_gone(self, present: set[str]) -> None:
+    async def _release_gone(self, marked: Mapping[str, tuple[str, str]],
+                            present: set[str]) -> None:
         """Collections whose ChromaCollection is gone (deleted with ``Retain``) are no
         longer declared: the API may delete them now."""
-        marked = await self.service.declared(TENANT, DATABASE)
         for cid, (name, by) in marked.items():
             if by.startswith(f"{self.namespace}/") and by not in present:
                 await self.service.declare(cid, None)
                 log.info("declared collection released: its resource is gone",
                          extra=fields(collection=name, resource=by))
 
-    async def _ensure(self, d: Declared) -> str | None:
+    async def _ensure(self, d: Declared, marked: Mapping[str, tuple[str, str]]
+                      ) -> str | None:
         """The declared collection's id, created the first time this process sees the
         resource, and marked as declared in the catalog (so that every pod refuses to
         delete or rename it). Later rounds only look it up: a round's list may be older
@@ -208,7 +204,10 @@ class DeclaredCollections:
             except NotFound:
                 return None
         cid = str(model["id"])
-        await self.service.declare(cid, self._by(d))
+        if cid not in marked or marked[cid][1] != self._by(d):
+            # Only when not marked yet: each mark is a conditional append (a LIST of the
+            # log's tail first), and a round visits every declared collection.
+            await self.service.declare(cid, self._by(d))
         return cid
 
     async def _delete(self, d: Declared) -> None:
@@ -228,10 +227,11 @@ class DeclaredCollections:
             self.client.patch_namespaced_custom_object, GROUP, VERSION, self.namespace,
             PLURAL, d.resource, patch, _content_type=MERGE_PATCH)
 
-    async def _report(self, d: Declared, cid: str | None, error: str | None) -> None:
-        snapshot = await asyncio.to_thread(self.snapshot_of, cid) if cid else None
+    async def _report(self, d: Declared, cid: str | None, error: str | None,
+                      published: Published | None) -> None:
         previous = self._sent.get(d.uid) or {}
-        status = member_status(d, self.database, cid, error, snapshot, previous,
+        pending = self.pending_of(cid) if cid else 0
+        status = member_status(d, self.database, cid, error, published, pending, previous,
                                datetime.now(UTC))
         if status == previous:
             return

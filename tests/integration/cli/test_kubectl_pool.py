@@ -178,7 +178,8 @@ def test_status_of_a_database(env: Env) -> None:
     # Play the pool's pods and the operator: what they patch into the status.
     summary = json.loads(env.pool.store.get("status/compaction.json").data)
     bravo = env.ids[("default_database", "bravo")]
-    patch = database_status(summary, collections=5, databases=2, identity="team-a-pod-1")
+    patch = database_status(summary, collections=5, databases=2, records=7,
+                            identity="team-a-pod-1")
     patch["status"] |= {
         "endpoint": f"http://{DB}.{env.ns}.svc:8000", "pool": {"replicas": 1, "ready": 1},
         "pendingCollections": 1, "mostPending": [{"id": bravo, "pendingDeltas": 6}],

@@ -51,7 +51,7 @@ from obssupport import (
 )
 
 from chromasnap.operator import schedule
-from chromasnap.resource import DATABASE_PLURAL, GROUP, VERSION
+from chromasnap.resource import COMPACT_NOW_ANNOTATION, DATABASE_PLURAL, GROUP, VERSION
 from chromasnap.storage import manifest as mf
 from kubeops import (
     Collections,
@@ -225,7 +225,7 @@ def compact_now(colls: Collections, runner: Runner, kube_api: Any, ns: str, uid:
                 request: str) -> dict[str, Any]:
     """The compact-now annotation, then the Job it starts; waits for the report."""
     colls.patch(ns, NAME, {"metadata": {"annotations": {
-        schedule.COMPACT_NOW_ANNOTATION: request}}})
+        COMPACT_NOW_ANNOTATION: request}}})
     job = f"{NAME}-compactor-{schedule.compaction_run_id(uid, request)}"
     result = run_job(runner, kube_api, ns, job)
     wait_for(f"{job}'s report in the status", lambda: (

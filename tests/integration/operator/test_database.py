@@ -10,6 +10,7 @@ database's status with the pods' own ServiceAccount. Clients are the real
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterator
@@ -165,8 +166,10 @@ def test_pool_pods_serve_share_writes_and_report_totals(pool: Pool, kube_api: An
     with pytest.raises(Exception, match=r"(?i)forbidden|permission|unauthorized"):
         http(a, ACME).list_collections()
     # the pods patch the pool's totals into the status with their own ServiceAccount
-    status = wait_for("the pods' totals in the status",
-                      lambda: (s := pool.status()).get("collections") == 4 and s, timeout=60)
+    # (records: docs-0..2 hold one each once a pass folded them; "mine" has none)
+    status = wait_for("the pods' totals in the status", lambda: (
+        (s := pool.status()).get("collections") == 4 and s.get("records") == 3 and s),
+        timeout=60)
     assert status["databases"] == 2
     assert status["failingCollections"] == 0
     assert status["lastPass"]["identity"] in (f"{NAME}-pool-a", f"{NAME}-pool-b")
@@ -221,6 +224,13 @@ def test_a_declared_collection_is_created_protected_reported_and_deleted(
             print(p.name, p.log_text()[-3000:])
         raise
     assert snap["version"]
+    # each pod reports what it holds unfolded: the other pod lets go of the folded batch
+    # on its next poll
+    status = wait_for("no pending deltas reported", lambda: (
+        (s := member()["status"]).get("pendingDeltas") == 0 and s), timeout=30)
+    assert status["lastCompaction"]["snapshotVersion"] == snap["version"]
+    # (the other pod's pass may have listed the batch too, and found it folded already)
+    assert status["lastCompaction"]["result"] in ("Succeeded", "Skipped")
     # deleted with deletionPolicy Delete: the pool deletes the collection, then lets go
     api.delete_namespaced_custom_object(GROUP, VERSION, pool.ns, PLURAL, "handbook")
     wait_for("the ChromaCollection gone", lambda: maybe(member) is None, timeout=30)
@@ -250,6 +260,20 @@ def test_a_declared_collection_names_its_problem(pool: Pool, kube_api: Any) -> N
          if c["type"] == "Ready" and c["reason"] == "DatabaseNotFound"), None), timeout=30)
     assert "no-such-db" in cond["message"]
     api.delete_namespaced_custom_object(GROUP, VERSION, pool.ns, PLURAL, "orphan")
+
+
+def test_kubectl_chromasnap_compact_runs_a_pass_now(pool: Pool, control_plane: Any) -> None:
+    from chromasnap.cli.plugin.compact import compact
+    from chromasnap.cli.plugin.kube import connect
+
+    kube = connect(str(control_plane.kubeconfig_path), None, pool.ns)
+    out = io.StringIO()
+    # the pods read the compact-now annotation of their ChromaDatabase; a pass answers it
+    assert compact(kube, NAME, request="req-1", timeout=60, out=out) == 0
+    last = pool.status()["lastPass"]
+    assert last["request"] == "req-1"
+    assert f"pass by {last['identity']}" in out.getvalue()
+    assert last["identity"] in (f"{NAME}-pool-a", f"{NAME}-pool-b")
 
 
 def test_an_invalid_spec_is_reported_and_nothing_is_applied(pool: Pool) -> None:

@@ -35,6 +35,7 @@ from chromasnap.operator.drift import drift
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs import naming
 from chromasnap.operator.specs.children import desired_children
+from chromasnap.resource import COMPACT_NOW_ANNOTATION
 from chromasnap.storage import manifest as mf
 from chromasnap.storage.store import open_store
 from kubeops import (
@@ -234,7 +235,7 @@ def test_pods_publish_serve_writes_and_a_compaction_on_demand(e2e: E2E, kube_api
 
     # Compaction on demand: a new value of the annotation starts a Job from the template.
     e2e.colls.patch(e2e.ns, NAME, {"metadata": {"annotations": {
-        schedule.COMPACT_NOW_ANNOTATION: "run-1"}}})
+        COMPACT_NOW_ANNOTATION: "run-1"}}})
     job = f"docs-compactor-{schedule.compaction_run_id(e2e.uid, 'run-1')}"
     p2, result2 = run_job(e2e, kube_api, job)
     assert result2["result"] == "succeeded", result2
@@ -440,7 +441,7 @@ def test_a_restarted_operator_catches_up_with_what_happened_while_it_was_down(
     try:
         core.delete_namespaced_service("docs-writer", e2e.ns)
         e2e.colls.patch(e2e.ns, NAME, {
-            "metadata": {"annotations": {schedule.COMPACT_NOW_ANNOTATION: "while-down"}},
+            "metadata": {"annotations": {COMPACT_NOW_ANNOTATION: "while-down"}},
             "spec": {"reader": {"replicas": 2}},
         })
         generation = e2e.body()["metadata"]["generation"]

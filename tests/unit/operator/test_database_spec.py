@@ -266,16 +266,17 @@ def test_the_pods_status_patch_stays_small_at_10000_collections() -> None:
                for i in range(10_000)}
     failures = {cid: "StorageError: down" for cid, r in results.items() if r.result == "failed"}
     summary = passreport.summary(results, failures, 12.5, datetime(2026, 12, 1, tzinfo=UTC))
-    patch = passreport.database_status(summary, 10_000, 3, identity="pod-1")["status"]
+    patch = passreport.database_status(summary, 10_000, 3, 123_456, identity="pod-1")["status"]
     assert patch["collections"] == 10_000 and patch["databases"] == 3
+    assert patch["records"] == 123_456
     assert patch["failingCollections"] == len(failures) == 1429
     assert len(patch["failing"]) == len(patch["mostPending"]) == passreport.STATUS_LISTED
     assert patch["pendingCollections"] == 8000
     assert patch["mostPending"][0]["pendingDeltas"] == 4
     assert len(yaml.safe_dump(patch)) < 5_000
     # before any pass: totals only, the pods' other fields untouched
-    assert passreport.database_status(None, 5, 1, identity="p") == {
-        "status": {"collections": 5, "databases": 1}}
+    assert passreport.database_status(None, 5, 1, 9, identity="p") == {
+        "status": {"collections": 5, "databases": 1, "records": 9}}
     fields = set(STATUS["properties"])
     assert set(patch) <= fields and set(patch["lastPass"]) <= set(
         STATUS["properties"]["lastPass"]["properties"])

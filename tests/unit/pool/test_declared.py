@@ -15,6 +15,7 @@ from chromasnap.pool.declared import (
     declared_in,
     member_status,
 )
+from chromasnap.pool.published import Published
 from chromasnap.storage import catalog as cat
 
 T0, T1 = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
@@ -51,20 +52,33 @@ def test_the_create_request_is_what_a_client_would_send() -> None:
 
 def test_status_says_in_pool_and_keeps_transition_times() -> None:
     (d,) = declared_in([item("b", "team-a")], "team-a")
-    first = member_status(d, "team-a", "cid-1", None, None, {}, T0)
+    first = member_status(d, "team-a", "cid-1", None, None, 0, {}, T0)
     ready, snap = first["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "InPool")
     assert (snap["status"], snap["reason"]) == ("False", "NoSnapshot")
     assert first["observedGeneration"] == 2 and "snapshot" not in first
-    snapshot = {"version": "0000000002-aa", "records": 3, "bytes": 10, "createdAt": "t"}
-    second = member_status(d, "team-a", "cid-1", None, snapshot, first, T1)
-    assert second["snapshot"] == snapshot
+    assert first["pendingDeltas"] == 0 and "lastCompaction" not in first
+    published = Published(version="0000000002-aa", records=3, bytes=10,
+                          created_at="2026-12-01T12:00:00Z", compacted_at="2026-12-01T12:00:01Z",
+                          result="succeeded", reason="Compacted")
+    second = member_status(d, "team-a", "cid-1", None, published, 2, first, T1)
+    assert second["snapshot"] == {"version": "0000000002-aa", "records": 3, "bytes": 10,
+                                  "createdAt": "2026-12-01T12:00:00Z"}
+    assert second["pendingDeltas"] == 2
+    assert second["lastCompaction"] == {"time": "2026-12-01T12:00:01Z", "result": "Succeeded",
+                                        "reason": "Compacted", "snapshotVersion": "0000000002-aa"}
     assert second["conditions"][0]["lastTransitionTime"] == "2026-12-01T00:00:00Z"
     assert second["conditions"][1]["lastTransitionTime"] == "2026-12-02T00:00:00Z"
     # unchanged input, unchanged status: nothing to patch
-    assert member_status(d, "team-a", "cid-1", None, snapshot, second, T1) == second
-    refused = member_status(d, "team-a", None, "Collection c-b has dimension 8", None, second, T1)
+    assert member_status(d, "team-a", "cid-1", None, published, 2, second, T1) == second
+    # a version read from the pointer (no pass recorded it): no lastCompaction
+    backfilled = Published(version="0000000001-bb", records=1, bytes=5, created_at="t")
+    assert "lastCompaction" not in member_status(d, "team-a", "cid-1", None, backfilled, 0,
+                                                 second, T1)
+    refused = member_status(d, "team-a", None, "Collection c-b has dimension 8", None, 0,
+                            second, T1)
     assert refused["conditions"][0]["reason"] == "PoolRefused"
+    assert "pendingDeltas" not in refused
 
 
 def _state_with(declared_by: str | None) -> tuple[cat.PoolCatalog, str]:

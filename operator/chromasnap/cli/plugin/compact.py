@@ -1,10 +1,15 @@
 """``kubectl chromasnap compact NAME``: request a compaction and follow it to its report.
 
-The request is the operator's documented interface: a new value of the
+The request is the documented interface: a new value of the
 ``chromasnap.dev/compact-now`` annotation (set with the plugin's own field manager,
-so a GitOps tool that owns the manifest never sees it as its own field). The operator
-starts the Job ``NAME-compactor-<id>`` (the id derived from the value); the run
-reports into ``status.lastCompaction``, which is what this command waits for.
+so a GitOps tool that owns the manifest never sees it as its own field).
+
+- On a ChromaCollection, the operator starts the Job ``NAME-compactor-<id>`` (the id
+  derived from the value); the run reports into ``status.lastCompaction``, which is
+  what this command waits for.
+- On a ChromaDatabase, the pool's pods (which read their ChromaDatabase every two
+  seconds) run a compaction pass at once and report it with the value in
+  ``status.lastPass.request``, which is what this command waits for.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from chromasnap.cli.plugin.kube import FIELD_MANAGER, Kube, NotFound, PluginError, path
-from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION, compaction_run_id
+from chromasnap.operator.schedule import compaction_run_id
 from chromasnap.operator.specs.naming import ChildNames
-from chromasnap.resource import KIND
+from chromasnap.resource import COMPACT_NOW_ANNOTATION, DATABASE_KIND, KIND
 
 
 def job_name(name: str, uid: str, request: str) -> str:
@@ -50,6 +55,50 @@ def _describe(last: Mapping[str, Any]) -> str:
     return text
 
 
+def _request(kube: Kube, kind: str, name: str, value: str) -> None:
+    kube.request(
+        "PATCH", path(kind, kube.namespace, name),
+        query=[("fieldManager", FIELD_MANAGER)],
+        body={"metadata": {"annotations": {COMPACT_NOW_ANNOTATION: value}}},
+        content_type="application/merge-patch+json")
+
+
+def describe_pass(last: Mapping[str, Any]) -> str:
+    """One line for a pool's ``status.lastPass``."""
+    outcomes = ", ".join(f"{n} {k}" for k, n in sorted((last.get("outcomes") or {}).items()))
+    return (f"pass by {last.get('identity', '?')}: {last.get('collections', 0)} collections "
+            f"in {last.get('seconds', '?')}s" + (f" ({outcomes})" if outcomes else ""))
+
+
+def compact_pool(kube: Kube, name: str, value: str, *, wait: bool = True,
+                 timeout: float = 600.0, interval: float = 1.0, out: TextIO = sys.stdout,
+                 clock: Callable[[], float] = time.monotonic) -> int:
+    """Ask a ChromaDatabase's pods for a compaction pass now; with ``wait``, follow it
+    until a pass reports the request. 0 when no collection failed, 1 otherwise."""
+    _request(kube, DATABASE_KIND, name, value)
+    print(f"requested a compaction pass of {kube.namespace}/{name} "
+          f"({COMPACT_NOW_ANNOTATION}={value}); the pool's pods run one within seconds",
+          file=out, flush=True)
+    if not wait:
+        return 0
+    deadline = clock() + timeout
+    while clock() < deadline:
+        status = kube.database(name).get("status") or {}
+        last = status.get("lastPass") or {}
+        if last.get("request") == value:
+            print(describe_pass(last), file=out, flush=True)
+            if (last.get("outcomes") or {}).get("failed"):
+                print(f"some collections failed to compact: `kubectl chromasnap status {name} "
+                      f"-n {kube.namespace}` lists them", file=out, flush=True)
+                return 1
+            return 0
+        time.sleep(interval)
+    raise PluginError(
+        f"no pass answered the request within {timeout:.0f}s: check that the pool's pods "
+        f"run (`kubectl chromasnap status {name}`) and their logs (`kubectl chromasnap logs "
+        f"{name}`)")
+
+
 def compact(kube: Kube, name: str, *, request: str | None = None, wait: bool = True,
             timeout: float = 600.0, interval: float = 1.0, out: TextIO = sys.stdout,
             report_grace: float = 60.0,
@@ -57,16 +106,15 @@ def compact(kube: Kube, name: str, *, request: str | None = None, wait: bool = T
     """Request a compaction; with ``wait``, follow it until ``status.lastCompaction``
     changes. 0 when the run succeeded or was skipped, 1 when it failed, finished without
     reporting within ``report_grace`` seconds, or ``timeout`` passed."""
-    obj = kube.collection(name)
+    kind, obj = kube.resource(name)
+    value = request or str(int(time.time() * 1000))
+    if kind == DATABASE_KIND:
+        return compact_pool(kube, name, value, wait=wait, timeout=timeout, interval=interval,
+                            out=out, clock=clock)
     uid = str(obj["metadata"]["uid"])
     before = dict((obj.get("status") or {}).get("lastCompaction") or {})
-    value = request or str(int(time.time() * 1000))
     job = job_name(name, uid, value)
-    kube.request(
-        "PATCH", path(KIND, kube.namespace, name),
-        query=[("fieldManager", FIELD_MANAGER)],
-        body={"metadata": {"annotations": {COMPACT_NOW_ANNOTATION: value}}},
-        content_type="application/merge-patch+json")
+    _request(kube, KIND, name, value)
     print(f"requested a compaction of {kube.namespace}/{name} "
           f"({COMPACT_NOW_ANNOTATION}={value}); the operator starts Job {job}", file=out,
           flush=True)

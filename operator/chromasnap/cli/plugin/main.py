@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "collection's credentials; of a ChromaDatabase: name the failing and "
                          "most pending collections from the pool's catalog")
     _bucket_flags(st)
-    c = add("compact", cmd_compact, "run a compaction now (the compact-now annotation) and "
-            "follow it until the run reports")
+    c = add("compact", cmd_compact, "run a compaction (of a ChromaDatabase: a pass) now (the "
+            "compact-now annotation) and follow it until the run reports")
     c.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
                    help="give up waiting after this long (default 600)")
     c.add_argument("--no-wait", action="store_true", help="request it and return")

@@ -13,14 +13,11 @@ from typing import Any
 from chromasnap.operator.controller.events import EventRecorder
 from chromasnap.operator.crd import ChromaCollection, SpecError
 from chromasnap.operator.kubeapi import ApiError, Kube
-from chromasnap.operator.schedule import (
-    BOOTSTRAP_RUN_ID,
-    COMPACT_NOW_ANNOTATION,
-    compaction_run_id,
-)
+from chromasnap.operator.schedule import BOOTSTRAP_RUN_ID, compaction_run_id
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.jobs import compaction_job
 from chromasnap.operator.specs.naming import Manifest
+from chromasnap.resource import COMPACT_NOW_ANNOTATION
 
 
 class CompactionLauncher:

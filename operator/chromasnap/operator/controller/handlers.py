@@ -52,7 +52,6 @@ from chromasnap.operator.observed import (
     OwnedChild,
     PodState,
 )
-from chromasnap.operator.schedule import COMPACT_NOW_ANNOTATION
 from chromasnap.operator.settings import OperatorSettings, RuntimeSettings
 from chromasnap.operator.specs.database import COMPONENT_POOL
 from chromasnap.operator.specs.naming import (
@@ -61,7 +60,14 @@ from chromasnap.operator.specs.naming import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from chromasnap.resource import DATABASE_KIND, DATABASE_PLURAL, GROUP, PLURAL, VERSION
+from chromasnap.resource import (
+    COMPACT_NOW_ANNOTATION,
+    DATABASE_KIND,
+    DATABASE_PLURAL,
+    GROUP,
+    PLURAL,
+    VERSION,
+)
 
 log = logging.getLogger("chromasnap.operator")
 
