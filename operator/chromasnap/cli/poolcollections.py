@@ -2,9 +2,11 @@
 
 Names, tenants, databases, creation times and dimensions come from the pool's
 catalog (``catalog/`` of the root: one LIST and a few GETs, however many collections).
-Records and bytes are each collection's current version (its ``pointer.json`` and
-manifest under ``collections/<id>/``): two GETs per collection, made concurrently,
-and only for the page shown unless the sort needs them for every collection
+Records and bytes are each collection's current version, as the compaction passes
+recorded it (``status/collections/``: sixteen GETs for the whole pool,
+:mod:`chromasnap.pool.published`); a collection no pass recorded is read from its
+``pointer.json`` and manifest under ``collections/<id>/`` (two GETs, made
+concurrently), only for the page shown unless the sort needs every collection's
 (``--sort records|bytes``). Pending deltas and failures come from the last
 compaction pass's summary (``status/compaction.json``), which names only the
 collections with the most pending deltas (up to 10) and the failing ones: for any
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from chromasnap.pool.passreport import STATUS_KEY
+from chromasnap.pool.published import Published, PublishedIndex, read_one
 from chromasnap.storage.catalog import PoolCatalog
 from chromasnap.storage.store import NotFound, ObjectStore
 
@@ -173,9 +176,15 @@ def page_rows(rows: Sequence[CollectionRow], limit: int | None,
     return list(rows[offset:end])
 
 
-def _read_one(store: ObjectStore, row: CollectionRow) -> None:
-    from chromasnap.pool.published import read_one
+def _fill(row: CollectionRow, snap: Published | None) -> None:
+    if snap is None:
+        row.records, row.bytes = 0, 0
+        return
+    row.version, row.records, row.bytes = snap.version, snap.records, snap.bytes
+    row.snapshotCreatedAt = snap.created_at
 
+
+def _read_one(store: ObjectStore, row: CollectionRow) -> None:
     try:
         snap = read_one(store, row.id)
     except NotFound as e:
@@ -184,18 +193,20 @@ def _read_one(store: ObjectStore, row: CollectionRow) -> None:
     except Exception as e:
         row.error = f"{e.__class__.__name__}: {e}"
         return
-    if snap is None:
-        row.records, row.bytes = 0, 0
-        return
-    row.version, row.records, row.bytes = snap.version, snap.records, snap.bytes
-    row.snapshotCreatedAt = snap.created_at
+    _fill(row, snap)
 
 
 def read_snapshots(store: ObjectStore, rows: Sequence[CollectionRow], *,
                    workers: int = READ_WORKERS, progress: bool | None = None) -> None:
-    """Fill version, records and bytes of ``rows`` from each collection's pointer and
-    manifest, ``workers`` at a time; a bar on stderr for more than
-    :data:`PROGRESS_ABOVE` (``progress=None``: only on an interactive stderr)."""
+    """Fill version, records and bytes of ``rows`` from what the passes recorded, and
+    the others' from each collection's pointer and manifest, ``workers`` at a time; a
+    bar on stderr for more than :data:`PROGRESS_ABOVE` of those (``progress=None``:
+    only on an interactive stderr)."""
+    recorded = PublishedIndex(store).read() if rows else {}
+    for row in rows:
+        if row.id in recorded:
+            _fill(row, recorded[row.id])
+    rows = [row for row in rows if row.id not in recorded]
     if not rows:
         return
     from chromasnap.storage.progress import progress_enabled

@@ -185,6 +185,17 @@ def test_listing_reads_the_catalog_and_the_page_manifests(tmp_path: Any) -> None
                              createdAt=T0.isoformat()) for i in range(pc.PROGRESS_ABOVE + 5)]
     pc.read_snapshots(store, many, progress=True)
     assert all(r.records == 0 and r.error is None for r in many)
+    # what a pass recorded is used as it is: no pointer to read for it
+    from chromasnap.pool.published import Published, PublishedIndex
+
+    PublishedIndex(store).record({cid(100): Published(
+        version="0000000003-abcdef12", records=7, bytes=99, created_at="2026-12-01T00:00:00Z")},
+        lambda cid, p: True)
+    again = [pc.CollectionRow(id=cid(100 + i), name=f"c{i}", tenant="t", database="d",
+                              createdAt=T0.isoformat()) for i in range(2)]
+    pc.read_snapshots(store, again)
+    assert [(r.version, r.records, r.bytes) for r in again] == [
+        ("0000000003-abcdef12", 7, 99), (None, 0, 0)]
     only = pc.listing(store, name="alpha", tenant="acme", sizes=False, limit=None)
     assert [r["id"] for r in only["collections"]] == [cid(4)]
     assert only["collections"][0]["records"] is None
