@@ -307,20 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     pc = add("pool-collections", cmd_pool_collections,
              "list the collections of a pool root (chromasnap pool), paged and sorted")
     pc.add_argument("url", help="pool root: s3://bucket/prefix or file:///dir")
-    pc.add_argument("--sort", choices=("name", "created", "records", "bytes", "pending"),
-                    default="name",
-                    help="order (default name); records and bytes read every collection's "
-                         "manifest, pending comes from the last compaction pass's summary, "
-                         "which names only the collections with the most pending deltas")
-    pc.add_argument("--desc", action="store_true", help="descending order")
-    pc.add_argument("--limit", type=int, default=50, help="rows per page (default 50; 0: all)")
-    pc.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
-    pc.add_argument("--tenant", default=None, help="only this tenant (default: all)")
-    pc.add_argument("--database", default=None, help="only this database (default: all)")
+    from chromasnap.cli.poolcollections import add_listing_arguments
+
+    add_listing_arguments(pc)
     pc.add_argument("--name", default=None, help="only collections of this name")
     pc.add_argument("--catalog-only", action="store_true",
                     help="do not read the collections' manifests (no records or bytes)")
-    pc.add_argument("--json", action="store_true", help="machine-readable output")
     endpoint(pc)
     d = add("demo", cmd_demo, "run the whole loop on a local bucket and print what happened")
     d.add_argument("--dir", default=None, help="work directory, emptied first (default: .demo/run)")

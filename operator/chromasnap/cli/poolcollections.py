@@ -19,6 +19,7 @@ and renders its ``--json`` output with :func:`render`.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,9 +32,9 @@ from chromasnap.pool.published import Published, PublishedIndex, read_one
 from chromasnap.storage.catalog import PoolCatalog
 from chromasnap.storage.store import NotFound, ObjectStore
 
-SORT_KEYS = ("name", "created", "records", "bytes", "pending")
-#: Sorts that need every collection's pointer and manifest, not only the page's.
-SNAPSHOT_SORTS = frozenset({"records", "bytes"})
+SORT_KEYS = ("name", "created", "records", "bytes", "pending", "used")
+#: Sorts that need every collection's recorded version, not only the page's.
+SNAPSHOT_SORTS = frozenset({"records", "bytes", "used"})
 DEFAULT_LIMIT = 50
 #: Above this many snapshot reads a progress bar is drawn (on an interactive stderr).
 PROGRESS_ABOVE = 50
@@ -59,6 +60,8 @@ class CollectionRow:
     records: int | None = None
     bytes: int | None = None
     snapshotCreatedAt: str | None = None
+    #: when a pool process last served a read or write of it, as its last pass recorded
+    usedAt: str | None = None
     pendingDeltas: int | None = None
     failing: str | None = None
     error: str | None = None
@@ -153,6 +156,8 @@ _KEYS: dict[str, Callable[[CollectionRow], Any]] = {
     "bytes": lambda r: r.bytes or 0,
     # unknown pending counts sort below every known one (0 included)
     "pending": lambda r: -1 if r.pendingDeltas is None else r.pendingDeltas,
+    # never used since the passes record it: oldest
+    "used": lambda r: r.usedAt or "",
 }
 
 
@@ -181,7 +186,7 @@ def _fill(row: CollectionRow, snap: Published | None) -> None:
         row.records, row.bytes = 0, 0
         return
     row.version, row.records, row.bytes = snap.version, snap.records, snap.bytes
-    row.snapshotCreatedAt = snap.created_at
+    row.snapshotCreatedAt, row.usedAt = snap.created_at, snap.used_at
 
 
 def _read_one(store: ObjectStore, row: CollectionRow) -> None:
@@ -264,6 +269,26 @@ def listing(store: ObjectStore, *, sort: str = "name", desc: bool = False,
             "lastPass": last, "collections": [r.to_dict() for r in shown]}
 
 
+def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The paging, sorting and filtering options ``chromasnap pool-collections`` and
+    ``kubectl chromasnap collections`` share."""
+    parser.add_argument(
+        "--sort", choices=SORT_KEYS, default="name",
+        help="order (default name). records, bytes and used (the last read or write a "
+             "pass recorded) come from what the compaction passes recorded, or each "
+             "collection's manifest; pending is known only for the collections the last "
+             "pass listed as most pending (up to 10, from status/compaction.json), the "
+             "others show '-' and sort last")
+    parser.add_argument("--desc", action="store_true", help="descending order")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"rows per page (default {DEFAULT_LIMIT}; 0: all)")
+    parser.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
+    parser.add_argument("--tenant", default=None, help="only this tenant (default: all)")
+    parser.add_argument("--database", default=None,
+                        help="only this Chroma database (default: all)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 # --- rendering ---------------------------------------------------------------------------
 
 
@@ -292,14 +317,15 @@ def render(page: Mapping[str, Any]) -> str:
         and any((r.tenant, r.database) != ("default_tenant", "default_database")
                 for r in rows))
     header = ["NAME", *(["TENANT/DATABASE"] if many_dbs else []), "RECORDS", "BYTES",
-              "PENDING", "DIM", "CREATED", "ID"]
+              "PENDING", "DIM", "CREATED", "LAST USE", "ID"]
     table = [header]
     for r in rows:
         pending = _num(r.pendingDeltas) + (" FAILING" if r.failing else "")
         table.append([r.name, *([f"{r.tenant}/{r.database}"] if many_dbs else []),
                       "?" if r.error else _num(r.records),
                       "?" if r.error else human_bytes(r.bytes), pending,
-                      _num(r.dimension), r.createdAt[:19].replace("T", " "), r.id])
+                      _num(r.dimension), r.createdAt[:19].replace("T", " "),
+                      (r.usedAt or "-")[:19].replace("T", " "), r.id])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     right = {"RECORDS", "BYTES", "DIM"}
     lines = ["  ".join((cell.rjust(w) if header[i] in right else cell.ljust(w))

@@ -148,8 +148,14 @@ class PoolProcess:
             set(state.where), set(state.deleted),
             [cid for cid in state.where
              if (e := state.by_id(cid)) is not None and e.dimension is not None]))
-        recorded = published.after_pass(self.index, results, live=live, deleted=deleted,
-                                        written=written, now=datetime.now(UTC))
+        used = self.service.take_used()
+        recorded, unrecorded = published.after_pass(
+            self.index, results, live=live, deleted=deleted, written=written,
+            now=datetime.now(UTC),
+            used={cid: published.iso(datetime.fromtimestamp(at, UTC))
+                  for cid, at in used.items()})
+        # Used before its first version was recorded: kept for a later pass.
+        self.service.give_back_used({cid: used[cid] for cid in unrecorded if cid in live})
         return published.total_records(recorded, live)
 
     def _report(self, records: int) -> None:

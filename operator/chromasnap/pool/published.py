@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Set
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,6 +69,8 @@ class Published:
     compacted_at: str | None = None
     result: str | None = None
     reason: str | None = None
+    #: When a pool process last served a read or write of it, as of its last pass.
+    used_at: str | None = None
 
     def newer_than(self, other: Published) -> bool:
         """Whether this entry should replace ``other``: a later version, or the same one
@@ -107,15 +109,23 @@ def read_one(store: ObjectStore, cid: str) -> Published | None:
 
 
 def merge(current: Mapping[str, Published], updates: Mapping[str, Published],
-          keep: Keep) -> dict[str, Published]:
-    """A shard after ``updates`` (pure): newer entries win, and entries ``keep`` refuses
-    (of deleted collections) go."""
+          keep: Keep, used: Mapping[str, str] | None = None) -> dict[str, Published]:
+    """A shard after ``updates`` (pure): newer entries win, entries ``keep`` refuses (of
+    deleted collections) go, and each entry's ``used_at`` is the latest any process
+    recorded, ``used`` (collection id -> time) included."""
     out = {cid: p for cid, p in current.items() if keep(cid, p)}
     for cid, p in updates.items():
         old = out.get(cid)
         if keep(cid, p) and (old is None or p.newer_than(old)):
-            out[cid] = p
+            out[cid] = replace(p, used_at=_latest(p.used_at, old.used_at if old else None))
+    for cid, at in (used or {}).items():
+        if (old := out.get(cid)) is not None:
+            out[cid] = replace(old, used_at=_latest(old.used_at, at))
     return out
+
+
+def _latest(a: str | None, b: str | None) -> str | None:
+    return max(a or "", b or "") or None
 
 
 def keeper(live: Set[str], deleted: Set[str], now: datetime) -> Keep:
@@ -164,16 +174,25 @@ def as_last_compaction(p: Published) -> dict[str, Any] | None:
 
 
 def after_pass(index: PublishedIndex, results: Mapping[str, CompactionResult], *,
-               live: Set[str], deleted: Set[str], written: Iterable[str],
-               now: datetime) -> dict[str, Published]:
-    """Record what a pass published, and up to :data:`BACKFILL_PER_PASS` written
-    collections no pass recorded yet (read from their pointers); returns every
-    recorded collection."""
+               live: Set[str], deleted: Set[str], written: Iterable[str], now: datetime,
+               used: Mapping[str, str] | None = None,
+               ) -> tuple[dict[str, Published], dict[str, str]]:
+    """Record what a pass published and the collections used since the last pass
+    (``used``: id -> time), and up to :data:`BACKFILL_PER_PASS` written collections
+    no pass recorded yet (read from their pointers).
+
+    Returns every recorded collection, and the uses of collections that have no entry
+    yet (no version): the caller keeps them for a later pass, as a use can only be
+    recorded on an entry.
+    """
     keep = keeper(live, deleted, now)
-    updates = {cid: p for cid, res in results.items() if (p := from_result(res, now))}
-    if updates:
-        index.record(updates, keep)
+    used = dict(used or {})
     recorded = index.read()
+    updates = {cid: p for cid, res in results.items() if (p := from_result(res, now))}
+    touch = {cid: at for cid, at in used.items() if cid in recorded or cid in updates}
+    if updates or touch:
+        index.record(updates, keep, touch)
+        recorded = index.read()
     backfill = {}
     for cid in missing(recorded, written):
         try:
@@ -183,9 +202,9 @@ def after_pass(index: PublishedIndex, results: Mapping[str, CompactionResult], *
         if p is not None:
             backfill[cid] = p
     if backfill:
-        index.record(backfill, keep)
+        index.record(backfill, keep, {cid: used[cid] for cid in backfill if cid in used})
         recorded = index.read()
-    return recorded
+    return recorded, {cid: at for cid, at in used.items() if cid not in recorded}
 
 
 def _decode(data: bytes) -> dict[str, Published]:
@@ -223,15 +242,20 @@ class PublishedIndex:
             out.update(cached[1])
         return out
 
-    def record(self, updates: Mapping[str, Published], keep: Keep) -> None:
-        """Merge ``updates`` into their shards (a GET and a conditional PUT per shard)."""
-        by_shard: dict[str, dict[str, Published]] = {}
+    def record(self, updates: Mapping[str, Published], keep: Keep,
+               used: Mapping[str, str] | None = None) -> None:
+        """Merge ``updates`` and ``used`` into their shards (a GET and a conditional PUT
+        per shard)."""
+        by_shard: dict[str, tuple[dict[str, Published], dict[str, str]]] = {}
         for cid, p in updates.items():
-            by_shard.setdefault(shard_key(cid), {})[cid] = p
-        for key, part in sorted(by_shard.items()):
-            self._record_shard(key, part, keep)
+            by_shard.setdefault(shard_key(cid), ({}, {}))[0][cid] = p
+        for cid, at in (used or {}).items():
+            by_shard.setdefault(shard_key(cid), ({}, {}))[1][cid] = at
+        for key, (part, touched) in sorted(by_shard.items()):
+            self._record_shard(key, part, keep, touched)
 
-    def _record_shard(self, key: str, part: Mapping[str, Published], keep: Keep) -> None:
+    def _record_shard(self, key: str, part: Mapping[str, Published], keep: Keep,
+                      used: Mapping[str, str]) -> None:
         for _ in range(MAX_ATTEMPTS):
             try:
                 blob = self.store.get(key)
@@ -239,7 +263,7 @@ class PublishedIndex:
                 current = _decode(blob.data)
             except NotFound:
                 etag, current = None, {}
-            shard = merge(current, part, keep)
+            shard = merge(current, part, keep, used)
             data = _encode(shard)
             try:
                 if etag is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -81,6 +82,8 @@ class PoolService:
         self.catalog = catalog
         self.members = members
         self.configurations = configurations or ChromaConfigurations()
+        #: collection id -> when a record route last named it (see ``take_used``)
+        self._used: dict[str, float] = {}
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -112,6 +115,19 @@ class PoolService:
         await self._change(default_database)
         settle_catalog_memory()
 
+    def take_used(self) -> dict[str, float]:
+        """The collections a record route named since the last call (id -> epoch
+        seconds of the last one): what ``kubectl chromasnap collections --sort used``
+        sorts by, once a pass recorded it."""
+        used, self._used = self._used, {}
+        return used
+
+    def give_back_used(self, used: dict[str, float]) -> None:
+        """Uses ``take_used`` returned that could not be recorded yet: the next call
+        returns them again (with any later use of the same collection)."""
+        for cid, at in used.items():
+            self._used[cid] = max(at, self._used.get(cid, 0.0))
+
     def catch_up(self) -> int:
         """Bring the catalog up to date with other processes' changes (one LIST of the
         log's tail, blocking); returns the sequence number it is at."""
@@ -133,6 +149,7 @@ class PoolService:
         check_uuid(cid)
         cid = str(uuid.UUID(cid))
         entry = await self._view(lambda s: _in(s, tenant, database, cid))
+        self._used[cid] = time.time()
         if entry.dimension is None:
             return Target(model_json(entry), EmptyRead(), FirstWrite(self, entry))
         settings = settings_of(entry.id, entry.configuration_json, entry.dimension)

@@ -166,6 +166,10 @@ def test_collections_lists_pages_and_sorts(env: Env) -> None:
     assert [(r["name"], r["records"]) for r in page["collections"]] == [
         ("bravo", 40), ("charlie", 12), ("alpha", 5), ("alpha", 3), ("empty", 0)]
     assert all(r["bytes"] > 0 for r in page["collections"] if r["records"])
+    # the pass that folded a collection's writes recorded their use too
+    used = json.loads(env.ok("collections", DB, "--json", "--sort", "used", "--desc"))
+    assert all(r["usedAt"] for r in used["collections"] if r["records"])
+    assert used["collections"][-1]["name"] == "empty"  # never read or written
     assert "next page: --offset 2" in env.ok("collections", DB, "--limit", "2",
                                              "--sort", "bytes")
 

@@ -67,6 +67,8 @@ def rows_with_records() -> list[pc.CollectionRow]:
     rows = pc.catalog_rows(catalog(), tenant="default_tenant")
     for r, n in zip(rows, (10, 30, 20), strict=True):  # alpha, bravo, charlie
         r.records, r.bytes = n, n * 1024
+    rows[0].usedAt = "2026-12-07T10:00:00Z"  # charlie: never used since recorded
+    rows[1].usedAt = "2026-12-07T09:00:00Z"
     return rows
 
 
@@ -77,6 +79,8 @@ def rows_with_records() -> list[pc.CollectionRow]:
     ("created", True, ["alpha", "bravo", "charlie"]),
     ("records", True, ["bravo", "charlie", "alpha"]),
     ("bytes", False, ["alpha", "charlie", "bravo"]),
+    ("used", True, ["alpha", "bravo", "charlie"]),
+    ("used", False, ["charlie", "bravo", "alpha"]),
 ])
 def test_sort_rows(key: str, desc: bool, expected: list[str]) -> None:
     assert [r.name for r in pc.sort_rows(rows_with_records(), key, desc)] == expected
@@ -143,7 +147,8 @@ def test_render_table_footer_and_next_page() -> None:
     rows[1].failing = "boom"
     text = pc.render(page(rows))
     lines = text.splitlines()
-    assert lines[0].split() == ["NAME", "RECORDS", "BYTES", "PENDING", "DIM", "CREATED", "ID"]
+    assert lines[0].split() == ["NAME", "RECORDS", "BYTES", "PENDING", "DIM", "CREATED", "LAST",
+                                "USE", "ID"]
     assert lines[1].split()[:4] == ["bravo", "30", "30.0KiB", "4"]
     assert lines[2].split()[:5] == ["charlie", "20", "20.0KiB", "-", "FAILING"]
     assert "1-2 of 3 collections, sorted by records descending; next page: --offset 2" in text

@@ -4,6 +4,7 @@ processes changing one shard at once both land."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,7 +104,20 @@ def test_after_a_pass_its_versions_are_recorded(tmp_path: Path) -> None:
                                    version="0000000001-abcdef12", record_count=2),
                B: CompactionResult(result="failed", reason="StorageError")}
     # B was written but has no version yet: the backfill finds no pointer, records nothing
-    recorded = pub.after_pass(index, results, live={A, B}, deleted=set(), written=[A, B],
-                              now=NOW)
+    used = {A: "2026-12-07T11:59:00Z", B: "2026-12-07T11:58:00Z"}
+    recorded, unrecorded = pub.after_pass(index, results, live={A, B}, deleted=set(),
+                                          written=[A, B], now=NOW, used=used)
     assert set(recorded) == {A} and recorded[A].records == 2
+    assert recorded[A].used_at == "2026-12-07T11:59:00Z"
+    assert unrecorded == {B: "2026-12-07T11:58:00Z"}  # no entry yet: the caller keeps it
     assert PublishedIndex(store).read() == recorded  # another process reads the same
+
+
+def test_the_last_use_is_the_latest_any_process_recorded() -> None:
+    t1, t2 = "2026-12-07T11:00:00Z", "2026-12-07T11:30:00Z"
+    shard = pub.merge({}, {A: entry(1)}, keep_all, {A: t2, B: t1})
+    assert shard == {A: replace(entry(1), used_at=t2)}  # B has no version: nothing to touch
+    shard = pub.merge(shard, {}, keep_all, {A: t1})  # an older use recorded later
+    assert shard[A].used_at == t2
+    shard = pub.merge(shard, {A: entry(2)}, keep_all)  # a new version keeps the last use
+    assert shard[A] == replace(entry(2), used_at=t2)

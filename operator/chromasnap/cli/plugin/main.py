@@ -243,18 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bucket_flags(r)
     cl = add("collections", cmd_collections, "the collections of a ChromaDatabase: records, "
              "bytes, pending deltas; paged and sorted", what="the ChromaDatabase")
-    cl.add_argument("--sort", choices=("name", "created", "records", "bytes", "pending"),
-                    default="name",
-                    help="order (default name). records and bytes read every collection's "
-                         "manifest (concurrently); pending is known only for the collections "
-                         "the last compaction pass listed as most pending (up to 10, from "
-                         "status/compaction.json), the others show '-' and sort last")
-    cl.add_argument("--desc", action="store_true", help="descending order")
-    cl.add_argument("--limit", type=int, default=50, help="rows per page (default 50; 0: all)")
-    cl.add_argument("--offset", type=int, default=0, help="rows to skip (default 0)")
-    cl.add_argument("--tenant", default=None, help="only this tenant (default: all)")
-    cl.add_argument("--database", default=None, help="only this Chroma database (default: all)")
-    cl.add_argument("--json", action="store_true", help="machine-readable output")
+    from chromasnap.cli.poolcollections import add_listing_arguments
+
+    add_listing_arguments(cl)
     _bucket_flags(cl)
     lg = add("logs", cmd_logs, "recent logs of the collection's pods (writers, readers, "
              "compaction and purge Jobs), or of a ChromaDatabase's pool pods",
