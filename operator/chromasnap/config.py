@@ -395,7 +395,13 @@ class PoolSettings(BaseSettings):
     compact_every_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
         default=30.0, description="how often the collections written to are compacted")
     delta_grace_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=600.0, description="how long a deleted collection's bytes stay")
+        default=600.0, description="how long folded deltas, and a deleted collection's bytes, "
+        "stay")
+    retain_snapshots: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="versions each collection keeps, the current one included")
+    recovery_window_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = Field(
+        default=0, description="point-in-time recovery: each collection keeps every version "
+        "and delta that restoring it to any time in this window needs (0: off)")
     flush_max_records: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     flush_max_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 << 20
     flush_max_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 50

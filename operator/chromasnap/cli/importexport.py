@@ -175,14 +175,7 @@ def export_at(store: ObjectStore, dest: Path, at: datetime) -> recovery.Restored
 def rename_exported(dest: Path, name: str) -> str:
     """Give the one collection of an exported directory the name ``name``; returns the
     name it had (a pool's collection is stored under its id, its name is the catalog's)."""
-    client = chromadir.open_client(dest)
     try:
-        cols = client.list_collections()
-        if len(cols) != 1:
-            raise ImportError_(f"{dest} holds {len(cols)} collections, not one: not renamed")
-        old = cols[0].name
-        if old != name:
-            cols[0].modify(name=name)
-        return old
-    finally:
-        chromadir.close_client(client, dest)
+        return chromadir.rename_only(dest, name)
+    except ValueError as e:
+        raise ImportError_(f"{e}: not renamed") from e

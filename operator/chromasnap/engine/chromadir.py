@@ -230,3 +230,21 @@ def keep_only(path: Path, name: str) -> list[str]:
         return names
     finally:
         close_client(client, path)
+
+
+def rename_only(path: Path, name: str) -> str:
+    """Give the one collection in ``path`` the name ``name``; return the name it had.
+
+    ValueError if ``path`` holds more or fewer than one collection.
+    """
+    client = open_client(path)
+    try:
+        cols = client.list_collections()
+        if len(cols) != 1:
+            raise ValueError(f"{path} holds {len(cols)} collections, not one")
+        old = cols[0].name
+        if old != name:
+            cols[0].modify(name=name)
+        return str(old)
+    finally:
+        close_client(client, path)

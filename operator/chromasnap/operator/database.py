@@ -5,7 +5,8 @@ create, list and delete their own collections through ``chromadb.HttpClient``,
 all stored under one bucket root (``chromasnap pool``). The models mirror
 ``crds/chromasnap.dev_chromadatabases.yaml`` field for field, with the same
 defaults (a unit test keeps the two in step), and reuse the ChromaCollection's
-models where a field means the same thing (storage, resources, network policy).
+models where a field means the same thing (storage, resources, retention, network
+policy).
 
 Every pod of a pool writes, reads and runs compaction passes: the pool has no
 separate writer, reader and compactor workloads (see docs/operator.md), so the
@@ -33,6 +34,7 @@ from chromasnap.operator.crd import (
     PositiveQuantity,
     PullPolicy,
     ResourceRequirements,
+    RetentionSpec,
     SecretKey,
     ServiceAccountSpec,
     SpecError,
@@ -78,12 +80,6 @@ class PoolCompactorSpec(SpecModel):
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
 
 
-class PoolRetentionSpec(SpecModel):
-    """How long a deleted collection's bytes stay before a pass reclaims them."""
-
-    delta_grace_period_seconds: Annotated[int, Field(ge=0, le=30 * 86400)] = 600
-
-
 class PoolAuthSpec(SpecModel):
     """Bearer tokens, each optionally scoped to a tenant and database.
 
@@ -104,7 +100,10 @@ class ChromaDatabaseSpec(SpecModel):
     service_account: ServiceAccountSpec = Field(default_factory=ServiceAccountSpec)
     pool: PoolPodsSpec = Field(default_factory=PoolPodsSpec)
     compactor: PoolCompactorSpec = Field(default_factory=PoolCompactorSpec)
-    retention: PoolRetentionSpec = Field(default_factory=PoolRetentionSpec)
+    #: As a ChromaCollection's, for every collection of the pool (each pass runs each
+    #: written collection's compactor with it); the grace period also keeps a deleted
+    #: collection's bytes that long before a pass reclaims them.
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
     image: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     image_pull_policy: PullPolicy | None = None
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)

@@ -15,7 +15,10 @@ never pass through (or stay in) the serving process.
 A run that does not fold all of its batched deltas (it failed, was fenced, or
 left deltas pending) gets them stored as its collection's own deltas, so their
 batches can go; a collection whose deltas could not be stored either is
-*unsafe*, and the batches holding them stay.
+*unsafe*, and the batches holding them stay. With a recovery window
+(``PoolOptions.recovery_window_seconds``) every run stores them first: a
+point-in-time restore replays them from the collection's prefix, and its
+compactor keeps them there for the window, as a ChromaCollection's does.
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ def _run(where: _Where, opts: PoolOptions, jobs: list[Job]
                         "a write batch holding its deltas is damaged (see the log)")), False
                 if (data := got.get((job.cid, name))) is not None:
                     supplied[name] = data
+            # Point-in-time recovery replays the deltas each version folded from the
+            # collection's own prefix; a batch goes once folded, so with a recovery window
+            # they are stored there first: no version names a delta the bucket lacks.
+            kept = bool(supplied) and opts.recovery_window_seconds > 0
+            if kept and not _store_parts(store, job.cid, supplied):
+                return CompactionResult(result="failed", reason="StorageError", message=(
+                    "storing its deltas for the recovery window failed (see the log)")), False
             try:
                 res = compactor_for(store, job.settings, opts).run(supplied)
             except Exception as e:  # one collection's trouble must not stop the others
@@ -98,7 +108,7 @@ def _run(where: _Where, opts: PoolOptions, jobs: list[Job]
                               extra=fields(collection_id=job.cid))
                 res = CompactionResult(result="failed", reason="InternalError",
                                        message=f"{type(e).__name__}: {e}")
-            return res, complete(res) or _store_parts(store, job.cid, supplied)
+            return res, complete(res) or kept or _store_parts(store, job.cid, supplied)
 
         done = dict(zip((j.cid for j in jobs), pool.map(one, jobs), strict=True))
     return ({cid: res for cid, (res, _) in done.items()},

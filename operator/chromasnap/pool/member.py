@@ -63,8 +63,15 @@ class PoolOptions:
     #: the bucket; each holds at most one collection's work in memory).
     compaction_concurrency: int = 4
     read_after_timeout_s: float = 10.0
-    #: How long a deleted collection's bytes stay (a flush still landing there).
+    #: How long folded deltas stay, and a deleted collection's bytes (a flush still
+    #: landing there).
     delta_grace_seconds: float = 600.0
+    #: Versions each collection keeps, the current one included.
+    retain_snapshots: int = 3
+    #: Point-in-time recovery (0: off): each collection keeps every version and delta
+    #: that restoring it to any time in this window needs; a pass then stores the
+    #: batched deltas it folds as the collection's own (``compactproc``).
+    recovery_window_seconds: float = 0.0
     max_request_bytes: int = 40 << 20
 
 
@@ -83,6 +90,8 @@ def compactor_for(store: ObjectStore, settings: CollectionSettings, opts: PoolOp
                      CompactorOptions(identity=f"{opts.identity}-compactor",
                                       cache_dir=opts.cache_dir / "compactor" / cid / purpose,
                                       delta_grace_seconds=opts.delta_grace_seconds,
+                                      retain_snapshots=opts.retain_snapshots,
+                                      recovery_window_seconds=opts.recovery_window_seconds,
                                       cleanup_every=CLEANUP_EVERY))
 
 

@@ -26,7 +26,7 @@ from test_crd import (
 
 from chromasnap import resource
 from chromasnap.config import PoolSettings
-from chromasnap.operator.crd import SpecError
+from chromasnap.operator.crd import RetentionSpec, SpecError
 from chromasnap.operator.database import ChromaDatabase, ChromaDatabaseSpec
 from chromasnap.operator.database_status import operator_fields, ready_verdict
 from chromasnap.operator.observed import DeploymentState
@@ -111,6 +111,11 @@ def test_model_mirrors_the_schema_and_defaults_agree() -> None:
     ({"deletionPolicy": "Delete"}, "spec.deletionPolicy: Input should be 'Retain'"),
     ({"auth": {"secretRef": {"name": "t"}, "tokensKey": "a b"}}, "spec.auth.tokensKey"),
     ({"storage": {"bucket": "B", "prefix": "p"}}, "spec.storage.bucket"),
+    ({"retention": {"recoveryWindow": "7 days"}}, "spec.retention.recoveryWindow: '7 days' "
+                                                  "is not a duration"),
+    ({"retention": {"recoveryWindow": "400d"}}, "spec.retention.recoveryWindow: '400d' is "
+                                                "longer than 366d"),
+    ({"retention": {"snapshotsToKeep": 0}}, "spec.retention.snapshotsToKeep"),
 ])
 def test_bad_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message.replace(".", r"\.").replace("'", ".")):
@@ -154,6 +159,23 @@ def test_every_setting_rendered_is_one_the_pool_reads() -> None:
         {k.removeprefix("CHROMASNAP_").lower(): v for k, v in ours_items(data)})
     assert settings.memory_budget_bytes == 1 << 30
     assert settings.auth_token_file == "/var/run/chromasnap/auth/tokens"  # noqa: S105 - a path
+
+
+def test_retention_reaches_every_collection_s_compaction() -> None:
+    """As a ChromaCollection's: the same fields, defaults and variables (its compactor's)."""
+    assert type(db().spec.retention) is RetentionSpec
+    default = config_data(db())
+    assert (default["CHROMASNAP_RETAIN_SNAPSHOTS"], default["CHROMASNAP_DELTA_GRACE_SECONDS"],
+            default["CHROMASNAP_RECOVERY_WINDOW_SECONDS"]) == ("3", "600", "0")
+    data = config_data(db(retention={"snapshotsToKeep": 5, "deltaGracePeriodSeconds": 60,
+                                     "recoveryWindow": "7d"}))
+    settings = PoolSettings.model_validate(
+        {k.removeprefix("CHROMASNAP_").lower(): v for k, v in ours_items(data)})
+    assert (settings.retain_snapshots, settings.delta_grace_seconds,
+            settings.recovery_window_seconds) == (5, 60, 7 * 86_400)
+    # a new window rolls the pods (they read it at start)
+    assert deployment(db(retention={"recoveryWindow": "1d"}), SETTINGS) != deployment(
+        db(), SETTINGS)
 
 
 def ours_items(data: dict[str, str]) -> list[tuple[str, str]]:

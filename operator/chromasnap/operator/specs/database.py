@@ -92,6 +92,8 @@ def config_data(db: ChromaDatabase) -> dict[str, str]:
         _env("compaction_concurrency"): str(spec.compactor.concurrency),
         _env("compact_every_seconds"): str(spec.compactor.interval_seconds),
         _env("delta_grace_seconds"): str(spec.retention.delta_grace_period_seconds),
+        _env("retain_snapshots"): str(spec.retention.snapshots_to_keep),
+        _env("recovery_window_seconds"): str(spec.retention.recovery_window_seconds),
         _env("flush_max_records"): str(fw.max_records),
         _env("flush_max_bytes"): str(fw.max_bytes),
         _env("flush_max_delay_ms"): str(fw.max_delay_ms),
