@@ -31,6 +31,7 @@ from chromasnap.config import (
     WriterSettings,
     explain,
 )
+from chromasnap.resource import DATABASE_PLURAL, PLURAL
 
 if TYPE_CHECKING:
     from chromasnap.storage.store import ObjectStore as StoreLike
@@ -227,7 +228,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if args.status_resource:
         from chromasnap.compactor.statusreport import report_purged
 
-        report_purged(args.status_resource, url, deleted)
+        report_purged(args.status_resource, url, deleted, plural=args.status_plural)
     print(json.dumps({"url": url, "deleted": deleted}))
     return 0
 
@@ -346,8 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--yes", action="store_true", help="really delete")
     pu.add_argument("--status-resource", default=os.environ.get("CHROMASNAP_STATUS_RESOURCE"),
                     metavar="NAMESPACE/NAME",
-                    help="report completion as a Purged condition on this ChromaCollection; "
+                    help="report completion as a Purged condition on this resource (a "
+                         "ChromaCollection unless --status-plural says otherwise); "
                          "env CHROMASNAP_STATUS_RESOURCE")
+    pu.add_argument("--status-plural", choices=(PLURAL, DATABASE_PLURAL),
+                    default=os.environ.get("CHROMASNAP_STATUS_PLURAL") or PLURAL,
+                    help="the kind of --status-resource: chromacollections (default) or "
+                         "chromadatabases (a pool's root); env CHROMASNAP_STATUS_PLURAL")
     endpoint(pu)
     return p
 

@@ -202,8 +202,10 @@ def patch_status(resource: str, plural: str, patch: Mapping[str, Any], *,
     return True
 
 
-def report_purged(resource: str, url: str, deleted: int, *, attempts: int = 8) -> None:
-    """Add (or replace) the ``Purged`` condition; raises if the API keeps refusing.
+def report_purged(resource: str, url: str, deleted: int, *, plural: str = PLURAL,
+                  attempts: int = 8) -> None:
+    """Add (or replace) the ``Purged`` condition on ``<namespace>/<name>`` of ``plural``
+    (a ChromaCollection's, or a ChromaDatabase's); raises if the API keeps refusing.
 
     The conditions list is replaced as a whole by a merge patch, so the patch carries
     the ``resourceVersion`` it was computed from: a concurrent change makes it fail
@@ -213,13 +215,13 @@ def report_purged(resource: str, url: str, deleted: int, *, attempts: int = 8) -
     api = custom_objects_api()
 
     def once() -> Any:
-        obj = api.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name)
+        obj = api.get_namespaced_custom_object_status(GROUP, VERSION, ns, plural, name)
         rv = obj["metadata"]["resourceVersion"]
         conds = [c for c in (obj.get("status") or {}).get("conditions") or []
                  if c.get("type") != CONDITION_PURGED]
         body = {"metadata": {"resourceVersion": rv},
                 "status": {"conditions": [*conds, purged_condition(url, deleted)]}}
         return api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, PLURAL, name, body, _content_type=MERGE_PATCH)
+            GROUP, VERSION, ns, plural, name, body, _content_type=MERGE_PATCH)
 
     _retrying("purged", once, attempts, _RETRYABLE | {409})

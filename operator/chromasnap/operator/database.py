@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
@@ -43,14 +42,6 @@ from chromasnap.operator.crd import (
     explain,
     parse_quantity,
 )
-
-
-class PoolDeletionPolicy(StrEnum):
-    """What happens to the pool's data when the ChromaDatabase is deleted: only
-    ``Retain`` for now (the bytes stay in the bucket; delete them with the bucket's
-    tools)."""
-
-    RETAIN = "Retain"
 
 
 class PoolPodsSpec(SpecModel):
@@ -107,7 +98,9 @@ class ChromaDatabaseSpec(SpecModel):
     image: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     image_pull_policy: PullPolicy | None = None
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
-    deletion_policy: PoolDeletionPolicy = PoolDeletionPolicy.RETAIN
+    #: As a ChromaCollection's: ``Delete`` empties the pool's root (every collection of
+    #: it) when the ChromaDatabase is deleted (``controller/purge.py``).
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     auth: PoolAuthSpec | None = None
     network_policy: NetworkPolicySpec | None = None
 

@@ -57,6 +57,7 @@ class Pool:
     created: float
     settings: OperatorSettings
     pods: list[PodProcess]
+    bucket: str = ""
 
     def get(self) -> dict[str, Any]:
         return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, self.ns,
@@ -111,7 +112,7 @@ def pool(control_plane: Any, kube_api: Any, operator: OperatorProcess,  # noqa: 
     api.create_namespaced_custom_object(GROUP, VERSION, ns, DATABASE_PLURAL, body)
     runner = PodRunner(control_plane, kube_api, ns, tmp_path_factory.mktemp("pool-pods"))
     env = Pool(ns, api, runner, t0, OperatorSettings(
-        default_image=operator.env["CHROMASNAP_DEFAULT_IMAGE"]), [])
+        default_image=operator.env["CHROMASNAP_DEFAULT_IMAGE"]), [], bucket)
     try:
         yield env
     finally:
@@ -322,3 +323,102 @@ def test_deleting_the_database_collects_its_children_and_keeps_the_data(
     listed = minio.client().list_objects_v2(Bucket=bucket, Prefix="pools/team-a/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert any("catalog" in k for k in keys), keys[:10]
+
+
+# --- deletionPolicy: Delete ------------------------------------------------------------
+
+
+def _database(name: str, ns: str, bucket: str, prefix: str, endpoint: str,
+              **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ChromaDatabase",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"storage": {"bucket": bucket, "prefix": prefix, "endpoint": endpoint,
+                                 "credentialsSecretRef": {"name": "minio",
+                                                          "accessKeyIdKey": "accessKey",
+                                                          "secretAccessKeyKey": "secretKey"}},
+                     "pool": {"replicas": 1}, "compactor": {"intervalSeconds": 1},
+                     **spec}}
+
+
+def _keys(minio: MinioServer, bucket: str, prefix: str) -> list[str]:
+    listed = minio.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def _finalized(pool: Pool, name: str) -> bool:
+    db = pool.api.get_namespaced_custom_object(GROUP, VERSION, pool.ns, DATABASE_PLURAL, name)
+    return "chromasnap.dev/purge" in (db["metadata"].get("finalizers") or [])
+
+
+def test_deletion_policy_delete_stops_the_pool_and_purges_its_root(
+        pool: Pool, kube_api: Any, minio: MinioServer) -> None:
+    ns, api = pool.ns, pool.api
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, DATABASE_PLURAL, _database(
+        "scratch", ns, pool.bucket, "pools/scratch", minio.endpoint, deletionPolicy="Delete"))
+    wait_for("the purge finalizer", lambda: _finalized(pool, "scratch"), timeout=20)
+    wait_for("the pool's Deployment", lambda: maybe(lambda: client.AppsV1Api(kube_api)
+             .read_namespaced_deployment("scratch-pool", ns)), timeout=30)
+    # a pool pod writes two collections; its passes fold them into the bucket
+    pod = pool.runner.start(pod_template(kube_api, "Deployment", ns, "scratch-pool"),
+                            "scratch-pool-a", serve=True)
+    pod.wait_http("/readyz")
+    c = chromadb.HttpClient(host="127.0.0.1", port=pod.port,
+                            settings=Settings(anonymized_telemetry=False))
+    for name in ("one", "two"):
+        c.create_collection(name, embedding_function=None).add(
+            ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+    wait_for("both collections folded", lambda: sum(
+        k.endswith("/pointer.json") for k in _keys(minio, pool.bucket, "pools/scratch/")) == 2,
+        timeout=60)
+    pod.stop()
+    kept = _keys(minio, pool.bucket, "pools/team-a/")
+    api.delete_namespaced_custom_object(GROUP, VERSION, ns, DATABASE_PLURAL, "scratch")
+    # the pool's pods stop first: its Deployment goes before any purge
+    wait_for("the pool's Deployment deleted", lambda: maybe(lambda: client.AppsV1Api(kube_api)
+             .read_namespaced_deployment("scratch-pool", ns)) is None, timeout=30)
+    batch = client.BatchV1Api(kube_api)
+    wait_for("the purge Job", lambda: maybe(
+        lambda: batch.read_namespaced_job("scratch-pool-purge", ns)), timeout=60)
+    job = pod_template(kube_api, "Job", ns, "scratch-pool-purge")
+    assert job["spec"]["serviceAccountName"] == "scratch-pool"
+    # the Job's pod, run as the pool's ServiceAccount with the Secret's keys
+    purge = pool.runner.run(job, f"scratch-pool-purge-{uuid.uuid4().hex[:5]}")
+    assert purge.proc.returncode == 0, purge.log_text()[-4000:]
+    assert "deleted" in purge.log_text()
+    assert _keys(minio, pool.bucket, "pools/scratch/") == []
+    # its report lets the finalizer go: the database, its Job and its children are gone
+    wait_for("the database gone", lambda: maybe(lambda: api.get_namespaced_custom_object(
+        GROUP, VERSION, ns, DATABASE_PLURAL, "scratch")) is None, timeout=30)
+    wait_for("the purge Job deleted", lambda: maybe(
+        lambda: batch.read_namespaced_job("scratch-pool-purge", ns)) is None, timeout=30)
+    wait_for("the ServiceAccount collected", lambda: maybe(
+        lambda: client.CoreV1Api(kube_api).read_namespaced_service_account(
+            "scratch-pool", ns)) is None, timeout=60)
+    assert _keys(minio, pool.bucket, "pools/team-a/") == kept, "another pool's data is kept"
+    reasons = {ev.reason for ev in client.CoreV1Api(kube_api).list_namespaced_event(
+        ns, field_selector="involvedObject.name=scratch").items}
+    assert {"PurgeStarted", "DataPurged"} <= reasons
+
+
+def test_a_database_purge_never_deletes_storage_a_collection_uses(
+        pool: Pool, kube_api: Any, minio: MinioServer) -> None:
+    ns, api = pool.ns, pool.api
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ChromaCollection",
+        "metadata": {"name": "keeper", "namespace": ns},
+        "spec": {"collection": {"name": "keeper", "dimension": 2},
+                 "storage": {"bucket": pool.bucket, "prefix": "pools/shared/keeper",
+                             "endpoint": minio.endpoint},
+                 "compactor": {"schedule": "0 3 1 1 *"}}})
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, DATABASE_PLURAL, _database(
+        "twin", ns, pool.bucket, "pools/shared", minio.endpoint, deletionPolicy="Delete"))
+    wait_for("the purge finalizer", lambda: _finalized(pool, "twin"), timeout=20)
+    api.delete_namespaced_custom_object(GROUP, VERSION, ns, DATABASE_PLURAL, "twin")
+    wait_for("the database gone", lambda: maybe(lambda: api.get_namespaced_custom_object(
+        GROUP, VERSION, ns, DATABASE_PLURAL, "twin")) is None, timeout=30)
+    assert maybe(lambda: client.BatchV1Api(kube_api).read_namespaced_job(
+        "twin-pool-purge", ns)) is None
+    events = {ev.reason: ev.message for ev in client.CoreV1Api(kube_api).list_namespaced_event(
+        ns, field_selector="involvedObject.name=twin").items}
+    assert "PurgeSkipped" in events
+    assert f"ChromaCollection {ns}/keeper" in events["PurgeSkipped"]

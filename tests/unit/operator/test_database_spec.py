@@ -36,6 +36,7 @@ from chromasnap.operator.specs.database import (
     config_data,
     database_children,
     deployment,
+    purge_job,
     role,
 )
 from chromasnap.pool import passreport
@@ -108,7 +109,8 @@ def test_model_mirrors_the_schema_and_defaults_agree() -> None:
     ({"pool": {"cacheSize": "0"}}, "spec.pool.cacheSize: '0' must be greater than zero"),
     ({"pool": {"replicas": -1}}, "spec.pool.replicas"),
     ({"compactor": {"intervalSeconds": 0}}, "spec.compactor.intervalSeconds"),
-    ({"deletionPolicy": "Delete"}, "spec.deletionPolicy: Input should be 'Retain'"),
+    ({"deletionPolicy": "Forever"}, "spec.deletionPolicy: Input should be 'Retain' or "
+                                    "'Delete'"),
     ({"auth": {"secretRef": {"name": "t"}, "tokensKey": "a b"}}, "spec.auth.tokensKey"),
     ({"storage": {"bucket": "B", "prefix": "p"}}, "spec.storage.bucket"),
     ({"retention": {"recoveryWindow": "7 days"}}, "spec.retention.recoveryWindow: '7 days' "
@@ -211,6 +213,54 @@ def test_a_config_change_rolls_the_pods() -> None:
     assert stamp() != stamp(compactor={"intervalSeconds": 10})
 
 
+def test_deletion_policy_is_retain_unless_delete_is_asked_for() -> None:
+    assert db().spec.deletion_policy.value == "Retain"
+    assert db(deletionPolicy="Delete").spec.deletion_policy.value == "Delete"
+    assert SPEC["properties"]["deletionPolicy"]["enum"] == ["Retain", "Delete"]
+
+
+def test_purge_job_runs_as_a_pool_pod_outlives_the_database_and_reports_to_it() -> None:
+    d = db(auth={"secretRef": {"name": "tokens"}}, deletionPolicy="Delete",
+           networkPolicy={"enabled": True})
+    job = purge_job(d, SETTINGS)
+    meta = job["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("team-a-pool-purge", "ns")
+    assert "ownerReferences" not in meta  # a foreground deletion must not collect it
+    assert meta["labels"]["app.kubernetes.io/component"] == "purge"
+    assert meta["labels"]["app.kubernetes.io/instance"] == "team-a"
+    tpl = job["spec"]["template"]
+    assert tpl["metadata"] == {"labels": meta["labels"]}  # not selected by the pool's
+    pod = tpl["spec"]
+    assert pod["restartPolicy"] == "Never" and "topologySpreadConstraints" not in pod
+    assert pod["serviceAccountName"] == "team-a-pool"
+    assert pod["automountServiceAccountToken"] is True  # it patches the status
+    (c,) = pod["containers"]
+    assert c["command"] == ["chromasnap", "purge", "--yes"]
+    assert c["image"] == "chromasnap:test"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    for serving in ("envFrom", "ports", "startupProbe", "livenessProbe", "readinessProbe"):
+        assert serving not in c, serving  # the ConfigMap may be gone; it serves nothing
+    env = {e["name"]: e for e in c["env"]}
+    assert env["CHROMASNAP_BUCKET_URL"]["value"] == "s3://vectors/pools/team-a"
+    assert env["CHROMASNAP_STATUS_RESOURCE"]["value"] == "ns/team-a"
+    assert env["CHROMASNAP_STATUS_PLURAL"]["value"] == "chromadatabases"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert len(env) == len(c["env"]), "each variable once"
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]  # no cache, no tokens
+    assert [m["name"] for m in c["volumeMounts"]] == ["tmp"]
+    # what the purge reads and where it reports: `chromasnap purge` and the pods' Role
+    from chromasnap.cli.main import build_parser
+
+    purge = build_parser().parse_args(["purge", "--status-plural",
+                                       env["CHROMASNAP_STATUS_PLURAL"]["value"]])
+    assert purge.status_plural == resource.DATABASE_PLURAL
+    status_rule = role(d)["rules"][0]
+    assert status_rule["resources"] == ["chromadatabases/status"]
+    assert status_rule["resourceNames"] == ["team-a"]
+    assert {"get", "patch"} <= set(status_rule["verbs"])
+
+
 def test_the_pods_may_patch_their_own_database_status_only() -> None:
     rule, read = role(db())["rules"]
     assert "resourceNames" not in read and read["verbs"] == ["get", "list", "watch"]
@@ -240,6 +290,12 @@ def test_chart_rbac_covers_the_database_and_can_grant_its_role() -> None:
     for c in database_children(db(networkPolicy={"enabled": True}), SETTINGS):
         group, plural = RESOURCE_OF_KIND[(c["apiVersion"], c["kind"])]
         assert allowed(rules, group, plural, "create"), plural
+    # deletionPolicy: Delete: a finalizer, the pool stopped, the purge Job
+    assert allowed(rules, "chromasnap.dev", "chromadatabases/finalizers", "update")
+    assert allowed(rules, "apps", "deployments", "delete")
+    assert allowed(rules, "", "pods", "list")
+    for verb in ("create", "get", "delete"):
+        assert allowed(rules, "batch", "jobs", verb)
     for group in role(db())["rules"][0]["apiGroups"]:
         for verb in ("get", "patch"):
             assert allowed(rules, group, "chromadatabases/status", verb)

@@ -37,3 +37,26 @@ def test_purge_empties_a_root_and_needs_yes(tmp_path: Path,
         "url": root, "deleted": 3}
     assert list(store.list("")) == []
     assert [o.key for o in open_store(neighbour).list("")] == ["pointer.json"]
+
+
+@pytest.mark.parametrize(("env", "argv", "plural"), [
+    ({}, [], "chromacollections"),
+    ({"CHROMASNAP_STATUS_PLURAL": "chromadatabases"}, [], "chromadatabases"),  # a pool's Job
+    ({}, ["--status-plural", "chromadatabases"], "chromadatabases"),
+])
+def test_purge_reports_to_the_kind_it_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              env: dict[str, str], argv: list[str],
+                                              plural: str) -> None:
+    from chromasnap.compactor import statusreport
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reported: list[tuple[str, str, int, str]] = []
+    monkeypatch.setattr(statusreport, "report_purged", lambda resource, url, deleted, *,
+                        plural: reported.append((resource, url, deleted, plural)))
+    root = (tmp_path / "pool").as_uri()
+    open_store(root).put("catalog/log/1.json", b"x")
+    assert cli.main(["purge", root, "--yes", "--status-resource", "ns/team-a", *argv]) == 0
+    assert reported == [("ns/team-a", root, 1, plural)]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["purge", "--status-plural", "pods"])

@@ -23,7 +23,9 @@ What triggers what:
   watch missed an event.
 - ChromaDatabases (pools of collections) have their own controller
   (:mod:`.databases`): create / update / resume (and the periodic resync) apply the
-  pool's children, and the pool's children's events restore them and refresh its status.
+  pool's children, and the pool's children's events restore them and refresh its status;
+  with ``deletionPolicy: Delete`` the same finalizer and purge (:mod:`.purge`) first stop
+  the pool's pods and empty its root.
 
 Status patches and Events go through the operator's own client; kopf's own
 event posting is off so that each notable transition produces exactly one Event.
@@ -73,7 +75,7 @@ log = logging.getLogger("chromasnap.operator")
 
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-#: Added only for deletionPolicy: Delete (see purge()).
+#: Added only for deletionPolicy: Delete (see purge() and purge_database()).
 FINALIZER = "chromasnap.dev/purge"
 
 #: Every kind the operator creates, watched (by label, filtered by the API server) so
@@ -268,7 +270,8 @@ async def compact_now(body: kopf.Body, new: Any, memo: Any, retry: int, **_: Any
 
 
 def _purge_requested(spec: kopf.Spec, **_: Any) -> bool:
-    # A collection in a pool is deleted by the pool's pods (POOL_DELETE_FINALIZER).
+    # A collection in a pool is deleted by the pool's pods (POOL_DELETE_FINALIZER); a
+    # ChromaDatabase has no spec.database.
     return bool(spec.get("deletionPolicy") == "Delete" and not spec.get("database"))
 
 
@@ -304,6 +307,13 @@ async def collection_event(event: kopf.RawEvent, body: kopf.Body, memo: Any,
 async def reconcile_database(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
     """Apply a ChromaDatabase's children (create, spec change, operator restart)."""
     await _parts(memo).databases.reconcile(body, retry)
+
+
+@kopf.on.delete(GROUP, VERSION, DATABASE_PLURAL, when=_purge_requested, id="purge-database")
+async def purge_database(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+    """deletionPolicy: Delete — stop the pool's pods and empty its root before the
+    ChromaDatabase goes."""
+    await _parts(memo).purger.purge(body, retry)
 
 
 @kopf.on.event(GROUP, VERSION, DATABASE_PLURAL, id="database-deleted")

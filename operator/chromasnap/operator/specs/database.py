@@ -23,11 +23,13 @@ from chromasnap.operator.database import ChromaDatabase
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.auth import AUTH_DIR, AUTH_FILE_MODE, AUTH_VOLUME
 from chromasnap.operator.specs.environment import DRAIN_SECONDS, config_hash, storage_env
+from chromasnap.operator.specs.jobs import STATUS_PLURAL_ENV, STATUS_RESOURCE_ENV, purge_job_from
 from chromasnap.operator.specs.naming import (
     CONFIG_HASH_ANNOTATION,
     LABEL_METRICS,
     Manifest,
     labels,
+    purge_job_name,
     selector_labels,
 )
 from chromasnap.operator.specs.network import service_port
@@ -277,6 +279,18 @@ def network_policy(db: ChromaDatabase) -> Manifest | None:
         "spec": {"podSelector": {"matchLabels": selector_labels(db.name, COMPONENT_POOL)},
                  "policyTypes": ["Ingress"], "ingress": rules},
     }
+
+
+def purge_job(db: ChromaDatabase, settings: OperatorSettings) -> Manifest:
+    """``<name>-pool-purge``: empties the pool's root when the database is deleted with
+    ``deletionPolicy: Delete``; the pool pod bent as a collection's purge Job bends its
+    compactor (:func:`.jobs.purge_job_from`), reporting to the ChromaDatabase."""
+    template = deployment(db, settings)["spec"]["template"]
+    report = {STATUS_RESOURCE_ENV: f"{db.namespace}/{db.name}",
+              STATUS_PLURAL_ENV: DATABASE_PLURAL}
+    return purge_job_from(template, instance=db.name, namespace=db.namespace,
+                          job_name=purge_job_name(pool_name(db)),
+                          env=config_data(db) | report)
 
 
 def database_children(db: ChromaDatabase, settings: OperatorSettings,

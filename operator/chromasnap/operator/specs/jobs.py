@@ -2,15 +2,18 @@
 
 All three are the same pod: the compactor's template. On-demand Jobs copy the
 CronJob's Job template so a manual run is exactly a scheduled one; the purge Job
-bends that template so it can outlive the collection it cleans up after.
+bends that template so it can outlive the collection it cleans up after
+(:func:`purge_job_from`, which bends a ChromaDatabase's pool pod the same way).
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from chromasnap.config import ENV_PREFIX
 from chromasnap.operator.crd import ChromaCollection
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs.environment import compactor_env, config_data, config_hash
@@ -27,6 +30,10 @@ from chromasnap.operator.specs.naming import (
 from chromasnap.operator.specs.pods import container, pod_spec, pod_template, volumes
 
 RUN_ID_RE = re.compile(r"^[a-z0-9]{1,10}$")
+#: Where ``chromasnap purge`` reports completion (``<namespace>/<name>``), and of which
+#: kind (the resource's plural; a ChromaCollection's if unset).
+STATUS_RESOURCE_ENV = ENV_PREFIX + "STATUS_RESOURCE"
+STATUS_PLURAL_ENV = ENV_PREFIX + "STATUS_PLURAL"
 
 
 def _compactor_job_spec(cc: ChromaCollection, settings: OperatorSettings) -> dict[str, Any]:
@@ -114,42 +121,53 @@ def compaction_job(cc: ChromaCollection, settings: OperatorSettings, run_id: str
 
 
 def purge_job(cc: ChromaCollection, settings: OperatorSettings) -> Manifest:
-    """The Job that empties ``s3://bucket/prefix/`` when the collection is deleted.
+    """The Job that empties ``s3://bucket/prefix/`` when the collection is deleted, from
+    the compactor's Job template (:func:`purge_job_from`)."""
+    template = compaction_job(cc, settings, "purge")["spec"]["template"]
+    return purge_job_from(template, instance=cc.name, namespace=cc.namespace,
+                          job_name=purge_job_name(cc.name), env=config_data(cc) | {
+                              STATUS_RESOURCE_ENV: f"{cc.namespace}/{cc.name}"})
 
-    Built from the compactor's Job template (same image, identity, credentials,
-    security context), with three differences, each because the collection is
-    going away while it runs:
 
-    - no owner reference: a foreground deletion of the collection would
-      otherwise garbage-collect the Job before it finished;
-    - the shared settings are inline env rather than ``envFrom`` the ConfigMap,
-      which the same garbage collection may already have removed;
-    - it reports completion by adding a ``Purged`` condition to the collection's
-      status (the collection's Role allows exactly that), because a Job's
-      success alone says nothing about what the process did.
+def purge_job_from(template: Mapping[str, Any], *, instance: str, namespace: str,
+                   job_name: str, env: Mapping[str, str]) -> Manifest:
+    """The Job that runs ``chromasnap purge`` on a resource's storage as it is deleted.
+
+    Built from the pod ``template`` of one of the resource's workloads (same image,
+    identity, credentials, security context), with these differences, each because
+    the resource is going away while it runs:
+
+    - no owner reference: a foreground deletion of the resource would otherwise
+      garbage-collect the Job before it finished;
+    - the settings are inline ``env`` (what the resource's ConfigMap holds, and
+      where to report) rather than ``envFrom`` the ConfigMap, which the same
+      garbage collection may already have removed;
+    - it reports completion by adding a ``Purged`` condition to the resource's
+      status (the resource's Role allows exactly that), because a Job's success
+      alone says nothing about what the process did;
+    - it serves nothing and runs once: no ports, probes or spread, never restarted
+      in place (the Job starts a new pod for a retry).
     """
-    job = compaction_job(cc, settings, "purge")
-    meta = job["metadata"]
-    meta["name"] = purge_job_name(cc.name)
-    meta.pop("ownerReferences", None)
-    meta["labels"] = labels(cc.name, COMPONENT_PURGE)
-    spec = job["spec"]
-    spec["backoffLimit"] = 3
-    spec["activeDeadlineSeconds"] = 3600
-    spec["ttlSecondsAfterFinished"] = 86400
-    template = spec["template"]
-    template["metadata"]["labels"] = labels(cc.name, COMPONENT_PURGE)
-    template["metadata"].pop("annotations", None)
-    pod = template["spec"]
+    purge_labels = labels(instance, COMPONENT_PURGE)
+    tpl = copy.deepcopy(dict(template))
+    tpl["metadata"] = {"labels": dict(purge_labels)}
+    pod = tpl["spec"]
+    pod["restartPolicy"] = "Never"
+    pod.pop("topologySpreadConstraints", None)
     main = pod["containers"][0]
     main["name"] = COMPONENT_PURGE
     main["command"] = ["chromasnap", "purge", "--yes"]
-    main.pop("envFrom", None)
+    for serving in ("envFrom", "ports", "startupProbe", "livenessProbe", "readinessProbe"):
+        main.pop(serving, None)
     common = [e for e in main["env"] if not str(e["name"]).startswith("CHROMASNAP_")]
-    shared = [{"name": k, "value": v} for k, v in config_data(cc).items()]
-    report = {"name": "CHROMASNAP_STATUS_RESOURCE", "value": f"{cc.namespace}/{cc.name}"}
-    main["env"] = common + shared + [report]
+    main["env"] = common + [{"name": k, "value": v} for k, v in env.items()]
     # Nothing to cache: only the scratch /tmp stays.
     main["volumeMounts"] = [m for m in main["volumeMounts"] if m["name"] == "tmp"]
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] == "tmp"]
-    return job
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name, "namespace": namespace, "labels": purge_labels},
+        "spec": {"backoffLimit": 3, "activeDeadlineSeconds": 3600,
+                 "ttlSecondsAfterFinished": 86400, "template": tpl},
+    }
