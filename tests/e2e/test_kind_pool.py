@@ -41,15 +41,7 @@ from kind_support import (
     wait_for,
 )
 
-# Known failure, root cause open (issue 19): run after the ChromaCollection e2e in one
-# `make test`, some of the 1,010 collections created at once by two pool pods are missing
-# afterwards (972 counted on 2026-12-07, after the prune fix of 52f0176; 939 before it) and
-# the written ones read empty, although every create and add was acknowledged. Run alone
-# on a fresh cluster, every test here passed. Kept running, as an expected failure, so that
-# every CI run shows which way it goes.
-pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800), pytest.mark.xfail(
-    reason="issue 19: acknowledged catalog changes lost with two pool pods; root cause open",
-    strict=False)]
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 POOL = "team-a"  # examples/database.yaml
 PORT = WRITER_PORT
@@ -157,7 +149,19 @@ def test_1000_collections_created_by_two_clients_at_once(pool: dict[str, Any]) -
 
         with ThreadPoolExecutor(8) as ex:
             list(ex.map(write, range(WRITTEN)))
+    # the pods' passes fold the writes, and RECORDS counts them across every collection
+    wait_for("RECORDS of the pool", lambda: (cdb().get("status") or {}).get("records")
+             == WRITTEN * 5, 120, interval=1, describe=describe)
     TIMINGS.facts["kubectl get cdb"] = kubectl("-n", NAMESPACE, "get", "cdb").splitlines()
+
+
+def test_compact_now_runs_a_pass_on_a_pool_pod(pool: dict[str, Any]) -> None:
+    kubectl("-n", NAMESPACE, "annotate", "cdb", POOL, "chromasnap.dev/compact-now=e2e-1",
+            "--overwrite")
+    last = wait_for("a pass answering the request", lambda: (
+        (p := (cdb().get("status") or {}).get("lastPass") or {}).get("request") == "e2e-1"
+        and p), 60, interval=0.5, describe=describe)
+    assert last["identity"].startswith(f"{POOL}-pool-")
 
 
 def test_a_declared_collection_joins_the_pool(pool: dict[str, Any]) -> None:
