@@ -324,7 +324,8 @@ def run_pool(s: PoolSettings) -> int:
         max_loaded_bytes=s.max_loaded_bytes, memory_budget_bytes=s.memory_budget_bytes,
         compaction_concurrency=s.compaction_concurrency,
         flush=FlushWindow(s.flush_max_records, s.flush_max_bytes, s.flush_max_delay_ms / 1000),
-        delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes)
+        delta_grace_seconds=s.delta_grace_seconds, max_request_bytes=s.max_request_bytes,
+        retain_snapshots=s.retain_snapshots, recovery_window_seconds=s.recovery_window_seconds)
     app = build_pool_app(s.bucket_url, s.s3_endpoint_url, opts,
                          compact_every_s=s.compact_every_seconds,
                          auth_tokens=load_scoped_tokens(s.auth_token_file),

@@ -35,13 +35,6 @@ from pool_server import Pool
 pytestmark = pytest.mark.minio
 NAME = "docs"  # the name tests/dataplane.py's compactor_env gives a restored collection
 DIM = 4
-#: What the window needs, until ``chromasnap pool`` passes the retention settings to its
-#: passes: cli/runtime.py ``run_pool`` builds PoolOptions without them.
-NEEDS_RUN_POOL = pytest.mark.xfail(
-    strict=True, reason="run_pool (cli/runtime.py) does not pass retain_snapshots and "
-    "recovery_window_seconds from PoolSettings to PoolOptions yet")
-
-
 def _records(path: Path) -> dict[str, str]:
     client = chromadb.PersistentClient(path=str(path),
                                        settings=Settings(anonymized_telemetry=False))
@@ -58,7 +51,7 @@ def _export(url: str, dest: Path, at: datetime,
         capture_output=True, text=True, timeout=180, check=False)
 
 
-@pytest.mark.parametrize("window", [pytest.param(86_400, marks=NEEDS_RUN_POOL), 0])
+@pytest.mark.parametrize("window", [86_400, 0])
 def test_a_pool_with_a_recovery_window_restores_its_collections_at_any_time_in_it(
         minio: MinioServer, tmp_path: Path, window: int) -> None:
     p = Pool(minio, tmp_path / "pool", CHROMASNAP_RECOVERY_WINDOW_SECONDS=str(window))
