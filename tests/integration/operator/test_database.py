@@ -315,6 +315,18 @@ def test_deleting_the_database_collects_its_children_and_keeps_the_data(
         pool: Pool, kube_api: Any, minio: MinioServer) -> None:
     for p in pool.pods:
         p.stop()
+    # a declared collection that outlives its database: no pod is left to let go of it
+    api = client.CustomObjectsApi(kube_api)
+    api.create_namespaced_custom_object(GROUP, VERSION, pool.ns, PLURAL, _member(
+        "outlives", pool.ns, NAME, deletionPolicy="Delete",
+        collection={"name": "outlives", "dimension": 2}))
+
+    def outlives() -> dict[str, Any]:
+        return dict(api.get_namespaced_custom_object(GROUP, VERSION, pool.ns, PLURAL,
+                                                     "outlives"))
+
+    wait_for("the pool's finalizer on it", lambda: POOL_DELETE_FINALIZER in (
+        outlives()["metadata"].get("finalizers") or []), timeout=30)
     bucket = pool.get()["spec"]["storage"]["bucket"]
     pool.api.delete_namespaced_custom_object(GROUP, VERSION, pool.ns, DATABASE_PLURAL, NAME)
     apps = client.AppsV1Api(kube_api)
@@ -323,6 +335,9 @@ def test_deleting_the_database_collects_its_children_and_keeps_the_data(
     listed = minio.client().list_objects_v2(Bucket=bucket, Prefix="pools/team-a/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert any("catalog" in k for k in keys), keys[:10]
+    wait_for("the ChromaDatabase gone", lambda: maybe(pool.get) is None, timeout=30)
+    api.delete_namespaced_custom_object(GROUP, VERSION, pool.ns, PLURAL, "outlives")
+    wait_for("the operator letting go of it", lambda: maybe(outlives) is None, timeout=30)
 
 
 # --- deletionPolicy: Delete ------------------------------------------------------------

@@ -217,6 +217,8 @@ class DatabaseController:
         key: Key = (ns, member.spec.database)
         await self._finalizer(body, member.spec.deletion_policy is DeletionPolicy.DELETE)
         parent = self.cache.database(key)
+        if parent is None and await self.release_orphan(body):
+            return
         if parent is None:
             await self._member_status(ns, name, member_problem(
                 member.generation, "DatabaseNotFound",
@@ -249,10 +251,37 @@ class DatabaseController:
         async with self._lock(key):
             await self.kube.apply(role(db, [n for n in self.members_of(key) if n != gone]))
 
-    async def _finalizer(self, body: Mapping[str, Any], wanted: bool) -> None:
+    async def release_orphan(self, body: Mapping[str, Any]) -> bool:
+        """A declared ChromaCollection being deleted whose ChromaDatabase is gone: no pool
+        pod is left to delete its collection and remove the pool's finalizer, so the
+        operator removes it (the pool's data went with the database's own
+        ``deletionPolicy``). Returns whether it did."""
+        m = meta(body)
+        database = declared_database(body)
+        if (database is None or not m.get("deletionTimestamp")
+                or POOL_DELETE_FINALIZER not in (m.get("finalizers") or ())):
+            return False
+        key: Key = (str(m.get("namespace")), database)
+        if self.cache.database(key) is not None or not await self._gone(key):
+            return False
+        await self._finalizer(body, False, deleting=True)
+        log.info("released a declared collection whose database is gone", extra=logs.fields(
+            namespace=key[0], name=m.get("name"), database=database))
+        return True
+
+    async def _gone(self, key: Key) -> bool:
+        """Whether the ChromaDatabase ``key`` does not exist (asked of the API: the cache
+        may not have listed it yet when the operator has just started)."""
+        return await self.kube.get(path(API_VERSION, DATABASE_KIND, *key)) is None
+
+    async def _finalizer(self, body: Mapping[str, Any], wanted: bool, *,
+                         deleting: bool = False) -> None:
+        """Add or remove the pool's finalizer; never on an object being deleted, unless
+        ``deleting`` (removing it then lets the deletion finish)."""
         m = meta(body)
         have = list(m.get("finalizers") or [])
-        if m.get("deletionTimestamp") or (POOL_DELETE_FINALIZER in have) == wanted:
+        if (m.get("deletionTimestamp") and not deleting) or (
+                POOL_DELETE_FINALIZER in have) == wanted:
             return
         new = ([*have, POOL_DELETE_FINALIZER] if wanted
                else [f for f in have if f != POOL_DELETE_FINALIZER])

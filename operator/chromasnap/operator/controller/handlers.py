@@ -296,6 +296,9 @@ async def collection_event(event: kopf.RawEvent, body: kopf.Body, memo: Any,
         if declared_database(body):
             await parts.databases.member_gone(body)
         return
+    if declared_database(body) and m.get("deletionTimestamp"):
+        # its pool may be gone, with no pod left to let go of it
+        await parts.databases.release_orphan(body)
     counters.observe(body)  # a new status.lastCompaction is one more run for /metrics
     if uid in parts.memory.judged:  # otherwise the reconcile handler refreshes when it is done
         await parts.status.refresh(key)
