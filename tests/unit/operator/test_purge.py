@@ -93,16 +93,17 @@ def test_a_database_s_pods_stop_then_its_job_runs_and_reports() -> None:
         asyncio.run(p.purge(database(), 0))
     assert kube.deleted == [f"/apis/apps/v1/namespaces/{NS}/deployments/pool-pool"]
     assert not kube.jobs
-    # 2. gone: the Job starts, as the pool's ServiceAccount (re-applied without an owner)
+    # 2. gone: the Job starts, as the pool's ServiceAccount, reporting with its Role (all
+    # re-applied without an owner: a foreground deletion may have collected them)
     kube.pods = 0
     with pytest.raises(kopf.TemporaryError, match="waiting for the purge Job"):
         asyncio.run(p.purge(database(), 1))
     (job,) = kube.jobs.values()
     assert job["metadata"]["name"] == "pool-pool-purge"
-    ((sa, manager),) = kube.applied
-    assert (sa["kind"], sa["metadata"]["name"], manager) == (
-        "ServiceAccount", "pool-pool", PURGE_FIELD_MANAGER)
-    assert "ownerReferences" not in sa["metadata"]
+    assert [(m["kind"], m["metadata"]["name"], manager) for m, manager in kube.applied] == [
+        (kind, "pool-pool", PURGE_FIELD_MANAGER)
+        for kind in ("ServiceAccount", "Role", "RoleBinding")]
+    assert all("ownerReferences" not in m["metadata"] for m, _ in kube.applied)
     assert kube.events[-1][0] == "PurgeStarted"
     assert "s3://vectors/pools/a/" in kube.events[-1][1]
     # 3. running: wait; it reported Purged: the Job goes and the finalizer may go

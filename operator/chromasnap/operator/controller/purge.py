@@ -28,6 +28,8 @@ from chromasnap.operator.kubeapi import ApiError, Kube, path
 from chromasnap.operator.observed import JobState
 from chromasnap.operator.settings import OperatorSettings
 from chromasnap.operator.specs import database as pool_specs
+from chromasnap.operator.specs.access import role as access_role
+from chromasnap.operator.specs.access import role_binding as access_role_binding
 from chromasnap.operator.specs.access import service_account
 from chromasnap.operator.specs.jobs import purge_job
 from chromasnap.operator.specs.naming import (
@@ -54,8 +56,10 @@ class PurgeTarget:
     storage: StorageSpec
     #: The Job that empties the prefix and reports back (``specs``' purge builders).
     job: Manifest
-    #: The identity the Job runs as (its cloud identity too); re-applied if gone.
-    service_account: Manifest
+    #: The identity the Job runs as (its cloud identity too) and the rights it reports
+    #: with: ServiceAccount, Role, RoleBinding; re-applied if a foreground deletion
+    #: garbage-collected them.
+    identity: tuple[Manifest, ...]
     #: Workloads deleted first (API paths), so nothing writes during the purge.
     workloads: tuple[str, ...]
     #: Label selector of Jobs deleted with them (a collection's compactions), if any.
@@ -73,7 +77,8 @@ class PurgeTarget:
         instance = f"{LABEL_INSTANCE}={cc.name}"
         return cls(
             uid=cc.uid, namespace=cc.namespace, storage=cc.spec.storage,
-            job=purge_job(cc, settings), service_account=service_account(cc),
+            job=purge_job(cc, settings),
+            identity=(service_account(cc), access_role(cc), access_role_binding(cc)),
             workloads=(path("apps/v1", "Deployment", cc.namespace, n.writer),
                        path("apps/v1", "Deployment", cc.namespace, n.reader),
                        path("batch/v1", "CronJob", cc.namespace, n.compactor)),
@@ -87,7 +92,8 @@ class PurgeTarget:
         return cls(
             uid=db.uid, namespace=db.namespace, storage=db.spec.storage,
             job=pool_specs.purge_job(db, settings),
-            service_account=pool_specs.service_account(db),
+            identity=(pool_specs.service_account(db), pool_specs.role(db),
+                      pool_specs.role_binding(db)),
             workloads=(path("apps/v1", "Deployment", db.namespace, pool_specs.pool_name(db)),),
             jobs=None,
             writers=f"{LABEL_INSTANCE}={db.name},{LABEL_COMPONENT}={pool_specs.COMPONENT_POOL}",
@@ -138,7 +144,7 @@ class Purger:
         job_path = path("batch/v1", "Job", target.namespace, target.job_name)
         if purged is not None and purged.get("status") == TRUE:
             await self.kube.delete(job_path)
-            await self._drop_orphan_service_account(target)
+            await self._drop_orphan_identity(target)
             await self.events.post(body, "Normal", "DataPurged",
                                    f"deleted everything under {where}/: {purged.get('message')}")
             return
@@ -153,7 +159,7 @@ class Purger:
                 raise kopf.TemporaryError(f"waiting for {target.writers_are} to stop", delay=2)
             job = await self.kube.get(job_path)
             if job is None:
-                await self._ensure_service_account(target)
+                await self._ensure_identity(target)
                 await self.kube.create(target.job)
                 await self.events.post(body, "Normal", "PurgeStarted",
                                        f"deletionPolicy is Delete: Job {target.job_name} "
@@ -209,19 +215,22 @@ class Purger:
                                        params={"labelSelector": target.writers})
         return bool(pods.get("items"))
 
-    async def _ensure_service_account(self, target: PurgeTarget) -> None:
-        """The purge pod runs as the resource's ServiceAccount (its cloud identity).
+    async def _ensure_identity(self, target: PurgeTarget) -> None:
+        """The purge pod runs as the resource's ServiceAccount (its cloud identity) and
+        reports with its Role.
 
-        A foreground deletion may already have garbage-collected it; apply it under a
-        second field manager without an owner, which leaves an existing one untouched.
+        A foreground deletion may already have garbage-collected them; apply them under
+        a second field manager without an owner, which leaves existing ones untouched.
         """
-        sa = copy.deepcopy(target.service_account)
-        sa["metadata"].pop("ownerReferences", None)
-        await self.kube.apply(sa, field_manager=PURGE_FIELD_MANAGER)
+        for manifest in target.identity:
+            orphan = copy.deepcopy(manifest)
+            orphan["metadata"].pop("ownerReferences", None)
+            await self.kube.apply(orphan, field_manager=PURGE_FIELD_MANAGER)
 
-    async def _drop_orphan_service_account(self, target: PurgeTarget) -> None:
-        sa_path = path("v1", "ServiceAccount", target.namespace,
-                       target.service_account["metadata"]["name"])
-        sa = await self.kube.get(sa_path)
-        if sa is not None and not meta(sa).get("ownerReferences"):
-            await self.kube.delete(sa_path)
+    async def _drop_orphan_identity(self, target: PurgeTarget) -> None:
+        for manifest in target.identity:
+            obj_path = path(manifest["apiVersion"], manifest["kind"], target.namespace,
+                            manifest["metadata"]["name"])
+            obj = await self.kube.get(obj_path)
+            if obj is not None and not meta(obj).get("ownerReferences"):
+                await self.kube.delete(obj_path)
