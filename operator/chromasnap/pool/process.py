@@ -214,6 +214,8 @@ class PoolProcess:
         recorded = self.index.read()
         found = {cid: recorded[cid] for cid in cids if cid in recorded}
         for cid in set(cids) - found.keys():  # no pass recorded it yet
+            # (a manifest that cannot be read fails the round, as before: its status
+            # must not flip to "no snapshot" meanwhile)
             if (p := published.read_one(self.store, cid)) is not None:
                 found[cid] = p
         return found

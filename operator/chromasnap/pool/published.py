@@ -108,6 +108,20 @@ def read_one(store: ObjectStore, cid: str) -> Published | None:
                      created_at=iso(ptr.updated_at))
 
 
+def read_missing(store: ObjectStore, cids: Iterable[str]) -> dict[str, Published]:
+    """:func:`read_one` of each of ``cids`` that has a version (a collection being
+    published or deleted right now, its manifest not readable, is left out)."""
+    found = {}
+    for cid in cids:
+        try:
+            p = read_one(store, cid)
+        except NotFound:
+            continue  # a pass is publishing it right now, or it was just deleted
+        if p is not None:
+            found[cid] = p
+    return found
+
+
 def merge(current: Mapping[str, Published], updates: Mapping[str, Published],
           keep: Keep, used: Mapping[str, str] | None = None) -> dict[str, Published]:
     """A shard after ``updates`` (pure): newer entries win, entries ``keep`` refuses (of
@@ -192,18 +206,11 @@ def after_pass(index: PublishedIndex, results: Mapping[str, CompactionResult], *
     touch = {cid: at for cid, at in used.items() if cid in recorded or cid in updates}
     if updates or touch:
         index.record(updates, keep, touch)
-        recorded = index.read()
-    backfill = {}
-    for cid in missing(recorded, written):
-        try:
-            p = read_one(index.store, cid)
-        except NotFound:
-            continue  # a pass is publishing it right now, or it was just deleted
-        if p is not None:
-            backfill[cid] = p
+        recorded = index.cached()
+    backfill = read_missing(index.store, missing(recorded, written))
     if backfill:
         index.record(backfill, keep, {cid: used[cid] for cid in backfill if cid in used})
-        recorded = index.read()
+        recorded = index.cached()
     return recorded, {cid: at for cid, at in used.items() if cid not in recorded}
 
 
@@ -226,7 +233,6 @@ class PublishedIndex:
     def read(self) -> dict[str, Published]:
         """Every recorded collection: one conditional GET per shard, so shards no pass
         changed since the last read cost no bytes."""
-        out: dict[str, Published] = {}
         for s in SHARDS:
             key = f"{PREFIX}{s}.json"
             cached = self._shards.get(key)
@@ -236,10 +242,15 @@ class PublishedIndex:
                 self._shards.pop(key, None)
                 continue
             if blob is not None:
-                cached = (blob.etag, _decode(blob.data))
-                self._shards[key] = cached
-            assert cached is not None
-            out.update(cached[1])
+                self._shards[key] = (blob.etag, _decode(blob.data))
+        return self.cached()
+
+    def cached(self) -> dict[str, Published]:
+        """Every recorded collection as this process last read or wrote the shards (no
+        I/O)."""
+        out: dict[str, Published] = {}
+        for _, entries in self._shards.values():
+            out.update(entries)
         return out
 
     def record(self, updates: Mapping[str, Published], keep: Keep,
@@ -256,13 +267,10 @@ class PublishedIndex:
 
     def _record_shard(self, key: str, part: Mapping[str, Published], keep: Keep,
                       used: Mapping[str, str]) -> None:
+        # From the copy last read or written here (a pass reads every shard first); a
+        # conditional PUT refused means another process changed it: read it, merge again.
+        etag, current = self._shards.get(key) or (None, {})
         for _ in range(MAX_ATTEMPTS):
-            try:
-                blob = self.store.get(key)
-                etag: str | None = blob.etag
-                current = _decode(blob.data)
-            except NotFound:
-                etag, current = None, {}
             shard = merge(current, part, keep, used)
             data = _encode(shard)
             try:
@@ -271,7 +279,12 @@ class PublishedIndex:
                 else:
                     new = self.store.put_if_match(key, data, etag)
             except PreconditionFailed:
-                continue  # another process changed the shard: merge into its version
+                try:
+                    blob = self.store.get(key)
+                    etag, current = blob.etag, _decode(blob.data)
+                except NotFound:
+                    etag, current = None, {}
+                continue
             self._shards[key] = (new, shard)
             return
         # Nothing is lost: the pointers hold the versions, and the next pass that folds
